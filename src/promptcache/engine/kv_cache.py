@@ -1,0 +1,45 @@
+"""The KV block pool's memory: one preallocated tensor holding every layer's K and V blocks.
+
+    data: (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim)
+
+The number of blocks follows from the byte budget. Zero-filled so that masked-out padding
+reads finite values (0 * NaN would poison attention).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from promptcache.model.spec import ModelSpec
+
+
+def bytes_per_block(spec: ModelSpec, block_size: int, dtype: torch.dtype) -> int:
+    return spec.kv_bytes_per_token * block_size * torch.empty((), dtype=dtype).element_size()
+
+
+class KVCache:
+    """Per-layer (K, V) views into one pool tensor."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        block_size: int,
+        budget_bytes: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        per_block = bytes_per_block(spec, block_size, dtype)
+        self.num_blocks = budget_bytes // per_block
+        if self.num_blocks < 1:
+            raise ValueError(
+                f"kv_cache_bytes={budget_bytes} is below one block ({per_block} bytes)"
+            )
+        self.block_size = block_size
+        self.bytes = self.num_blocks * per_block
+        shape = (spec.num_layers, 2, self.num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+        self.data = torch.zeros(shape, dtype=dtype, device=device)
+        self.layers = [(self.data[i, 0], self.data[i, 1]) for i in range(spec.num_layers)]
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.num_blocks * self.block_size

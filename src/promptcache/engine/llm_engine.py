@@ -1,0 +1,248 @@
+"""The engine's Python API: add requests, step the batch, collect outputs.
+
+Ties the scheduler, the model runner and the tokenizer together. Single-threaded: a
+caller (the CLI, or the server's engine thread) drives `step()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from promptcache.config import EngineConfig
+from promptcache.engine.block_allocator import BlockAllocator
+from promptcache.engine.detokenizer import Detokenizer
+from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.model_runner import ModelRunner
+from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.engine.scheduler import ScheduledSeq, Scheduler
+from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
+from promptcache.model.loader import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """A request the engine cannot take (too long, empty, duplicate id)."""
+
+
+@dataclass(slots=True)
+class _Request:
+    seq: Sequence
+    detok: Detokenizer
+
+
+class LLMEngine:
+    """Continuous-batching generation over a paged KV cache."""
+
+    def __init__(self, model: LoadedModel, config: EngineConfig | None = None) -> None:
+        self.model = model
+        self.config = config or EngineConfig()
+        self.tokenizer = model.tokenizer
+        self.kv_cache = KVCache(
+            model.spec,
+            self.config.block_size,
+            self.config.kv_cache_bytes,
+            model.dtype,
+            model.device,
+        )
+        self.allocator = BlockAllocator(self.kv_cache.num_blocks)
+        self.scheduler = Scheduler(self.config, self.allocator)
+        self.runner = ModelRunner(model.module, self.kv_cache)
+        self.max_model_len = self._max_model_len()
+        self.eos_token_ids = self._eos_ids()
+        self._requests: dict[str, _Request] = {}
+        self._ids = itertools.count()
+        self.num_preemptions = 0
+
+    def _max_model_len(self) -> int:
+        limit = self.config.max_model_len or self.model.spec.max_position_embeddings
+        limit = min(limit, self.model.spec.max_position_embeddings)
+        if self.kv_cache.capacity_tokens < limit:
+            log.warning(
+                "KV pool holds %d tokens, below the context length %d: max_model_len lowered",
+                self.kv_cache.capacity_tokens,
+                limit,
+            )
+            limit = self.kv_cache.capacity_tokens
+        return limit
+
+    def _eos_ids(self) -> frozenset[int]:
+        ids = set(self.model.spec.eos_token_ids)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return frozenset(ids)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Queue a prompt (text or token ids); returns its request id."""
+        params = params or SamplingParams()
+        token_ids = (
+            self.tokenizer.encode(prompt, add_special_tokens=False)
+            if isinstance(prompt, str)
+            else list(prompt)
+        )
+        request_id = request_id or f"req-{next(self._ids)}"
+        max_tokens = self._check_request(request_id, token_ids, params)
+        seed = params.seed if params.seed is not None else random.getrandbits(63)
+        generator = None
+        if not params.greedy:
+            generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        seq = Sequence(request_id, token_ids, params, max_tokens, generator)
+        self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
+        self.scheduler.add(seq)
+        return request_id
+
+    def _check_request(self, request_id: str, token_ids: list[int], p: SamplingParams) -> int:
+        if request_id in self._requests:
+            raise RequestError(f"request id {request_id!r} is already running")
+        if not token_ids:
+            raise RequestError("the prompt is empty")
+        vocab = self.model.spec.vocab_size
+        if min(token_ids) < 0 or max(token_ids) >= vocab:
+            raise RequestError(f"prompt token ids must be in [0, {vocab})")
+        room = self.max_model_len - len(token_ids)
+        if room < 1 or (p.max_tokens is not None and p.max_tokens > room):
+            raise RequestError(
+                f"this model's maximum context length is {self.max_model_len} tokens; the "
+                f"prompt has {len(token_ids)} and max_tokens asks for {p.max_tokens}"
+            )
+        return p.max_tokens if p.max_tokens is not None else room
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Cancel a request and free its blocks; returns its last output, or None if unknown."""
+        req = self._requests.pop(request_id, None)
+        if req is None:
+            return None
+        self._finish(req.seq, FinishReason.ABORT)
+        return self._output(req, [])
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # -- stepping -----------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one batch step; returns an output for each request that got a token or ended."""
+        plan = self.scheduler.schedule()
+        self.num_preemptions += len(plan.preempted)
+        if not plan.scheduled:
+            return []
+        sampled = self.runner.execute(plan.scheduled)
+        now = time.perf_counter()
+        outputs = []
+        for item in plan.scheduled:
+            seq = item.seq
+            seq.num_computed += item.num_tokens
+            token = sampled.get(id(seq))
+            if token is not None:
+                outputs.append(self._append(seq, token, now))
+        return outputs
+
+    def _append(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+        req = self._requests[seq.request_id]
+        seq.output_token_ids.append(token)
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        hit_stop_string = req.detok.update(seq.output_token_ids)
+        reason = self._stop_reason(seq, token, hit_stop_string)
+        if reason is not None:
+            self._finish(seq, reason)
+            del self._requests[seq.request_id]
+        return self._output(req, [token])
+
+    def _stop_reason(self, seq: Sequence, token: int, hit_stop_string: bool) -> FinishReason | None:
+        p = seq.params
+        if hit_stop_string or token in p.stop_token_ids:
+            return FinishReason.STOP
+        if not p.ignore_eos and token in self.eos_token_ids:
+            return FinishReason.STOP
+        if len(seq.output_token_ids) >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+            return FinishReason.LENGTH
+        return None
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        self.scheduler.finish(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        seq.finish_time = time.perf_counter()
+
+    def _output(self, req: _Request, new_tokens: list[int]) -> RequestOutput:
+        seq = req.seq
+        ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
+        total = None if seq.finish_time is None else seq.finish_time - seq.arrival_time
+        return RequestOutput(
+            request_id=seq.request_id,
+            text=req.detok.text,
+            token_ids=list(seq.output_token_ids),
+            new_token_ids=new_tokens,
+            finished=seq.finished,
+            finish_reason=seq.finish_reason.value if seq.finish_reason else None,
+            usage=Usage(
+                len(seq.prompt_token_ids), seq.num_cached_tokens, len(seq.output_token_ids)
+            ),
+            ttft_s=ttft,
+            total_s=total,
+        )
+
+    # -- convenience ----------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Iterable[str | list[int]], params: SamplingParams | None = None
+    ) -> list[RequestOutput]:
+        """Run `prompts` together to completion; outputs in the prompts' order."""
+        ids = [self.add_request(p, params) for p in prompts]
+        final: dict[str, RequestOutput] = {}
+        while len(final) < len(ids):
+            for out in self.step():
+                if out.finished:
+                    final[out.request_id] = out
+        return [final[i] for i in ids]
+
+    def prompt_logits(self, token_ids: list[int], chunk_size: int | None = None) -> torch.Tensor:
+        """Logits (n, vocab) at every prompt position, computed through the paged KV path in
+        chunks of `chunk_size` tokens (default: the step budget). Blocks are freed after."""
+        chunk = chunk_size or self.config.max_num_batched_tokens
+        seq = Sequence("logits-probe", list(token_ids), SamplingParams(temperature=0), 1, None)
+        rows = []
+        try:
+            while seq.num_uncomputed:
+                n = min(chunk, seq.num_uncomputed)
+                blocks = -(-(seq.num_computed + n) // self.config.block_size)
+                seq.block_table.extend(self.allocator.allocate(blocks - len(seq.block_table)))
+                rows.append(self.runner.all_logits([ScheduledSeq(seq, n)]))
+                seq.num_computed += n
+        finally:
+            self.allocator.free(seq.block_table)
+        return torch.cat(rows)
+
+    def check_integrity(self) -> None:
+        """Assert the block pool's bookkeeping agrees with the live sequences."""
+        seqs = [r.seq for r in self._requests.values()]
+        self.allocator.check_integrity(s.block_table for s in seqs)
+        for s in seqs:
+            if s.status is SequenceStatus.WAITING:
+                assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "num_blocks": self.allocator.num_blocks,
+            "blocks_in_use": self.allocator.num_in_use,
+            "running": len(self.scheduler.running),
+            "num_preemptions": self.num_preemptions,
+            "waiting": len(self.scheduler.waiting),
+        }

@@ -1,0 +1,136 @@
+"""Run one scheduled step on the model: build the flat batch, forward, sample.
+
+Lays out the batch as decode rows first, then one slice per prefill chunk (see
+`promptcache.model.attention`). Computes logits only for rows that end a sequence's
+known tokens, i.e. rows whose next token is sampled this step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.sampler import sample
+from promptcache.engine.scheduler import ScheduledSeq
+from promptcache.engine.sequence import Sequence
+from promptcache.model.attention import AttentionMetadata, PrefillSlice, causal_mask, decode_mask
+from promptcache.model.llama import LlamaForCausalLM
+
+
+@dataclass(slots=True)
+class StepInputs:
+    input_ids: torch.Tensor  # (T,)
+    positions: torch.Tensor  # (T,)
+    meta: AttentionMetadata
+    sample_rows: list[int]  # rows whose logits are sampled
+    sample_seqs: list[Sequence]
+
+
+class ModelRunner:
+    """Owns the model module and the KV cache tensors; stateless between steps."""
+
+    def __init__(self, module: LlamaForCausalLM, kv_cache: KVCache) -> None:
+        self.module = module
+        self.kv_cache = kv_cache
+        self.device = kv_cache.data.device
+        self.block_size = kv_cache.block_size
+        self.sliding_window = module.spec.sliding_window
+
+    @torch.inference_mode()
+    def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, int]:
+        """Run the step; returns {id(seq): next token} for sequences that sample now."""
+        inputs = self.prepare(scheduled)
+        hidden = self.forward(inputs)
+        if not inputs.sample_rows:
+            return {}
+        rows = torch.tensor(inputs.sample_rows, device=self.device)
+        logits = self.module.compute_logits(hidden.index_select(0, rows))
+        seqs = inputs.sample_seqs
+        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        return {id(s): t for s, t in zip(seqs, tokens, strict=True)}
+
+    @torch.inference_mode()
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        """Final hidden states (T, hidden) of every token in the step; writes their K/V."""
+        return self.module(inputs.input_ids, inputs.positions, self.kv_cache.layers, inputs.meta)
+
+    @torch.inference_mode()
+    def all_logits(self, scheduled: list[ScheduledSeq]) -> torch.Tensor:
+        """Logits (T, vocab) of every token in the step, in batch order (for checks)."""
+        return self.module.compute_logits(self.forward(self.prepare(scheduled)))
+
+    def prepare(self, scheduled: list[ScheduledSeq]) -> StepInputs:
+        decodes = [s for s in scheduled if s.seq.is_decoding]
+        prefills = [s for s in scheduled if not s.seq.is_decoding]
+        ids: list[int] = []
+        positions: list[int] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for item in decodes + prefills:
+            seq, start = item.seq, item.seq.num_computed
+            ids.extend(seq.tokens_slice(start, start + item.num_tokens))
+            positions.extend(range(start, start + item.num_tokens))
+            if start + item.num_tokens == seq.num_tokens:
+                sample_rows.append(len(ids) - 1)
+                sample_seqs.append(seq)
+        meta = AttentionMetadata(
+            slot_mapping=self._slots(decodes + prefills),
+            num_decodes=len(decodes),
+            decode_block_tables=None,
+            decode_mask=None,
+            prefills=self._prefill_slices(prefills, start_row=len(decodes)),
+        )
+        if decodes:
+            meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
+        return StepInputs(
+            input_ids=self._tensor(ids),
+            positions=self._tensor(positions),
+            meta=meta,
+            sample_rows=sample_rows,
+            sample_seqs=sample_seqs,
+        )
+
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=self.device)
+
+    def _slots(self, items: list[ScheduledSeq]) -> torch.Tensor:
+        bs = self.block_size
+        slots: list[int] = []
+        for item in items:
+            table, start = item.seq.block_table, item.seq.num_computed
+            slots.extend(
+                table[p // bs] * bs + p % bs for p in range(start, start + item.num_tokens)
+            )
+        return self._tensor(slots)
+
+    def _prefill_slices(self, items: list[ScheduledSeq], start_row: int) -> list[PrefillSlice]:
+        slices = []
+        row = start_row
+        for item in items:
+            ctx = item.seq.num_computed + item.num_tokens
+            n_blocks = -(-ctx // self.block_size)
+            slices.append(
+                PrefillSlice(
+                    query_start=row,
+                    query_len=item.num_tokens,
+                    context_len=ctx,
+                    block_ids=self._tensor(item.seq.block_table[:n_blocks]),
+                    mask=causal_mask(item.num_tokens, ctx, self.sliding_window, self.device),
+                )
+            )
+            row += item.num_tokens
+        return slices
+
+    def _decode_tables(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = [i.seq.num_computed + 1 for i in items]
+        width = max(-(-c // self.block_size) for c in ctx)
+        # Pad with block 0: its contents are finite and masked out.
+        tables = [
+            i.seq.block_table[:width] + [0] * (width - len(i.seq.block_table[:width]))
+            for i in items
+        ]
+        table_t = self._tensor([b for t in tables for b in t]).view(len(items), width)
+        mask = decode_mask(self._tensor(ctx), width * self.block_size, self.sliding_window)
+        return table_t, mask

@@ -1,0 +1,45 @@
+"""Turn the logits of sampled rows into next tokens: greedy, temperature and top-p.
+
+Each sequence draws from its own `torch.Generator`, so a seeded request gives the same
+tokens whatever it is batched with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from promptcache.engine.sampling_params import SamplingParams
+
+
+def sample(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+) -> list[int]:
+    """logits (N, V) float32 -> one token id per row."""
+    greedy = logits.argmax(dim=-1).tolist()
+    out: list[int] = []
+    for i, p in enumerate(params):
+        if p.greedy:
+            out.append(int(greedy[i]))
+        else:
+            out.append(_sample_row(logits[i], p, generators[i]))
+    return out
+
+
+def _sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    probs = torch.softmax(logits.float() / p.temperature, dim=-1)
+    if p.top_p < 1.0:
+        probs = _top_p(probs, p.top_p)
+    if gen is not None and gen.device != probs.device:
+        probs = probs.to(gen.device)
+    return int(torch.multinomial(probs, 1, generator=gen).item())
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches `top_p`."""
+    sorted_probs, order = probs.sort(descending=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
+    sorted_probs[before >= top_p] = 0.0
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return kept / kept.sum()

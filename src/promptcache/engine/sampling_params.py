@@ -1,0 +1,44 @@
+"""What a request asks of generation: length, randomness, seed and stop conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-request generation settings.
+
+    Attributes:
+        max_tokens: most tokens to generate; None = up to the model's context length.
+        temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+        top_p: nucleus sampling mass in (0, 1]; 1 keeps every token.
+        seed: seeds this request's own random generator, so its samples do not depend on
+            what else is batched with it. None draws a fresh seed.
+        stop: strings that end generation; the returned text stops before them.
+        stop_token_ids: extra token ids that end generation (the model's EOS always does,
+            unless ignore_eos).
+        ignore_eos: keep generating past EOS (benchmarks use it for fixed-length outputs).
+    """
+
+    max_tokens: int | None = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0

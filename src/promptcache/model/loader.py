@@ -1,0 +1,107 @@
+"""Resolve a model reference (bundled default, GGUF file, HF folder) and load it for serving.
+
+Returns our own forward module with weights on the chosen device and dtype, the model's
+architecture spec, and its tokenizer (which carries the chat template).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+
+from promptcache.model.bundled import bundled_gguf_path
+from promptcache.model.errors import ModelLoadError
+from promptcache.model.gguf_convert import ensure_converted
+from promptcache.model.layers import RotaryEmbedding
+from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
+from promptcache.model.weights import read_checkpoint, to_our_names
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A model ready to run: our module, its spec, its tokenizer and where it came from."""
+
+    module: LlamaForCausalLM
+    spec: ModelSpec
+    tokenizer: Any
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def default_cache_dir() -> Path:
+    """$PROMPTCACHE_CACHE_DIR, else the user's cache folder (~/.cache/promptcache on Linux)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env) if env else Path(platformdirs.user_cache_dir("promptcache"))
+
+
+def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:
+    """A safetensors model folder for `model` (None = bundled), converting GGUF once."""
+    cache = cache_dir or default_cache_dir()
+    if model is None:
+        return ensure_converted(bundled_gguf_path(), cache)
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ensure_converted(path, cache)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return path
+        raise ModelLoadError(f"{path} has no config.json: pass a Hugging Face model folder")
+    raise ModelLoadError(
+        f"model {model!r} not found: pass a Hugging Face folder (config.json + safetensors) "
+        "or a .gguf file; nothing is downloaded from a model hub"
+    )
+
+
+def load_model(
+    model: str | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
+) -> LoadedModel:
+    """Load `model` (see `resolve_model_path`) onto `device` in `dtype`."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device = device or torch.device("cpu")
+    path = resolve_model_path(model, cache_dir)
+    try:
+        hf_config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    spec = spec_from_hf_config(hf_config)
+    module = build_module(hf_config, spec, path, device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return LoadedModel(module, spec, tokenizer, path, device, dtype)
+
+
+def build_module(
+    hf_config: Any, spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype
+) -> LlamaForCausalLM:
+    """Instantiate our forward and fill it with the checkpoint's weights."""
+    inv_freq, scale = rope_inv_freq(hf_config)
+    rope = RotaryEmbedding(inv_freq, scale, spec.max_position_embeddings)
+    with torch.device("meta"):
+        module = LlamaForCausalLM(spec, rope)  # no memory is spent on random init
+    state = to_our_names(read_checkpoint(path), spec.tie_word_embeddings)
+    state = {k: v.to(dtype) for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    try:
+        result = module.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"weights in {path} do not fit its config: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelLoadError(
+            f"weights in {path} do not match its config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return module.to(device).eval()

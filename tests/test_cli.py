@@ -1,0 +1,46 @@
+"""`promptcache generate --json` on the bundled model, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_generate_json() -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptcache.cli.main",
+        "generate",
+        "--chat",
+        "--json",
+        "--dtype",
+        "float32",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "20",
+        "--kv-cache-bytes",
+        "64MiB",
+        "What is the capital of France?",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    out = json.loads(done.stdout)
+    assert set(out) == {"text", "token_ids", "finish_reason", "usage", "ttft_s", "total_s"}
+    assert out["text"] == "The capital of France is Paris."
+    assert out["finish_reason"] == "stop"
+    assert out["usage"] == {
+        "prompt_tokens": 37,
+        "cached_tokens": 0,
+        "completion_tokens": len(out["token_ids"]),
+    }
+    assert 0 < out["ttft_s"] <= out["total_s"]
+    assert "dtype float32" in done.stderr
+
+
+def test_bad_model_is_a_clear_error() -> None:
+    cmd = [sys.executable, "-m", "promptcache.cli.main", "generate", "--model", "/nope", "hi"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "error: model '/nope' not found" in done.stderr
