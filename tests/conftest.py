@@ -105,4 +105,4 @@ def make_engine() -> Iterator[Callable[..., LLMEngine]]:
     for engine in engines:
         engine.check_integrity()
         if not engine.has_unfinished():
-            assert engine.allocator.num_in_use == 0, "blocks leaked after all requests ended"
+            assert engine.pool.num_in_use == 0, "blocks leaked after all requests ended"

@@ -33,6 +33,7 @@ def test_generate_json() -> None:
     assert out["usage"] == {
         "prompt_tokens": 37,
         "cached_tokens": 0,
+        "cache_write_tokens": 0,
         "completion_tokens": len(out["token_ids"]),
     }
     assert 0 < out["ttft_s"] <= out["total_s"]

@@ -74,7 +74,7 @@ def test_preemption_keeps_outputs(bundled: LoadedModel, make_engine: Any) -> Non
     # five sequences (~40-60 tokens each + 24 generated) cannot all stay resident.
     per_block = 16 * bundled.spec.kv_bytes_per_token * 4
     engine = make_engine(bundled, kv_cache_bytes=8 * per_block)
-    assert engine.allocator.num_blocks == 8
+    assert engine.pool.num_blocks == 8
     ids = [engine.add_request(p, GREEDY) for p in prompts]
     final = {}
     while engine.has_unfinished():

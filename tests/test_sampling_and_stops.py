@@ -78,10 +78,10 @@ def test_abort_frees_blocks(tiny_llama: LoadedModel, make_engine: Any) -> None:
     rid = engine.add_request("a long enough prompt", SamplingParams(max_tokens=50))
     engine.step()
     engine.step()
-    assert engine.allocator.num_in_use > 0
+    assert engine.pool.num_in_use > 0
     out = engine.abort(rid)
     assert out is not None and out.finished and out.finish_reason == "abort"
-    assert engine.allocator.num_in_use == 0 and not engine.has_unfinished()
+    assert engine.pool.num_in_use == 0 and not engine.has_unfinished()
     assert engine.abort(rid) is None
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.policy import CachePolicy
+from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.config import EngineConfig
-from promptcache.engine.block_allocator import BlockAllocator
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import Scheduler
 from promptcache.engine.sequence import Sequence, SequenceStatus
+
+
+def _scheduler(num_blocks: int, **config: int) -> Scheduler:
+    cfg = EngineConfig(block_size=4, increment=4, **config)
+    pool = BlockPool(num_blocks)
+    return Scheduler(cfg, pool, PrefixCache(pool, CachePolicy(False, 1024, 4), 4))
 
 
 def _seq(name: str, n: int) -> Sequence:
@@ -16,15 +24,15 @@ def _seq(name: str, n: int) -> Sequence:
 def _advance(sched: Scheduler) -> list[tuple[str, int]]:
     """Schedule one step and pretend the model ran it (a token sampled at each prompt end)."""
     out = sched.schedule()
+    sched.on_step_done(out)
     for item in out.scheduled:
-        item.seq.num_computed += item.num_tokens
         if item.seq.num_computed == item.seq.num_tokens:
             item.seq.output_token_ids.append(7)
     return [(s.seq.request_id, s.num_tokens) for s in out.scheduled]
 
 
 def test_chunked_prefill_and_budget() -> None:
-    sched = Scheduler(EngineConfig(block_size=4, max_num_batched_tokens=10), BlockAllocator(16))
+    sched = _scheduler(16, max_num_batched_tokens=10)
     a, b = _seq("a", 13), _seq("b", 6)
     sched.add(a)
     sched.add(b)
@@ -37,7 +45,7 @@ def test_chunked_prefill_and_budget() -> None:
 
 
 def test_decodes_go_before_running_prefills() -> None:
-    sched = Scheduler(EngineConfig(block_size=4, max_num_batched_tokens=8), BlockAllocator(32))
+    sched = _scheduler(32, max_num_batched_tokens=8)
     a = _seq("a", 3)
     sched.add(a)
     _advance(sched)  # a prefilled, now decoding
@@ -48,7 +56,7 @@ def test_decodes_go_before_running_prefills() -> None:
 
 
 def test_max_num_seqs_limits_admission() -> None:
-    sched = Scheduler(EngineConfig(block_size=4, max_num_seqs=2), BlockAllocator(32))
+    sched = _scheduler(32, max_num_seqs=2)
     for name in "abc":
         sched.add(_seq(name, 4))
     assert _advance(sched) == [("a", 4), ("b", 4)]
@@ -56,7 +64,7 @@ def test_max_num_seqs_limits_admission() -> None:
 
 
 def test_preempts_latest_when_blocks_run_out() -> None:
-    sched = Scheduler(EngineConfig(block_size=4), BlockAllocator(4))
+    sched = _scheduler(4)
     a, b = _seq("a", 8), _seq("b", 8)
     sched.add(a)
     sched.add(b)
@@ -67,5 +75,5 @@ def test_preempts_latest_when_blocks_run_out() -> None:
     assert out.preempted == [b]
     assert b.status is SequenceStatus.WAITING and b.num_computed == 0 and not b.block_table
     assert sched.waiting[0] is b
-    assert a.block_table == [0, 1, 2]  # b's first block, freed first
-    sched.allocator.check_integrity([a.block_table])
+    assert a.block_table == [0, 1, 3]  # b's blocks are freed last-first
+    sched.pool.check_integrity([a.block_table])

@@ -21,6 +21,10 @@ class EngineConfig:
         max_num_batched_tokens: token budget of one step (prefill chunks + decodes). Default 1024.
         max_model_len: longest sequence (prompt + output) accepted; None means the model's
             context length (``max_position_embeddings``).
+        enable_prefix_caching: reuse the KV of repeated prompt prefixes (SPEC S1). Default on.
+        min_prompt_tokens: prompts shorter than this are not cached (S2). Default 1024.
+        increment: a hit covers the longest cached prefix in steps of this many tokens (S3);
+            a multiple of block_size. Default 128.
     """
 
     block_size: int = 16
@@ -28,10 +32,25 @@ class EngineConfig:
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 1024
     max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    min_prompt_tokens: int = 1024
+    increment: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "kv_cache_bytes", "max_num_seqs", "max_num_batched_tokens"):
+        positive = (
+            "block_size",
+            "kv_cache_bytes",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "min_prompt_tokens",
+            "increment",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
+        if self.increment % self.block_size:
+            raise ValueError(
+                f"increment ({self.increment}) must be a multiple of block_size ({self.block_size})"
+            )

@@ -32,17 +32,16 @@ def parse_bytes(text: str) -> int:
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per EngineConfig field, defaulting to the field's default."""
-    group = parser.add_argument_group("engine settings")
+    group = parser.add_argument_group("engine settings (see EngineConfig)")
     for f in dataclasses.fields(EngineConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = parse_bytes if f.name.endswith("_bytes") else int
-        group.add_argument(
-            flag,
-            dest=f"engine_{f.name}",
-            type=kind,
-            default=f.default,
-            help=f"default: {f.default}",
-        )
+        dest, help_ = f"engine_{f.name}", f"default: {f.default}"
+        if f.type == "bool":
+            action = argparse.BooleanOptionalAction
+            group.add_argument(flag, dest=dest, action=action, default=f.default, help=help_)
+        else:
+            kind = parse_bytes if f.name.endswith("_bytes") else int
+            group.add_argument(flag, dest=dest, type=kind, default=f.default, help=help_)
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:

@@ -35,6 +35,7 @@ class KVCache:
                 f"kv_cache_bytes={budget_bytes} is below one block ({per_block} bytes)"
             )
         self.block_size = block_size
+        self.bytes_per_block = per_block
         self.bytes = self.num_blocks * per_block
         shape = (spec.num_layers, 2, self.num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
         self.data = torch.zeros(shape, dtype=dtype, device=device)

@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
+from promptcache.cache.block_hash import seed_hash
+from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.policy import CachePolicy
+from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.config import EngineConfig
-from promptcache.engine.block_allocator import BlockAllocator
 from promptcache.engine.detokenizer import Detokenizer
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.model_runner import ModelRunner
@@ -54,8 +57,11 @@ class LLMEngine:
             model.dtype,
             model.device,
         )
-        self.allocator = BlockAllocator(self.kv_cache.num_blocks)
-        self.scheduler = Scheduler(self.config, self.allocator)
+        self.pool = BlockPool(self.kv_cache.num_blocks)
+        c = self.config
+        self.policy = CachePolicy(c.enable_prefix_caching, c.min_prompt_tokens, c.increment)
+        self.cache = PrefixCache(self.pool, self.policy, c.block_size)
+        self.scheduler = Scheduler(c, self.pool, self.cache)
         self.runner = ModelRunner(model.module, self.kv_cache)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_ids()
@@ -88,8 +94,13 @@ class LLMEngine:
         prompt: str | list[int],
         params: SamplingParams | None = None,
         request_id: str | None = None,
+        cache_salt: str | None = None,
     ) -> str:
-        """Queue a prompt (text or token ids); returns its request id."""
+        """Queue a prompt (text or token ids); returns its request id.
+
+        `cache_salt` (the tenant) keys the prefix cache: requests with different salts never
+        share cached blocks (SPEC S7).
+        """
         params = params or SamplingParams()
         token_ids = (
             self.tokenizer.encode(prompt, add_special_tokens=False)
@@ -103,6 +114,8 @@ class LLMEngine:
         if not params.greedy:
             generator = torch.Generator(device=self.model.device).manual_seed(seed)
         seq = Sequence(request_id, token_ids, params, max_tokens, generator)
+        if self.policy.cacheable(len(token_ids)):
+            seq.cache_seed = seed_hash(self.model.model_id, cache_salt)
         self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
         self.scheduler.add(seq)
         return request_id
@@ -144,10 +157,10 @@ class LLMEngine:
             return []
         sampled = self.runner.execute(plan.scheduled)
         now = time.perf_counter()
+        self.scheduler.on_step_done(plan)
         outputs = []
         for item in plan.scheduled:
             seq = item.seq
-            seq.num_computed += item.num_tokens
             token = sampled.get(id(seq))
             if token is not None:
                 outputs.append(self._append(seq, token, now))
@@ -193,7 +206,10 @@ class LLMEngine:
             finished=seq.finished,
             finish_reason=seq.finish_reason.value if seq.finish_reason else None,
             usage=Usage(
-                len(seq.prompt_token_ids), seq.num_cached_tokens, len(seq.output_token_ids)
+                prompt_tokens=len(seq.prompt_token_ids),
+                cached_tokens=seq.num_cached_tokens or 0,
+                cache_write_tokens=seq.num_cache_write_tokens,
+                completion_tokens=len(seq.output_token_ids),
             ),
             ttft_s=ttft,
             total_s=total,
@@ -223,25 +239,34 @@ class LLMEngine:
             while seq.num_uncomputed:
                 n = min(chunk, seq.num_uncomputed)
                 blocks = -(-(seq.num_computed + n) // self.config.block_size)
-                seq.block_table.extend(self.allocator.allocate(blocks - len(seq.block_table)))
+                seq.block_table.extend(self.pool.allocate(blocks - len(seq.block_table)))
                 rows.append(self.runner.all_logits([ScheduledSeq(seq, n)]))
                 seq.num_computed += n
         finally:
-            self.allocator.free(seq.block_table)
+            self.pool.free(seq.block_table)
         return torch.cat(rows)
 
     def check_integrity(self) -> None:
         """Assert the block pool's bookkeeping agrees with the live sequences."""
         seqs = [r.seq for r in self._requests.values()]
-        self.allocator.check_integrity(s.block_table for s in seqs)
+        self.cache.check_integrity(seqs)
         for s in seqs:
             if s.status is SequenceStatus.WAITING:
                 assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"
 
     def stats(self) -> dict[str, Any]:
+        """Pool, cache and queue figures (counters are totals since start)."""
+        cc, pc = self.cache.counters, self.pool.counters
         return {
-            "num_blocks": self.allocator.num_blocks,
-            "blocks_in_use": self.allocator.num_in_use,
+            "num_blocks": self.pool.num_blocks,
+            "blocks_in_use": self.pool.num_in_use,
+            "blocks_cached": self.pool.num_cached,
+            "bytes_in_use": self.pool.num_in_use * self.kv_cache.bytes_per_block,
+            "prompt_tokens_queried": cc.queried_tokens,
+            "prompt_tokens_hit": cc.hit_tokens,
+            "prompt_tokens_written": cc.write_tokens,
+            "blocks_cached_total": pc.blocks_cached,
+            "blocks_evicted_total": pc.blocks_evicted,
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

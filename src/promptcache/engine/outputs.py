@@ -10,6 +10,7 @@ from typing import Any
 class Usage:
     prompt_tokens: int
     cached_tokens: int  # prompt tokens whose K/V was reused from the prefix cache
+    cache_write_tokens: int  # prompt tokens this request newly added to the cache
     completion_tokens: int
 
 

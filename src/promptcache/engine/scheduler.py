@@ -5,12 +5,15 @@ Each step spends at most `max_num_batched_tokens`:
     1. every running decode gets its one token (decodes are never starved by prefills);
     2. running prefills continue in chunks with what is left of the budget;
     3. waiting sequences are admitted, oldest first, while budget, blocks and
-       `max_num_seqs` allow.
+       `max_num_seqs` allow. Admission first shares the longest cached prefix (the
+       prefix cache), so only the rest of the prompt is computed. A sequence whose next
+       prompt blocks are being computed right now by another running sequence waits a
+       step instead of computing them twice.
 
 When blocks run out, the most recently admitted sequence not yet scheduled this step is
-preempted: its blocks are freed and it goes back to the front of the queue, to be
-recomputed later (never failed). The scheduler owns sequence placement only; it does not
-run the model.
+preempted: its blocks are released and it goes back to the front of the queue, to be
+recomputed later (its cached blocks may still be there). The scheduler owns placement and
+block tables; it does not run the model.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.prefix_cache import CacheMatch, PrefixCache
 from promptcache.config import EngineConfig
-from promptcache.engine.block_allocator import BlockAllocator
 from promptcache.engine.sequence import Sequence, SequenceStatus
 
 
@@ -44,9 +48,10 @@ class SchedulerOutput:
 class Scheduler:
     """Owns the waiting queue, the running list and every sequence's block table."""
 
-    def __init__(self, config: EngineConfig, allocator: BlockAllocator) -> None:
+    def __init__(self, config: EngineConfig, pool: BlockPool, cache: PrefixCache) -> None:
         self.config = config
-        self.allocator = allocator
+        self.pool = pool
+        self.cache = cache
         self.block_size = config.block_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -77,30 +82,53 @@ class Scheduler:
             self._admit(out, budget)
         return out
 
+    def on_step_done(self, out: SchedulerOutput) -> None:
+        """The model computed the step: advance progress and cache completed blocks."""
+        for item in out.scheduled:
+            item.seq.num_computed += item.num_tokens
+            self.cache.on_computed(item.seq)
+
     def finish(self, seq: Sequence) -> None:
-        """Take a finished or aborted sequence out and free its blocks."""
+        """Take a finished or aborted sequence out and release its blocks."""
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self._free_blocks(seq)
+        self._release(seq)
 
     def _admit(self, out: SchedulerOutput, budget: int) -> None:
+        deferred: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
-            n = min(seq.num_uncomputed, budget)
-            if not self.allocator.can_allocate(self._blocks_needed(seq, n)):
+            seq = self.waiting.popleft()
+            match = self.cache.match(seq)
+            if match.wait:
+                deferred.append(seq)
+                continue
+            n = min(seq.num_tokens - match.hit_tokens, budget)
+            if not self._fits(seq, match, n):
+                self.waiting.appendleft(seq)
                 break
-            self.waiting.popleft()
-            self._grow(seq, n)
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
+            self._place(seq, match, n)
             out.scheduled.append(ScheduledSeq(seq, n))
             budget -= n
+        self.waiting.extendleft(reversed(deferred))
+
+    def _fits(self, seq: Sequence, match: CacheMatch, n: int) -> bool:
+        new_blocks = -(-(match.hit_tokens + n) // self.block_size) - len(match.block_ids)
+        return self.pool.can_allocate(new_blocks + self.pool.num_free_among(match.block_ids))
+
+    def _place(self, seq: Sequence, match: CacheMatch, n: int) -> None:
+        self.pool.acquire(match.block_ids)
+        seq.block_table = list(match.block_ids)
+        seq.num_computed = match.hit_tokens
+        self.cache.on_admit(seq, match)
+        self._grow(seq, n)
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
 
     def _reserve(self, seq: Sequence, n: int, scheduled: set[int], out: SchedulerOutput) -> bool:
-        """Make room for `n` more tokens of `seq`, preempting others; False if `seq` itself went."""
-        while not self.allocator.can_allocate(self._blocks_needed(seq, n)):
+        """Make room for `n` more tokens of `seq`, preempting others; False if `seq` went."""
+        while not self.pool.can_allocate(self._blocks_needed(seq, n)):
             victim = next((s for s in reversed(self.running) if id(s) not in scheduled), None)
             if victim is None:
                 raise RuntimeError("KV pool too small for a single sequence")
@@ -112,7 +140,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
         self.running.remove(seq)
-        self._free_blocks(seq)
+        self._release(seq)
         seq.num_computed = 0
         seq.num_preemptions += 1
         seq.status = SequenceStatus.WAITING
@@ -124,8 +152,10 @@ class Scheduler:
         return max(0, total - len(seq.block_table))
 
     def _grow(self, seq: Sequence, n: int) -> None:
-        seq.block_table.extend(self.allocator.allocate(self._blocks_needed(seq, n)))
+        seq.block_table.extend(self.pool.allocate(self._blocks_needed(seq, n)))
 
-    def _free_blocks(self, seq: Sequence) -> None:
-        self.allocator.free(seq.block_table)
+    def _release(self, seq: Sequence) -> None:
+        self.cache.release(seq)
+        self.pool.free(reversed(seq.block_table))  # tail first: the prefix stays cached longest
         seq.block_table = []
+        seq.num_registered_blocks = 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from promptcache.cache.block_hash import BlockHash
 from promptcache.engine.sampling_params import SamplingParams
 
 
@@ -37,8 +38,13 @@ class Sequence:
     finish_reason: FinishReason | None = None
     block_table: list[int] = field(default_factory=list)
     num_computed: int = 0
-    num_cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache
     num_preemptions: int = 0
+    # Prefix cache: `cache_seed` is None when this request is not cached (too short, off).
+    cache_seed: BlockHash | None = None
+    block_hashes: list[BlockHash] = field(default_factory=list)  # full blocks hashed so far
+    num_registered_blocks: int = 0  # leading blocks of block_table already in the index
+    num_cached_tokens: int | None = None  # prompt tokens reused, fixed at first admission
+    num_cache_write_tokens: int = 0  # prompt tokens this request added to the cache
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     finish_time: float | None = None
@@ -61,6 +67,9 @@ class Sequence:
         return self.prompt_token_ids[index] if index < n else self.output_token_ids[index - n]
 
     def tokens_slice(self, start: int, stop: int) -> list[int]:
+        n = len(self.prompt_token_ids)
+        if stop <= n:
+            return self.prompt_token_ids[start:stop]
         return (self.prompt_token_ids + self.output_token_ids)[start:stop]
 
     @property

@@ -39,6 +39,11 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
 
+    @property
+    def model_id(self) -> str:
+        """Stable identity of the weights (the model folder's name); seeds cache hashes."""
+        return self.path.name
+
 
 def default_cache_dir() -> Path:
     """$PROMPTCACHE_CACHE_DIR, else the user's cache folder (~/.cache/promptcache on Linux)."""

@@ -1,0 +1,174 @@
+"""The KV block pool's bookkeeping, with the prefix cache inside it.
+
+Every block is in exactly one state:
+
+    free    ref_count 0, no hash       in the free queue
+    cached  ref_count 0, hash set      in the free queue AND in the index (reusable)
+    in use  ref_count >= 1             held by one or more sequences (hash optional)
+
+Allocation takes the least recently freed block; if it was cached, its hash leaves the
+index (an eviction). Blocks in use are never evicted. A cache hit takes blocks out of the
+free queue (or adds a holder) without copying anything. Pure bookkeeping over ids; the
+tensors live in `promptcache.engine.kv_cache`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.free_queue import Block, FreeQueue
+
+
+class OutOfBlocksError(RuntimeError):
+    """More blocks were requested than are free; callers check `can_allocate` first."""
+
+
+@dataclass(slots=True)
+class PoolCounters:
+    """Monotonic counters since start."""
+
+    blocks_evicted: int = 0
+    blocks_cached: int = 0  # registrations into the index
+
+
+class BlockPool:
+    """Hands out block ids, counts their holders and indexes full blocks by chain hash."""
+
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks <= 0:
+            raise ValueError("the KV pool needs at least one block")
+        self.num_blocks = num_blocks
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_queue = FreeQueue(self.blocks)
+        self.index: dict[BlockHash, Block] = {}
+        self.counters = PoolCounters()
+
+    # -- sizes ----------------------------------------------------------------------------
+
+    @property
+    def num_free(self) -> int:
+        """Blocks that can be allocated now (plain free plus cached-but-free)."""
+        return len(self.free_queue)
+
+    @property
+    def num_in_use(self) -> int:
+        return self.num_blocks - len(self.free_queue)
+
+    @property
+    def num_cached(self) -> int:
+        """Blocks in the index (in use or not)."""
+        return len(self.index)
+
+    def can_allocate(self, n: int) -> bool:
+        return n <= len(self.free_queue)
+
+    # -- allocation -----------------------------------------------------------------------
+
+    def allocate(self, n: int) -> list[int]:
+        """Take `n` blocks (one holder each), least recently freed first, evicting if cached."""
+        if n > len(self.free_queue):
+            raise OutOfBlocksError(f"asked for {n} blocks, {len(self.free_queue)} free")
+        out = []
+        for _ in range(n):
+            block = self.free_queue.popleft()
+            if block.block_hash is not None:
+                self._evict(block)
+            block.ref_count = 1
+            out.append(block.block_id)
+        return out
+
+    def free(self, block_ids: Iterable[int]) -> None:
+        """Drop one holder from each block; blocks with none join the free queue's tail.
+
+        Pass a sequence's blocks last-first, so its prefix stays cached longest.
+        """
+        for bid in block_ids:
+            block = self.blocks[bid]
+            if block.ref_count <= 0:
+                raise ValueError(f"block {bid} freed while not in use")
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_queue.append(block)
+
+    def ref_count(self, block_id: int) -> int:
+        return self.blocks[block_id].ref_count
+
+    # -- prefix cache ---------------------------------------------------------------------
+
+    def match(self, hashes: Sequence[BlockHash]) -> list[int]:
+        """Block ids of the longest run of `hashes` (from the first) found in the index."""
+        out = []
+        for h in hashes:
+            block = self.index.get(h)
+            if block is None:
+                break
+            out.append(block.block_id)
+        return out
+
+    def num_free_among(self, block_ids: Iterable[int]) -> int:
+        """How many of these blocks sit in the free queue (acquiring them uses free space)."""
+        return sum(1 for b in block_ids if self.blocks[b].ref_count == 0)
+
+    def acquire(self, block_ids: Iterable[int]) -> None:
+        """Add a holder to each (cached) block, taking free ones out of the free queue."""
+        for bid in block_ids:
+            block = self.blocks[bid]
+            if block.ref_count == 0:
+                self.free_queue.remove(block)
+            block.ref_count += 1
+
+    def register(self, block_id: int, block_hash: BlockHash) -> bool:
+        """Index a full, computed block under its chain hash.
+
+        Returns False (and indexes nothing) when an equal block is already indexed, e.g.
+        when two sequences computed the same prefix at once.
+        """
+        block = self.blocks[block_id]
+        if block.block_hash is not None or block_hash in self.index:
+            return False
+        block.block_hash = block_hash
+        self.index[block_hash] = block
+        self.counters.blocks_cached += 1
+        return True
+
+    def _evict(self, block: Block) -> None:
+        assert block.block_hash is not None
+        del self.index[block.block_hash]
+        block.block_hash = None
+        self.counters.blocks_evicted += 1
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check_integrity(self, holders: Iterable[Sequence[int]]) -> None:
+        """Assert free + cached + in use == total, holders match ref counts, index agrees.
+
+        `holders` are the block tables of every live sequence.
+        """
+        queued = list(self.free_queue)
+        assert len(queued) == len(self.free_queue), "free queue length is off"
+        assert len({b.block_id for b in queued}) == len(queued), "a block is queued twice"
+        uses = Counter(b for table in holders for b in table)
+        free = cached = in_use = 0
+        for block in self.blocks:
+            assert block.ref_count == uses.get(block.block_id, 0), (
+                f"block {block.block_id}: ref count {block.ref_count}, "
+                f"held {uses.get(block.block_id, 0)} times"
+            )
+            assert block.in_free_queue == (block.ref_count == 0), (
+                f"block {block.block_id}: in free queue {block.in_free_queue}, "
+                f"ref count {block.ref_count}"
+            )
+            if block.ref_count:
+                in_use += 1
+            elif block.block_hash is not None:
+                cached += 1
+            else:
+                free += 1
+            if block.block_hash is not None:
+                assert self.index.get(block.block_hash) is block, "block hash not indexed"
+        assert free + cached + in_use == self.num_blocks, "free + cached + in use != total"
+        for h, block in self.index.items():
+            assert block.block_hash == h, f"index entry points at block {block.block_id}"

@@ -1,0 +1,107 @@
+"""Block pool bookkeeping with exact block ids: allocation, LRU eviction, sharing, integrity."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from promptcache.cache.block_hash import BlockHash, chain_hashes, hash_block, seed_hash
+from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
+
+
+def _h(i: int) -> BlockHash:
+    return hash_block(seed_hash("m", None), [i])
+
+
+def test_allocate_and_free_order() -> None:
+    pool = BlockPool(4)
+    assert pool.allocate(2) == [0, 1]
+    assert pool.allocate(1) == [2]
+    pool.free([1])
+    assert pool.allocate(2) == [3, 1]  # least recently freed first
+    assert pool.num_free == 0 and pool.num_in_use == 4
+    pool.check_integrity([[0, 2], [3, 1]])
+
+
+def test_out_of_blocks_and_double_free() -> None:
+    pool = BlockPool(2)
+    blocks = pool.allocate(2)
+    assert not pool.can_allocate(1)
+    with pytest.raises(OutOfBlocksError):
+        pool.allocate(1)
+    pool.free(blocks)
+    with pytest.raises(ValueError, match="freed while not in use"):
+        pool.free([0])
+
+
+def test_lru_eviction_order() -> None:
+    pool = BlockPool(4)
+    a, b = pool.allocate(2), pool.allocate(2)  # a = [0, 1], b = [2, 3]
+    for bid, h in zip(a + b, [_h(0), _h(1), _h(2), _h(3)], strict=True):
+        assert pool.register(bid, h)
+    pool.free(reversed(a))  # a ends first: queue 1, 0
+    pool.free(reversed(b))  # then b: queue 1, 0, 3, 2
+    assert pool.num_cached == 4 and pool.num_free == 4
+    assert pool.match([_h(0), _h(1)]) == [0, 1]
+    assert pool.allocate(1) == [1]  # a's tail goes first ...
+    assert pool.match([_h(0), _h(1)]) == [0]  # ... so a's prefix still hits
+    assert pool.counters.blocks_evicted == 1
+    pool.acquire([2])  # a hit on b's first block takes it out of the queue
+    assert pool.allocate(2) == [0, 3]
+    assert pool.match([_h(2)]) == [2] and pool.match([_h(0)]) == []
+    assert pool.counters.blocks_evicted == 3
+    pool.check_integrity([[1], [2], [0, 3]])
+
+
+def test_shared_block_reference_counts() -> None:
+    pool = BlockPool(3)
+    [b] = pool.allocate(1)
+    pool.register(b, _h(9))
+    pool.acquire([b])
+    pool.acquire([b])
+    assert pool.ref_count(b) == 3
+    pool.check_integrity([[b], [b], [b]])
+    pool.free([b])
+    pool.free([b])
+    assert pool.ref_count(b) == 1 and pool.num_free == 2
+    pool.free([b])
+    assert pool.ref_count(b) == 0 and pool.num_free == 3 and pool.match([_h(9)]) == [b]
+    pool.check_integrity([])
+
+
+def test_register_refuses_duplicates() -> None:
+    pool = BlockPool(2)
+    x, y = pool.allocate(2)
+    assert pool.register(x, _h(1))
+    assert not pool.register(y, _h(1))  # same content computed twice: first one wins
+    assert not pool.register(x, _h(2))  # a block is indexed once
+    assert pool.match([_h(1)]) == [x] and pool.num_cached == 1
+    pool.check_integrity([[x], [y]])
+
+
+def test_integrity_catches_wrong_holders() -> None:
+    pool = BlockPool(3)
+    pool.allocate(2)
+    pool.check_integrity([[0, 1]])
+    with pytest.raises(AssertionError, match="ref count"):
+        pool.check_integrity([[0]])
+    with pytest.raises(AssertionError, match="ref count"):
+        pool.check_integrity([[0, 1], [1]])
+
+
+def test_chain_hash_is_stable_and_salted() -> None:
+    tokens = list(range(40))
+    a = chain_hashes(seed_hash("m", "tenant-a"), tokens, 16)
+    assert len(a) == 2  # only full blocks
+    assert a == chain_hashes(seed_hash("m", "tenant-a"), tokens, 16)
+    assert set(a).isdisjoint(chain_hashes(seed_hash("m", "tenant-b"), tokens, 16))
+    assert set(a).isdisjoint(chain_hashes(seed_hash("other-model", "tenant-a"), tokens, 16))
+    # The documented encoding, recomputed independently: the same on every machine.
+    seed = hashlib.sha256(b"promptcache-kv/1" + b"\x01\0\0\0m" + b"\0\0\0\0").digest()
+    tokens_le = b"".join(i.to_bytes(4, "little") for i in (1, 2, 3))
+    expected = hashlib.sha256(seed + tokens_le).hexdigest()
+    assert expected.startswith("eaa58176672d5cf2")
+    assert hash_block(seed_hash("m", None), [1, 2, 3]).hex() == expected
+    # Continuing a chain from a middle block gives the same hashes.
+    assert chain_hashes(a[0], tokens, 16, start_block=1) == a[1:]

@@ -1,0 +1,216 @@
+"""The prefix cache inside the engine: OpenAI's hit lengths, isolation, sharing, eviction,
+waiting for a prefix being computed, and outputs identical with the cache on and off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from promptcache.engine.llm_engine import LLMEngine
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.model.chat import chat_prompt_ids
+from promptcache.model.loader import LoadedModel, load_model
+from tests.conftest import save_tiny_model
+
+ONE = SamplingParams(max_tokens=1, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_long(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    folder: Path = tmp_path_factory.mktemp("tiny-long")
+    save_tiny_model(folder, "llama", max_position_embeddings=4096)
+    return load_model(str(folder), dtype=torch.float32)
+
+
+def _tokens(n: int, seed: int = 0) -> list[int]:
+    return torch.randint(3, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _run(
+    engine: LLMEngine, prompt: list[int], salt: str | None = None, params: SamplingParams = ONE
+) -> RequestOutput:
+    rid = engine.add_request(prompt, params, cache_salt=salt)
+    final = None
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.request_id == rid and out.finished:
+                final = out
+        engine.check_integrity()
+    assert final is not None
+    return final
+
+
+@pytest.mark.parametrize(
+    ("length", "cached"),
+    [(1000, 0), (1024, 0), (1100, 1024), (1151, 1024), (1152, 1024), (1153, 1152), (2000, 1920)],
+)
+def test_openai_hit_lengths(
+    tiny_long: LoadedModel, make_engine: Any, length: int, cached: int
+) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    base = _tokens(2000)
+    first = _run(engine, base)
+    assert first.usage.cached_tokens == 0
+    assert first.usage.cache_write_tokens == 2000  # 125 full blocks of 16
+    out = _run(engine, base[:length])
+    assert out.usage.cached_tokens == cached
+    assert out.usage.prompt_tokens == length
+    assert out.usage.cache_write_tokens == 0  # nothing new: it is a prefix of `base`
+
+
+def test_divergent_suffix_and_writes(tiny_long: LoadedModel, make_engine: Any) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    base = _tokens(2000)
+    _run(engine, base)
+    other = base[:1500] + _tokens(300, seed=1)
+    out = _run(engine, other)
+    # 1500 shared tokens = 93 full blocks (1488 tokens) -> 1408 in steps of 128.
+    assert out.usage.cached_tokens == 1408
+    # Blocks 88..92 were already cached from `base` (hashes match); 93..111 are new.
+    assert out.usage.cache_write_tokens == 1792 - 1488
+    stats = engine.stats()
+    assert stats["prompt_tokens_queried"] == 3800
+    assert stats["prompt_tokens_hit"] == 1408
+
+
+def test_short_prompts_are_not_cached(tiny_long: LoadedModel, make_engine: Any) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    short = _tokens(1023)
+    assert _run(engine, short).usage.cache_write_tokens == 0
+    assert engine.pool.num_cached == 0
+    assert _run(engine, short + _tokens(200, seed=3)).usage.cached_tokens == 0
+
+
+def test_tenants_never_share(tiny_long: LoadedModel, make_engine: Any) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    prompt = _tokens(1300)
+    assert _run(engine, prompt, salt="tenant-a").usage.cached_tokens == 0
+    assert _run(engine, prompt, salt="tenant-b").usage.cached_tokens == 0
+    assert _run(engine, prompt, salt="tenant-b").usage.cached_tokens == 1280
+    assert _run(engine, prompt, salt="tenant-a").usage.cached_tokens == 1280
+    assert _run(engine, prompt).usage.cached_tokens == 0  # no tenant is its own tenant
+
+
+def test_shared_blocks_are_reference_counted(tiny_long: LoadedModel, make_engine: Any) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    prefix = _tokens(1280)
+    _run(engine, [*prefix, 7])
+    params = SamplingParams(max_tokens=4, temperature=0)
+    a = engine.add_request(prefix + _tokens(40, seed=1), params)
+    b = engine.add_request(prefix + _tokens(60, seed=2), params)
+    engine.step()
+    seqs = {s.request_id: s for s in engine.scheduler.running}
+    shared = seqs[a].block_table[:80]
+    assert shared == seqs[b].block_table[:80]
+    assert all(engine.pool.ref_count(blk) == 2 for blk in shared)
+    assert seqs[a].block_table[80:] != seqs[b].block_table[80:]
+    engine.check_integrity()
+    while engine.has_unfinished():
+        engine.step()
+    assert all(engine.pool.ref_count(blk) == 0 for blk in shared)
+    assert engine.pool.match(engine.cache._hashes(seqs[a], 80)) == shared  # still cached
+
+
+def test_least_recently_used_prefix_is_evicted(tiny_long: LoadedModel, make_engine: Any) -> None:
+    per_block = 16 * tiny_long.spec.kv_bytes_per_token * 4
+    engine = make_engine(tiny_long, kv_cache_bytes=250 * per_block)  # 4,000 tokens
+    x, y, z = _tokens(1600, 1), _tokens(1600, 2), _tokens(1100, 3)
+    _run(engine, x)
+    _run(engine, y)
+    assert engine.pool.num_cached == 200  # both fit; 50 blocks never used
+    # z needs 69 blocks: the 50 plain free ones, then 19 of x's, from x's tail.
+    _run(engine, z)
+    assert engine.stats()["blocks_evicted_total"] == 19
+    # y (used more recently) is intact: 1,536 reused, 64 tokens recomputed in 4 new
+    # blocks, which evict 4 more of x's tail.
+    assert _run(engine, y).usage.cached_tokens == 1536
+    assert engine.stats()["blocks_evicted_total"] == 23
+    # x kept its first 77 blocks (1,232 tokens): a hit of 1,152.
+    assert _run(engine, x).usage.cached_tokens == 1152
+
+
+def test_same_new_prefix_waits_instead_of_recomputing(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, max_num_batched_tokens=512)
+    prefix = _tokens(1400)
+    params = SamplingParams(max_tokens=3, temperature=0)
+    a = engine.add_request(prefix + _tokens(30, seed=1), params)
+    b = engine.add_request(prefix + _tokens(50, seed=2), params)
+    computed = 0
+    final: dict[str, RequestOutput] = {}
+    plans = []
+    schedule = engine.scheduler.schedule
+
+    def recording() -> Any:
+        out = schedule()
+        plans.append([(s.seq.request_id, s.num_tokens) for s in out.scheduled])
+        return out
+
+    engine.scheduler.schedule = recording  # type: ignore[method-assign]
+    while engine.has_unfinished():
+        final.update({o.request_id: o for o in engine.step() if o.finished})
+    computed = sum(n for plan in plans for _, n in plan)
+    assert plans[0] == [(a, 512)]  # b waits: a is computing the prefix it needs
+    assert final[a].usage.cached_tokens == 0
+    assert final[b].usage.cached_tokens == 1280
+    # The 1,400-token prefix was computed once, not twice.
+    assert computed < 2 * 1400
+
+
+BUNDLED_SYSTEM = (
+    "You are a careful assistant for a machine-learning course. Answer in plain words, "
+    "give one short example, and never invent citations. "
+) * 45
+
+
+def _chat(model: LoadedModel, question: str) -> list[int]:
+    return chat_prompt_ids(
+        model.tokenizer,
+        [{"role": "system", "content": BUNDLED_SYSTEM}, {"role": "user", "content": question}],
+    )
+
+
+QUESTIONS = [
+    "What's overfitting in machine learning?",
+    "What's regularization?",
+    "What is a learning rate?",
+]
+
+
+def test_outputs_identical_with_cache_on_and_off(bundled: LoadedModel, make_engine: Any) -> None:
+    prompts = [_chat(bundled, q) for q in QUESTIONS]
+    assert all(len(p) > 1100 for p in prompts)
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    off = make_engine(bundled, kv_cache_bytes=256 << 20, enable_prefix_caching=False)
+    expected = [off.generate([p], params)[0].token_ids for p in prompts]
+    on = make_engine(bundled, kv_cache_bytes=256 << 20)
+    sequential = [on.generate([p], params)[0] for p in prompts]
+    assert [o.token_ids for o in sequential] == expected
+    assert sequential[0].usage.cached_tokens == 0
+    assert all(o.usage.cached_tokens >= 1024 for o in sequential[1:])
+    concurrent = on.generate(prompts, params)  # all hit, batched together
+    assert [o.token_ids for o in concurrent] == expected
+    assert all(o.usage.cached_tokens >= 1024 for o in concurrent)
+
+
+def test_outputs_identical_under_preemption(bundled: LoadedModel, make_engine: Any) -> None:
+    prompts = [_chat(bundled, q) for q in QUESTIONS]
+    params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)
+    off = make_engine(bundled, kv_cache_bytes=256 << 20, enable_prefix_caching=False)
+    expected = [o.token_ids for o in off.generate(prompts, params)]
+    # Room for the shared prefix plus two prompts' own blocks, and one block to spare:
+    # the first two admitted cannot both grow by 48 tokens, so one is preempted.
+    bs = 16
+    shared = 1024 // bs
+    own = [-(-len(p) // bs) - shared for p in prompts[:2]]
+    per_block = bs * bundled.spec.kv_bytes_per_token * 4
+    tight = make_engine(bundled, kv_cache_bytes=(shared + sum(own) + 1) * per_block)
+    got = tight.generate(prompts, params)
+    assert tight.num_preemptions > 0
+    assert [o.token_ids for o in got] == expected
+    assert all(o.usage.cached_tokens >= 1024 for o in got[1:])
