@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
-from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU
+from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary
 from promptcache.model.spec import ModelSpec
 
 
@@ -32,8 +32,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rope: RotaryEmbedding,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
@@ -44,7 +43,7 @@ class Attention(nn.Module):
         v = v.view(t, self.num_kv, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rope(q, k, positions)
+        q, k = apply_rotary(q, k, cos_sin)
         o = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta)
         return self.o_proj(o.reshape(t, -1))
 
@@ -62,12 +61,11 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rope: RotaryEmbedding,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions, rope, kv_cache, meta)
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -94,8 +92,9 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """input_ids/positions (T,) -> final hidden states (T, hidden)."""
         x = self.embed_tokens(input_ids)
+        cos_sin = self.rope.lookup(positions, x.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, positions, self.rope, kv_cache, meta)
+            x = layer(x, cos_sin, kv_cache, meta)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
