@@ -47,7 +47,9 @@ class Ours:
     name = "promptcache"
 
     def __init__(self, model: Any) -> None:
-        self.engine = LLMEngine(model, EngineConfig())
+        # The prefix cache is off: repeats of one prompt must cost what the first did, so
+        # this measures the engine itself (bench/prefix.py measures the cache).
+        self.engine = LLMEngine(model, EngineConfig(enable_prefix_caching=False))
 
     def run(self, prompts: list[list[int]], new_tokens: int) -> float:
         """Generate exactly `new_tokens` per prompt; returns the median TTFT (s)."""

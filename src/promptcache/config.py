@@ -54,3 +54,33 @@ class EngineConfig:
             raise ValueError(
                 f"increment ({self.increment}) must be a multiple of block_size ({self.block_size})"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of the HTTP server.
+
+    Attributes:
+        host: address to listen on. Default 127.0.0.1.
+        port: TCP port. Default 8000.
+        served_model_name: model id in the API; None = "smollm2-135m-instruct" for the
+            bundled model, else the model folder's name.
+        api_keys_file: JSON file of API key -> tenant; None accepts every request as one
+            tenant ("default").
+        data_dir: where stored responses live (responses.sqlite3); None = the user's data
+            folder (~/.local/share/promptcache on Linux) or $PROMPTCACHE_DATA_DIR.
+        max_queue: most requests queued or running; more get HTTP 429. Default 256.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_model_name: str | None = None
+    api_keys_file: str | None = None
+    data_dir: str | None = None
+    max_queue: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.max_queue <= 0:
+            raise ValueError(f"max_queue must be positive, got {self.max_queue}")

@@ -1,4 +1,4 @@
-"""`promptcache` command line: `generate` runs one prompt, `prepare` converts the model."""
+"""`promptcache` command line: `serve` the HTTP API, `generate` one prompt, `prepare` a model."""
 
 from __future__ import annotations
 
@@ -6,15 +6,30 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
-from promptcache.cli.settings import add_engine_flags, engine_config_from_args
-from promptcache.model.device import DTYPE_CHOICES, cpu_has_fast_bf16, resolve_device, resolve_dtype
+from promptcache.cli.settings import add_config_file_flag, add_config_flags, build_config
+from promptcache.config import EngineConfig, ServerConfig
+from promptcache.model.device import (
+    DTYPE_CHOICES,
+    cpu_has_fast_bf16,
+    resolve_device,
+    resolve_dtype,
+)
 from promptcache.model.errors import ModelLoadError
+
+log = logging.getLogger("promptcache")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptcache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible HTTP API")
+    _add_model_flags(serve)
+    add_config_file_flag(serve)
+    add_config_flags(serve, ServerConfig, "server settings (ServerConfig)")
+    add_config_flags(serve, EngineConfig, "engine settings (EngineConfig)")
     gen = sub.add_parser("generate", help="generate a completion for one prompt")
     _add_model_flags(gen)
     gen.add_argument("--max-tokens", type=int, default=256, help="default: 256")
@@ -25,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap PROMPT as a user chat message")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     gen.add_argument("prompt", metavar="PROMPT")
-    add_engine_flags(gen)
+    add_config_file_flag(gen)
+    add_config_flags(gen, EngineConfig, "engine settings (EngineConfig)")
     prep = sub.add_parser("prepare", help="convert the model once and print its folder")
     _add_model_flags(prep)
     return parser
@@ -52,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "serve":
+            return _serve(args)
         return _generate(args)
     except (ModelLoadError, ValueError) as exc:
         print(f"promptcache: error: {exc}", file=sys.stderr)
@@ -65,17 +83,32 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> Any:
+    from promptcache.model.loader import load_model
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model = load_model(args.model, device=device, dtype=dtype)
+    why = ""
+    if args.dtype == "auto" and device.type == "cpu":
+        why = " (auto: CPU has AMX/AVX512-BF16)" if cpu_has_fast_bf16() else " (auto: no fast bf16)"
+    log.info(
+        "model %s on %s, dtype %s%s",
+        model.path.name,
+        device.type,
+        str(dtype).removeprefix("torch."),
+        why,
+    )
+    return model
+
+
 def _generate(args: argparse.Namespace) -> int:
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.sampling_params import SamplingParams
     from promptcache.model.chat import chat_prompt_ids
-    from promptcache.model.loader import load_model
 
-    config = engine_config_from_args(args)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    model = load_model(args.model, device=device, dtype=dtype)
-    _announce(model.path.name, device.type, str(dtype).removeprefix("torch."), args.dtype)
+    config = build_config(EngineConfig, args, "engine")
+    model = _load(args)
     engine = LLMEngine(model, config)
     prompt: str | list[int] = args.prompt
     if args.chat:
@@ -92,11 +125,38 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(name: str, device: str, dtype: str, requested: str) -> None:
-    why = ""
-    if requested == "auto" and device == "cpu":
-        why = " (auto: CPU has AMX/AVX512-BF16)" if cpu_has_fast_bf16() else " (auto: no fast bf16)"
-    logging.getLogger("promptcache").info("model %s on %s, dtype %s%s", name, device, dtype, why)
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from promptcache.api.app import create_app
+    from promptcache.api.auth import KeyRing
+    from promptcache.api.store import ResponseStore
+    from promptcache.engine.llm_engine import LLMEngine
+    from promptcache.model.bundled import BUNDLED_MODEL_ID
+    from promptcache.model.loader import default_data_dir
+
+    server = build_config(ServerConfig, args, "server")
+    engine_config = build_config(EngineConfig, args, "engine")
+    keys = KeyRing.from_file(Path(server.api_keys_file) if server.api_keys_file else None)
+    model = _load(args)
+    name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
+    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    store = ResponseStore(data_dir / "responses.sqlite3")
+    app = create_app(LLMEngine(model, engine_config), name, keys, store, server.max_queue)
+    if keys.open:
+        log.warning(
+            "no API keys configured: accepting every request as tenant 'default' "
+            "(set api_keys_file to require keys)"
+        )
+    log.info(
+        "serving %s on http://%s:%d/v1 (responses stored in %s)",
+        name,
+        server.host,
+        server.port,
+        data_dir,
+    )
+    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
+    return 0
 
 
 if __name__ == "__main__":

@@ -108,7 +108,9 @@ class LLMEngine:
             else list(prompt)
         )
         request_id = request_id or f"req-{next(self._ids)}"
-        max_tokens = self._check_request(request_id, token_ids, params)
+        if request_id in self._requests:
+            raise RequestError(f"request id {request_id!r} is already running")
+        max_tokens = self.check_request(token_ids, params)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         generator = None
         if not params.greedy:
@@ -120,19 +122,27 @@ class LLMEngine:
         self.scheduler.add(seq)
         return request_id
 
-    def _check_request(self, request_id: str, token_ids: list[int], p: SamplingParams) -> int:
-        if request_id in self._requests:
-            raise RequestError(f"request id {request_id!r} is already running")
+    def check_request(self, token_ids: list[int], p: SamplingParams) -> int:
+        """Raise `RequestError` if the request can't run; else return its max new tokens.
+
+        Reads only fixed facts (context length, vocabulary), so any thread may call it.
+        """
         if not token_ids:
             raise RequestError("the prompt is empty")
         vocab = self.model.spec.vocab_size
         if min(token_ids) < 0 or max(token_ids) >= vocab:
             raise RequestError(f"prompt token ids must be in [0, {vocab})")
         room = self.max_model_len - len(token_ids)
-        if room < 1 or (p.max_tokens is not None and p.max_tokens > room):
+        if room < 1:
+            raise RequestError(
+                f"this model's maximum context length is {self.max_model_len} tokens, but "
+                f"the prompt has {len(token_ids)} tokens, leaving no room for a reply"
+            )
+        if p.max_tokens is not None and p.max_tokens > room:
             raise RequestError(
                 f"this model's maximum context length is {self.max_model_len} tokens; the "
-                f"prompt has {len(token_ids)} and max_tokens asks for {p.max_tokens}"
+                f"prompt has {len(token_ids)} tokens and {p.max_tokens} more were requested "
+                f"(at most {room} fit)"
             )
         return p.max_tokens if p.max_tokens is not None else room
 

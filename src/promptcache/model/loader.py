@@ -26,6 +26,7 @@ from promptcache.model.weights import read_checkpoint, to_our_names
 log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
+DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
 
 
 @dataclass(slots=True)
@@ -49,6 +50,12 @@ def default_cache_dir() -> Path:
     """$PROMPTCACHE_CACHE_DIR, else the user's cache folder (~/.cache/promptcache on Linux)."""
     env = os.environ.get(CACHE_DIR_ENV)
     return Path(env) if env else Path(platformdirs.user_cache_dir("promptcache"))
+
+
+def default_data_dir() -> Path:
+    """$PROMPTCACHE_DATA_DIR, else the user's data folder (~/.local/share/promptcache)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else Path(platformdirs.user_data_dir("promptcache"))
 
 
 def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:

@@ -1,0 +1,105 @@
+"""The FastAPI application: routes, auth, error handlers, and the engine's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from promptcache.api import errors
+from promptcache.api.async_engine import AsyncEngine
+from promptcache.api.auth import KeyRing
+from promptcache.api.chat import create_chat_completion
+from promptcache.api.context import ServerContext
+from promptcache.api.metrics import Metrics
+from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
+from promptcache.api.responses import create_response, get_response
+from promptcache.api.store import ResponseStore
+from promptcache.engine.llm_engine import LLMEngine
+
+log = logging.getLogger(__name__)
+
+Authorization = Annotated[str | None, Header()]
+
+
+def create_app(
+    engine: LLMEngine, model_name: str, keys: KeyRing, store: ResponseStore, max_queue: int
+) -> FastAPI:
+    """Build the app; the engine thread starts and stops with the app's lifespan."""
+    async_engine = AsyncEngine(engine, max_queue)
+    ctx = ServerContext(
+        async_engine,
+        engine.tokenizer,
+        model_name,
+        store,
+        Metrics(async_engine.stats),
+        created=int(time.time()),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async_engine.start()
+        try:
+            yield
+        finally:
+            async_engine.shutdown()
+            store.close()
+
+    app = FastAPI(title="promptcache", lifespan=lifespan)
+    app.state.ctx = ctx
+    app.add_exception_handler(errors.APIError, errors.api_error_handler)
+    app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_exception_handler(Exception, errors.unhandled_error_handler)
+    _routes(app, ctx, keys)
+    return app
+
+
+def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(req: ChatCompletionRequest, authorization: Authorization = None) -> Any:
+        return await create_chat_completion(req, ctx, keys.tenant(authorization))
+
+    @app.post("/v1/responses", response_model=None)
+    async def responses(req: ResponsesRequest, authorization: Authorization = None) -> Any:
+        return await create_response(req, ctx, keys.tenant(authorization))
+
+    @app.get("/v1/responses/{response_id}", response_model=None)
+    async def retrieve(response_id: str, authorization: Authorization = None) -> Any:
+        return get_response(response_id, ctx, keys.tenant(authorization))
+
+    @app.get("/v1/models")
+    async def models(authorization: Authorization = None) -> dict[str, Any]:
+        keys.tenant(authorization)
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": ctx.model_name,
+                    "object": "model",
+                    "created": ctx.created,
+                    "owned_by": "promptcache",
+                }
+            ],
+        }
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ok = ctx.engine.alive
+        body = {
+            "status": "ok" if ok else "error",
+            "model": ctx.model_name,
+            "requests_in_flight": ctx.engine.num_requests,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")

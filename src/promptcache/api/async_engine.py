@@ -1,0 +1,199 @@
+"""Run the `LLMEngine` in its own thread and stream its outputs to asyncio callers.
+
+The event loop never runs model work: it puts commands (add, abort) in a thread-safe
+inbox and awaits per-request queues that the engine thread fills between steps. A caller
+that stops listening (client disconnect, cancelled task) aborts its request, which frees
+its blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from promptcache.engine.llm_engine import LLMEngine, RequestError
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class EngineOverloaded(RuntimeError):
+    """The request queue is full (HTTP 429)."""
+
+
+class EngineDead(RuntimeError):
+    """The engine thread hit an internal error or was shut down (HTTP 500)."""
+
+
+@dataclass(slots=True)
+class _Add:
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    cache_salt: str | None
+    sink: _Sink
+
+
+@dataclass(slots=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(slots=True)
+class _Sink:
+    """Where the engine thread delivers a request's outputs (on the caller's loop)."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[RequestOutput | BaseException]
+
+    def put(self, item: RequestOutput | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class RequestHandle:
+    """One submitted request: iterate `outputs()` once; leaving early aborts it."""
+
+    def __init__(self, owner: AsyncEngine, request_id: str, sink: _Sink) -> None:
+        self.owner, self.request_id, self._sink = owner, request_id, sink
+
+    async def outputs(self) -> AsyncIterator[RequestOutput]:
+        """Yield outputs as tokens arrive; the last one has `finished`."""
+        finished = False
+        try:
+            while not finished:
+                item = await self._sink.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self.owner._forget(self.request_id, finished)
+
+    async def final(self) -> RequestOutput:
+        """Wait for the finished output."""
+        last = None
+        async for out in self.outputs():
+            last = out
+        assert last is not None
+        return last
+
+
+class AsyncEngine:
+    """Thread-backed, asyncio-facing front of one `LLMEngine`."""
+
+    def __init__(self, engine: LLMEngine, max_queue: int) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self._inbox: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._sinks: dict[str, _Sink] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="promptcache-engine", daemon=True)
+        self._stopped = False
+        self.error: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop after the current step; pending requests end with an error."""
+        self._stopped = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.error is None
+
+    @property
+    def num_requests(self) -> int:
+        """Requests accepted and not yet finished (queued or running)."""
+        with self._lock:
+            return len(self._sinks)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def validate(self, prompt: list[int], params: SamplingParams) -> None:
+        """Raise `RequestError` now (in the caller's thread) for a request that can't run."""
+        self.engine.check_request(prompt, params)
+
+    def submit(
+        self, prompt: list[int], params: SamplingParams, cache_salt: str | None = None
+    ) -> RequestHandle:
+        """Queue a request now (raises `EngineOverloaded`/`EngineDead` before any output)."""
+        if not self.alive:
+            raise EngineDead("the engine is not running")
+        request_id = uuid.uuid4().hex
+        sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if len(self._sinks) >= self.max_queue:
+                raise EngineOverloaded(f"the server is busy: {len(self._sinks)} requests in flight")
+            self._sinks[request_id] = sink
+        self._inbox.put(_Add(request_id, prompt, params, cache_salt, sink))
+        return RequestHandle(self, request_id, sink)
+
+    def _forget(self, request_id: str, finished: bool) -> None:
+        if not finished:
+            self._inbox.put(_Abort(request_id))
+        with self._lock:
+            self._sinks.pop(request_id, None)
+
+    # -- engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped:
+                block = not self.engine.has_unfinished()
+                if not self._drain(block):
+                    break
+                if self.engine.has_unfinished():
+                    self._deliver(self.engine.step())
+        except BaseException as exc:  # a bug: fail every waiting request, keep the cause
+            log.exception("engine thread failed")
+            self.error = exc
+        self._fail_all(EngineDead(f"the engine stopped: {self.error or 'shutdown'}"))
+
+    def _drain(self, block: bool) -> bool:
+        """Apply queued commands; wait for one when idle. False when asked to stop."""
+        while True:
+            try:
+                cmd = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            if cmd is None:
+                return False
+            self._apply(cmd)
+            block = False
+
+    def _apply(self, cmd: _Add | _Abort) -> None:
+        if isinstance(cmd, _Abort):
+            self.engine.abort(cmd.request_id)
+            return
+        try:
+            self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, cmd.cache_salt)
+        except RequestError as exc:
+            cmd.sink.put(exc)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            with self._lock:
+                sink = self._sinks.get(out.request_id)
+            if sink is not None:
+                sink.put(out)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            sinks = list(self._sinks.values())
+        for sink in sinks:
+            sink.put(exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.engine.stats(), "requests_in_flight": self.num_requests}

@@ -1,0 +1,109 @@
+"""`POST /v1/chat/completions`: OpenAI's Chat Completions, streamed or not, with cache usage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from promptcache.api.context import ServerContext, new_id, now
+from promptcache.api.errors import invalid
+from promptcache.api.protocol import ChatCompletionRequest, message_text
+from promptcache.api.requests import render_prompt, sampling_params
+from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
+from promptcache.engine.outputs import RequestOutput, Usage
+
+FINGERPRINT = "fp_promptcache"
+
+
+def chat_usage(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": u.cached_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "audio_tokens": 0,
+        },
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+async def create_chat_completion(
+    req: ChatCompletionRequest, ctx: ServerContext, tenant: str | None
+) -> JSONResponse | StreamingResponse:
+    ctx.check_model(req.model)
+    if req.n not in (None, 1):
+        raise invalid("n > 1 is not supported yet: send one request per choice", "n")
+    if req.stream_options is not None and not req.stream:
+        raise invalid("stream_options is only allowed when stream is true", "stream_options")
+    messages = [{"role": m.role, "content": message_text(m.content)} for m in req.messages]
+    prompt = render_prompt(ctx.tokenizer, messages)
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
+    handle = ctx.submit(prompt, params, tenant, "messages")
+    head = {
+        "id": new_id("chatcmpl-"),
+        "created": now(),
+        "model": ctx.model_name,
+        "system_fingerprint": FINGERPRINT,
+        "service_tier": "default",
+    }
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = _stream(handle.outputs(), head, params.stop, include_usage, ctx)
+        return StreamingResponse(events, media_type="text/event-stream")
+    out = await handle.final()
+    ctx.metrics.observe(out, "chat.completions")
+    return JSONResponse(_completion(out, head))
+
+
+def _completion(out: RequestOutput, head: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": out.text,
+        "refusal": None,
+        "annotations": [],
+    }
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": out.finish_reason}
+    return {
+        **head,
+        "object": "chat.completion",
+        "choices": [choice],
+        "usage": chat_usage(out.usage),
+    }
+
+
+async def _stream(
+    outputs: AsyncIterator[RequestOutput],
+    head: dict[str, Any],
+    stop: tuple[str, ...],
+    include_usage: bool,
+    ctx: ServerContext,
+) -> AsyncIterator[str]:
+    chunk = {**head, "object": "chat.completion.chunk"}
+    extra = {"usage": None} if include_usage else {}
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse({**chunk, "choices": [choice], **extra})
+
+    yield event({"role": "assistant", "content": "", "refusal": None})
+    deltas = TextDeltas(stop)
+    async for out in outputs:
+        text = deltas.delta(out.text, out.finished)
+        if text:
+            yield event({"content": text})
+        if out.finished:
+            ctx.metrics.observe(out, "chat.completions")
+            yield event({}, out.finish_reason)
+            if include_usage:
+                yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
+    yield SSE_DONE

@@ -1,0 +1,93 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with its status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class APIError(Exception):
+    """An error to send to the client as OpenAI does."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = (
+            status,
+            message,
+            type_,
+            param,
+            code,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc)
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Pydantic validation -> 400 naming the first offending parameter."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        err = invalid(
+            f"Unrecognized request argument supplied: {param}", param, "unknown_parameter"
+        )
+    elif kind == "json_invalid" or not loc:
+        err = invalid(
+            "We could not parse the JSON body of your request. (HINT: This likely "
+            "means you aren't using your HTTP library correctly.)",
+            None,
+            "invalid_json",
+        )
+    elif kind == "missing":
+        err = invalid(
+            f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+        )
+    else:
+        err = invalid(
+            f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, "invalid_value"
+        )
+    return error_response(err)
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return error_response(APIError(exc.status_code, str(exc.detail), type_))
+
+
+async def unhandled_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(APIError(500, f"internal error: {type(exc).__name__}", "server_error"))

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the server (`GET /metrics`), in a registry of its own per app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from promptcache.engine.outputs import RequestOutput
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """Request, token and cache counters, latency histograms and engine gauges."""
+
+    def __init__(self, engine_stats: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "promptcache_requests",
+            "Finished generation requests",
+            ["endpoint", "finish_reason"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter("promptcache_prompt_tokens", "Prompt tokens", registry=r)
+        self.cached_tokens = Counter(
+            "promptcache_cached_tokens", "Prompt tokens served from the prefix cache", registry=r
+        )
+        self.cache_write_tokens = Counter(
+            "promptcache_cache_write_tokens", "Prompt tokens newly written to the cache", registry=r
+        )
+        self.completion_tokens = Counter(
+            "promptcache_completion_tokens", "Generated tokens", registry=r
+        )
+        self.hit_rate = Gauge(
+            "promptcache_cache_hit_rate", "cached_tokens / prompt_tokens since start", registry=r
+        )
+        self.ttft = Histogram(
+            "promptcache_time_to_first_token_seconds",
+            "Time to first token",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "promptcache_request_latency_seconds",
+            "End-to-end latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "promptcache_requests_in_flight", "Requests queued or running", registry=r
+        )
+        self.blocks_in_use = Gauge("promptcache_kv_blocks_in_use", "KV blocks held", registry=r)
+        self.blocks_cached = Gauge(
+            "promptcache_kv_blocks_cached", "KV blocks in the prefix index", registry=r
+        )
+        self.blocks_total = Gauge(
+            "promptcache_kv_blocks_total", "KV blocks in the pool", registry=r
+        )
+        self._engine_stats = engine_stats
+        self._prompt = self._cached = 0
+
+    def observe(self, out: RequestOutput, endpoint: str) -> None:
+        """Count one finished request."""
+        u = out.usage
+        self.requests.labels(endpoint, out.finish_reason or "unknown").inc()
+        self.prompt_tokens.inc(u.prompt_tokens)
+        self.cached_tokens.inc(u.cached_tokens)
+        self.cache_write_tokens.inc(u.cache_write_tokens)
+        self.completion_tokens.inc(u.completion_tokens)
+        self._prompt += u.prompt_tokens
+        self._cached += u.cached_tokens
+        self.hit_rate.set(self._cached / self._prompt if self._prompt else 0.0)
+        if out.ttft_s is not None:
+            self.ttft.observe(out.ttft_s)
+        if out.total_s is not None:
+            self.latency.observe(out.total_s)
+
+    def render(self) -> bytes:
+        stats = self._engine_stats()
+        self.queue_depth.set(stats["requests_in_flight"])
+        self.blocks_in_use.set(stats["blocks_in_use"])
+        self.blocks_cached.set(stats["blocks_cached"])
+        self.blocks_total.set(stats["num_blocks"])
+        return generate_latest(self.registry)

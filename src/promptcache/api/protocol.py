@@ -1,0 +1,95 @@
+"""Request bodies of the OpenAI endpoints we serve, field for field as the API names them.
+
+Unknown fields are refused (`extra="forbid"` -> 400 "Unrecognized request argument"), so no
+parameter is ever silently dropped. Response bodies are built in `chat.py`/`responses.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Retention = Literal["in_memory", "24h"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- chat completions -------------------------------------------------------------------
+
+
+class ChatTextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ChatTextPart]
+    name: str | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Strict):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    prompt_cache_retention: Retention | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+
+
+# -- responses --------------------------------------------------------------------------
+
+
+class InputTextPart(_Strict):
+    type: Literal["input_text", "output_text"]
+    text: str
+    annotations: list[Any] | None = None  # echoed back on assistant output items
+    logprobs: list[Any] | None = None
+
+
+class InputMessage(_Strict):
+    type: Literal["message"] | None = None
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[InputTextPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class ResponsesRequest(_Strict):
+    model: str
+    input: str | list[InputMessage]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stream: bool | None = False
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    prompt_cache_retention: Retention | None = None
+    previous_response_id: str | None = None
+    store: bool | None = True
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+def message_text(content: str | list[ChatTextPart] | list[InputTextPart]) -> str:
+    """The plain text of a message's content (parts joined in order)."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content)

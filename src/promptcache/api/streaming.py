@@ -1,0 +1,47 @@
+"""Turn the engine's growing text into safe-to-send deltas, and format Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class TextDeltas:
+    """Sends only text that can no longer change.
+
+    Held back: a trailing U+FFFD (a multi-byte character still being decoded) and a tail
+    that could be the start of a stop string (the engine cuts the text before a stop).
+    """
+
+    stop: tuple[str, ...]
+    sent: int = 0
+
+    def delta(self, text: str, finished: bool) -> str:
+        end = len(text) if finished else self._stable_end(text)
+        if end <= self.sent:
+            return ""
+        out = text[self.sent : end]
+        self.sent = end
+        return out
+
+    def _stable_end(self, text: str) -> int:
+        end = len(text)
+        while end > self.sent and text[end - 1] == "\ufffd":
+            end -= 1
+        for s in self.stop:
+            for k in range(min(len(s) - 1, end - self.sent), 0, -1):
+                if text[end - k : end] == s[:k]:
+                    end -= k
+                    break
+        return end
+
+
+def sse(data: dict[str, Any], event: str | None = None) -> str:
+    """One Server-Sent Event; `event:` names the Responses API event type."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"

@@ -1,0 +1,96 @@
+"""A real `promptcache serve` on a free port (bundled model, float32), and SDK clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+KEYS = {"sk-tenant-a": "tenant-a", "sk-tenant-b": "tenant-b"}
+MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class Server:
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, key: str = "sk-tenant-a") -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=300)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=300)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(tmp: Path, *extra: str) -> Server:
+    keys = tmp / "keys.json"
+    keys.write_text(json.dumps(KEYS))
+    port = _free_port()
+    log = tmp / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptcache.cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--api-keys-file",
+        str(keys),
+        "--data-dir",
+        str(tmp / "data"),
+        "--kv-cache-bytes",
+        "512MiB",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("server"))
+    yield s
+    stop_server(s)

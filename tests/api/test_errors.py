@@ -1,0 +1,153 @@
+"""Bad input gets OpenAI's error shape and status code, never a crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import MODEL, Server, start_server, stop_server
+
+AUTH = {"Authorization": "Bearer sk-tenant-a"}
+CHAT = "/v1/chat/completions"
+GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def _error(
+    resp: httpx.Response, status: int, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["type"] == type_
+    if code is not None:
+        assert err["code"] == code
+    if param is not None:
+        assert err["param"] == param
+    return dict(err)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({**GOOD, "messages": []}, "invalid_value", "messages"),
+        ({"model": MODEL}, "missing_required_parameter", "messages"),
+        ({**GOOD, "temperature": "hot"}, "invalid_value", "temperature"),
+        ({**GOOD, "temperature": 3}, "invalid_value", "temperature"),
+        ({**GOOD, "logit_bias": {"1": 2}}, "unknown_parameter", "logit_bias"),
+        ({**GOOD, "n": 2}, None, "n"),
+        ({**GOOD, "prompt_cache_retention": "forever"}, "invalid_value", "prompt_cache_retention"),
+        ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, None, "stop"),
+        (
+            {**GOOD, "messages": [{"role": "user", "content": "x " * 9000}]},
+            "context_length_exceeded",
+            "messages",
+        ),
+        ({**GOOD, "max_tokens": 9000}, "context_length_exceeded", "messages"),
+    ],
+)
+def test_chat_bad_requests(
+    server: Server, body: dict[str, Any], code: str | None, param: str
+) -> None:
+    with server.http() as http:
+        _error(http.post(CHAT, json=body, headers=AUTH), 400, "invalid_request_error", code, param)
+
+
+def test_malformed_json_unknown_model_and_auth(server: Server) -> None:
+    with server.http() as http:
+        bad = http.post(
+            CHAT, content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+        )
+        _error(bad, 400, "invalid_request_error", "invalid_json")
+        _error(
+            http.post(CHAT, json={**GOOD, "model": "gpt-9"}, headers=AUTH),
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
+        _error(http.post(CHAT, json=GOOD), 401, "invalid_request_error", "missing_api_key")
+        _error(
+            http.post(CHAT, json=GOOD, headers={"Authorization": "Bearer nope"}),
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+        _error(
+            http.post(
+                "/v1/responses",
+                json={"model": MODEL, "input": "hi", "previous_response_id": "resp_missing"},
+                headers=AUTH,
+            ),
+            400,
+            "invalid_request_error",
+            "previous_response_not_found",
+            "previous_response_id",
+        )
+        _error(
+            http.get("/v1/responses/resp_missing", headers=AUTH),
+            404,
+            "invalid_request_error",
+            "not_found",
+        )
+        _error(
+            http.post(
+                "/v1/responses", json={"model": MODEL, "input": "hi", "tools": []}, headers=AUTH
+            ),
+            400,
+            "invalid_request_error",
+            "unknown_parameter",
+        )
+        # The server is still healthy and answers after all of that.
+        assert http.post(CHAT, json=GOOD, headers=AUTH).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def small_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("queue"), "--max-queue", "1")
+    yield s
+    stop_server(s)
+
+
+def test_overload_is_429_and_disconnect_frees_blocks(small_queue: Server) -> None:
+    long = {
+        **GOOD,
+        "max_tokens": 400,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+    }
+    started = threading.Event()
+
+    def hold() -> None:
+        with small_queue.http() as http, http.stream("POST", CHAT, json=long, headers=AUTH) as resp:
+            for i, _ in enumerate(resp.iter_lines()):
+                if i == 2:
+                    started.set()
+                if i == 6:
+                    return  # disconnect mid-stream
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert started.wait(120)
+    with small_queue.http() as http:
+        _error(
+            http.post(CHAT, json=GOOD, headers=AUTH), 429, "rate_limit_error", "server_overloaded"
+        )
+    t.join(120)
+    with small_queue.http() as http:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            health = http.get("/health").json()
+            metrics = http.get("/metrics").text
+            if health["requests_in_flight"] == 0 and "promptcache_kv_blocks_in_use 0.0" in metrics:
+                break
+            time.sleep(0.2)
+        assert health["requests_in_flight"] == 0
+        assert "promptcache_kv_blocks_in_use 0.0" in metrics
+        assert http.post(CHAT, json=GOOD, headers=AUTH).status_code == 200
