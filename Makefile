@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
-PROMPT ?= In one sentence, what is prompt caching?
+ARGS   ?=
 
 .PHONY: setup prepare serve test lint typecheck unit bench clean
 
@@ -22,13 +22,13 @@ setup: $(STAMP)
 prepare: setup
 	$(BIN)/promptcache prepare
 
-# Until the HTTP server lands, `serve` runs one chat generation on the bundled model.
+# The OpenAI-compatible server on the bundled model: http://127.0.0.1:8000/v1
 serve: prepare
-	$(BIN)/promptcache generate --chat --max-tokens 64 "$(PROMPT)"
+	$(BIN)/promptcache serve $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: setup
 	$(BIN)/mypy

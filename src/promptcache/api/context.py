@@ -42,11 +42,7 @@ class ServerContext:
             self.engine.validate(prompt, params)
             return self.engine.submit(prompt, params, cache_salt=tenant)
         except RequestError as exc:
-            raise invalid(
-                str(exc),
-                param,
-                "context_length_exceeded" if "context length" in str(exc) else "invalid_value",
-            ) from exc
+            raise invalid(str(exc), param, exc.code) from exc
         except EngineOverloaded as exc:
             raise APIError(
                 429,

