@@ -150,4 +150,26 @@ def test_overload_is_429_and_disconnect_frees_blocks(small_queue: Server) -> Non
             time.sleep(0.2)
         assert health["requests_in_flight"] == 0
         assert "promptcache_kv_blocks_in_use 0.0" in metrics
+        assert "promptcache_requests_aborted 1.0" in metrics
         assert http.post(CHAT, json=GOOD, headers=AUTH).status_code == 200
+
+
+def test_non_streamed_request_aborts_when_its_client_leaves(small_queue: Server) -> None:
+    body = {
+        **GOOD,
+        "max_tokens": 400,
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+    }
+    client = httpx.Client(base_url=small_queue.base_url, timeout=1.5)
+    with client as http, pytest.raises(httpx.ReadTimeout):
+        http.post(CHAT, json=body, headers=AUTH)  # the client gives up and disconnects
+    with small_queue.http() as http:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            idle = http.get("/health").json()["requests_in_flight"] == 0
+            metrics = http.get("/metrics").text
+            if idle and "promptcache_kv_blocks_in_use 0.0" in metrics:
+                break
+            time.sleep(0.2)
+        assert idle and "promptcache_kv_blocks_in_use 0.0" in metrics
+        assert "promptcache_requests_aborted 2.0" in metrics

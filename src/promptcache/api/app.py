@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,12 +64,18 @@ def create_app(
 
 def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(req: ChatCompletionRequest, authorization: Authorization = None) -> Any:
-        return await create_chat_completion(req, ctx, keys.tenant(authorization))
+    async def chat(
+        req: ChatCompletionRequest, request: Request, authorization: Authorization = None
+    ) -> Any:
+        tenant = keys.tenant(authorization)
+        return await create_chat_completion(req, ctx, tenant, request.is_disconnected)
 
     @app.post("/v1/responses", response_model=None)
-    async def responses(req: ResponsesRequest, authorization: Authorization = None) -> Any:
-        return await create_response(req, ctx, keys.tenant(authorization))
+    async def responses(
+        req: ResponsesRequest, request: Request, authorization: Authorization = None
+    ) -> Any:
+        tenant = keys.tenant(authorization)
+        return await create_response(req, ctx, tenant, request.is_disconnected)
 
     @app.get("/v1/responses/{response_id}", response_model=None)
     async def retrieve(response_id: str, authorization: Authorization = None) -> Any:

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.5  # how often a non-streamed request checks that its client is there
 
 
 class EngineOverloaded(RuntimeError):
@@ -76,8 +78,18 @@ class RequestHandle:
         finally:
             self.owner._forget(self.request_id, finished)
 
-    async def final(self) -> RequestOutput:
-        """Wait for the finished output."""
+    async def final(
+        self, disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> RequestOutput:
+        """Wait for the finished output; abort early if `disconnected()` turns true."""
+        task = asyncio.ensure_future(self._last())
+        while disconnected is not None and not task.done():
+            await asyncio.wait([task], timeout=DISCONNECT_POLL_S)
+            if not task.done() and await disconnected():
+                task.cancel()  # closes `outputs()`, which aborts the request
+        return await task
+
+    async def _last(self) -> RequestOutput:
         last = None
         async for out in self.outputs():
             last = out
@@ -97,6 +109,7 @@ class AsyncEngine:
         self._thread = threading.Thread(target=self._run, name="promptcache-engine", daemon=True)
         self._stopped = False
         self.error: BaseException | None = None
+        self.num_aborted = 0  # requests whose caller stopped listening before the end
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -142,6 +155,7 @@ class AsyncEngine:
 
     def _forget(self, request_id: str, finished: bool) -> None:
         if not finished:
+            self.num_aborted += 1
             self._inbox.put(_Abort(request_id))
         with self._lock:
             self._sinks.pop(request_id, None)
@@ -196,4 +210,8 @@ class AsyncEngine:
             sink.put(exc)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.engine.stats(), "requests_in_flight": self.num_requests}
+        return {
+            **self.engine.stats(),
+            "requests_in_flight": self.num_requests,
+            "requests_aborted": self.num_aborted,
+        }

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from promptcache.api.context import ServerContext, new_id, now
-from promptcache.api.errors import invalid
+from promptcache.api.context import Disconnected, ServerContext, new_id, now
+from promptcache.api.errors import APIError, invalid
 from promptcache.api.protocol import ChatCompletionRequest, message_text
 from promptcache.api.requests import render_prompt, sampling_params
 from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
@@ -37,7 +37,10 @@ def chat_usage(u: Usage) -> dict[str, Any]:
 
 
 async def create_chat_completion(
-    req: ChatCompletionRequest, ctx: ServerContext, tenant: str | None
+    req: ChatCompletionRequest,
+    ctx: ServerContext,
+    tenant: str | None,
+    disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
     if req.n not in (None, 1):
@@ -60,7 +63,7 @@ async def create_chat_completion(
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _stream(handle.outputs(), head, params.stop, include_usage, ctx)
         return StreamingResponse(events, media_type="text/event-stream")
-    out = await handle.final()
+    out = await handle.final(disconnected)
     ctx.metrics.observe(out, "chat.completions")
     return JSONResponse(_completion(out, head))
 
@@ -97,13 +100,16 @@ async def _stream(
 
     yield event({"role": "assistant", "content": "", "refusal": None})
     deltas = TextDeltas(stop)
-    async for out in outputs:
-        text = deltas.delta(out.text, out.finished)
-        if text:
-            yield event({"content": text})
-        if out.finished:
-            ctx.metrics.observe(out, "chat.completions")
-            yield event({}, out.finish_reason)
-            if include_usage:
-                yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
+    try:
+        async for out in outputs:
+            text = deltas.delta(out.text, out.finished)
+            if text:
+                yield event({"content": text})
+            if out.finished:
+                ctx.metrics.observe(out, "chat.completions")
+                yield event({}, out.finish_reason)
+                if include_usage:
+                    yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+        yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
     yield SSE_DONE

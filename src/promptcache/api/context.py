@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from promptcache.api.metrics import Metrics
 from promptcache.api.store import ResponseStore
 from promptcache.engine.llm_engine import RequestError
 from promptcache.engine.sampling_params import SamplingParams
+
+Disconnected = Callable[[], Awaitable[bool]]  # e.g. starlette's Request.is_disconnected
 
 
 @dataclass(slots=True)

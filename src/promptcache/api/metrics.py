@@ -52,6 +52,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "promptcache_requests_in_flight", "Requests queued or running", registry=r
         )
+        self.aborted = Gauge(
+            "promptcache_requests_aborted",
+            "Requests aborted since start because their client went away",
+            registry=r,
+        )
         self.blocks_in_use = Gauge("promptcache_kv_blocks_in_use", "KV blocks held", registry=r)
         self.blocks_cached = Gauge(
             "promptcache_kv_blocks_cached", "KV blocks in the prefix index", registry=r
@@ -81,6 +86,7 @@ class Metrics:
     def render(self) -> bytes:
         stats = self._engine_stats()
         self.queue_depth.set(stats["requests_in_flight"])
+        self.aborted.set(stats["requests_aborted"])
         self.blocks_in_use.set(stats["blocks_in_use"])
         self.blocks_cached.set(stats["blocks_cached"])
         self.blocks_total.set(stats["num_blocks"])

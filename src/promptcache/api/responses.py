@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.auth import DEFAULT_TENANT
-from promptcache.api.context import ServerContext, new_id, now
+from promptcache.api.context import Disconnected, ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.protocol import ResponsesRequest, message_text
 from promptcache.api.requests import render_prompt, sampling_params
@@ -98,7 +98,10 @@ class _Draft:
 
 
 async def create_response(
-    req: ResponsesRequest, ctx: ServerContext, tenant: str | None
+    req: ResponsesRequest,
+    ctx: ServerContext,
+    tenant: str | None,
+    disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
     history = _history(req, ctx, tenant)
@@ -112,7 +115,7 @@ async def create_response(
     if req.stream:
         events = _stream(handle.outputs(), draft, ctx, tenant, conversation)
         return StreamingResponse(events, media_type="text/event-stream")
-    out = await handle.final()
+    out = await handle.final(disconnected)
     body = _finish(out, draft, ctx, tenant, conversation)
     return JSONResponse(body)
 
@@ -184,13 +187,16 @@ async def _stream(
     yield ev("response.output_item.added", output_index=0, item=draft.message("", "in_progress"))
     yield ev("response.content_part.added", **where, part=draft.part(""))
     deltas = TextDeltas(())
-    async for out in outputs:
-        text = deltas.delta(out.text, out.finished)
-        if text:
-            yield ev("response.output_text.delta", **where, delta=text, logprobs=[])
-        if out.finished:
-            for event in _closing(out, draft, ctx, tenant, conversation, ev, where):
-                yield event
+    try:
+        async for out in outputs:
+            text = deltas.delta(out.text, out.finished)
+            if text:
+                yield ev("response.output_text.delta", **where, delta=text, logprobs=[])
+            if out.finished:
+                for event in _closing(out, draft, ctx, tenant, conversation, ev, where):
+                    yield event
+    except Exception as exc:  # headers are sent: report in-band with an `error` event
+        yield ev("error", code="server_error", message=f"generation failed: {exc}", param=None)
 
 
 def _closing(
