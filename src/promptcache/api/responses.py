@@ -89,12 +89,19 @@ class _Draft:
             "tools": [],
             "top_p": 1.0 if r.top_p is None else r.top_p,
             "truncation": "disabled",
-            "usage": usage,
-            "user": r.user,
             "metadata": r.metadata or {},
-            "prompt_cache_key": r.prompt_cache_key,
-            "prompt_cache_retention": r.prompt_cache_retention,
+            # Optional fields: present only when set (the schema has no null for them).
+            **_present(
+                usage=usage,
+                user=r.user,
+                prompt_cache_key=r.prompt_cache_key,
+                prompt_cache_retention=r.prompt_cache_retention,
+            ),
         }
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 async def create_response(
