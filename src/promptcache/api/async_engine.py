@@ -163,6 +163,7 @@ class AsyncEngine:
     # -- engine thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        self.engine.adopt_thread()
         try:
             while not self._stopped:
                 block = not self.engine.has_unfinished()
