@@ -41,6 +41,7 @@ def _error(
         ({**GOOD, "temperature": "hot"}, "invalid_value", "temperature"),
         ({**GOOD, "temperature": 3}, "invalid_value", "temperature"),
         ({**GOOD, "logit_bias": {"1": 2}}, "unknown_parameter", "logit_bias"),
+        ({**GOOD, "store": True}, "unknown_parameter", "store"),
         ({**GOOD, "n": 2}, None, "n"),
         ({**GOOD, "prompt_cache_retention": "forever"}, "invalid_value", "prompt_cache_retention"),
         ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, None, "stop"),

@@ -49,9 +49,7 @@ class ChatCompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
-    user: str | None = None
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
+    user: str | None = None  # accepted for compatibility; nothing here acts on it
 
 
 # -- responses --------------------------------------------------------------------------
