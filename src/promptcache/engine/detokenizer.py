@@ -1,23 +1,44 @@
-"""Incremental text for a request's output tokens, and stop-string detection."""
+"""Incremental text for a request's output tokens, and stop-string detection.
+
+Uses the `tokenizers` library's `DecodeStream`, which turns one token at a time into text
+and holds back bytes of a multi-byte character until it is complete, so each step costs
+O(1) instead of re-decoding the whole output. Tokenizers without a Rust backend fall back
+to decoding the whole output each step.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenizers.decoders import DecodeStream
+
 
 @dataclass(slots=True)
 class Detokenizer:
-    """Decodes a growing list of output tokens; finds the first stop string in the text."""
+    """Text of the output so far, cut before the first stop string."""
 
     tokenizer: Any
     stop: tuple[str, ...]
     text: str = ""
-    _checked_upto: int = field(default=0)
+    _checked_upto: int = 0
+    _stream: DecodeStream | None = field(default=None)
+    _ids: list[int] = field(default_factory=list)
 
-    def update(self, token_ids: list[int]) -> bool:
-        """Re-decode after new tokens; True when a stop string appeared (text cut before it)."""
-        self.text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+    def __post_init__(self) -> None:
+        if getattr(self.tokenizer, "_tokenizer", None) is not None:
+            self._stream = DecodeStream(skip_special_tokens=True)
+
+    def update(self, token: int) -> bool:
+        """Add one token; True when a stop string appeared (the text is cut before it)."""
+        if self._stream is not None:
+            self.text += self._stream.step(self.tokenizer._tokenizer, token) or ""
+        else:
+            self._ids.append(token)
+            self.text = self.tokenizer.decode(self._ids, skip_special_tokens=True)
+        return self._find_stop()
+
+    def _find_stop(self) -> bool:
         if not self.stop:
             return False
         longest = max(len(s) for s in self.stop)

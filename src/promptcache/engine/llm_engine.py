@@ -192,7 +192,7 @@ class LLMEngine:
         seq.output_token_ids.append(token)
         if seq.first_token_time is None:
             seq.first_token_time = now
-        hit_stop_string = req.detok.update(seq.output_token_ids)
+        hit_stop_string = req.detok.update(token)
         reason = self._stop_reason(seq, token, hit_stop_string)
         if reason is not None:
             self._finish(seq, reason)
