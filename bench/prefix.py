@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -115,13 +116,10 @@ def seed_experiment(model: LoadedModel, config: EngineConfig, repeats: int) -> d
     print(f"instruction prefix: {SEED_PREFIX_TOKENS} tokens; medians of {repeats} repeats")
     print("| call | question | prompt tokens | cached tokens | TTFT (s) | total (s) |")
     print("|---|---|---|---|---|---|")
-    for name, q, o, ttft in (
-        ("1 (miss)", SEED_QUESTIONS[0], miss, ttft_miss),
-        ("2 (hit)", SEED_QUESTIONS[1], hit, ttft_hit),
-    ):
-        total = statistics.median(
-            (m if name.startswith("1") else h).total_s or 0.0 for m, h in rows
-        )
+    for i, name in enumerate(("1 (miss)", "2 (hit)")):
+        q, o = SEED_QUESTIONS[i], rows[-1][i]
+        ttft = statistics.median(r[i].ttft_s or 0.0 for r in rows)
+        total = statistics.median(r[i].total_s or 0.0 for r in rows)
         print(
             f"| {name} | {q} | {o.usage.prompt_tokens} | {o.usage.cached_tokens} "
             f"| {ttft:.3f} | {total:.3f} |"
@@ -157,7 +155,7 @@ def shared_prefix_load(
     params = SamplingParams(max_tokens=output_tokens, temperature=0, ignore_eos=True)
     results = []
     for enabled in (True, False):
-        cfg = EngineConfig(**{**_fields(config), "enable_prefix_caching": enabled})
+        cfg = dataclasses.replace(config, enable_prefix_caching=enabled)
         engine = LLMEngine(model, cfg)
         run_together(engine, [prompts[0][:64]], params)  # warm-up
         outs, wall = run_together(engine, prompts, params)
@@ -205,12 +203,6 @@ def shared_prefix_load(
     for r in results:
         del r["outputs"]
     return results
-
-
-def _fields(config: EngineConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 def main() -> None:

@@ -112,7 +112,7 @@ def test_shared_blocks_are_reference_counted(tiny_long: LoadedModel, make_engine
     while engine.has_unfinished():
         engine.step()
     assert all(engine.pool.ref_count(blk) == 0 for blk in shared)
-    assert engine.pool.match(engine.cache._hashes(seqs[a], 80)) == shared  # still cached
+    assert engine.pool.match(seqs[a].block_hashes[:80]) == shared  # still cached
 
 
 def test_least_recently_used_prefix_is_evicted(tiny_long: LoadedModel, make_engine: Any) -> None:

@@ -39,7 +39,7 @@ def chat_usage(u: Usage) -> dict[str, Any]:
 async def create_chat_completion(
     req: ChatCompletionRequest,
     ctx: ServerContext,
-    tenant: str | None,
+    tenant: str,
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)

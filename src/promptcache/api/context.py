@@ -38,7 +38,7 @@ class ServerContext:
             )
 
     def submit(
-        self, prompt: list[int], params: SamplingParams, tenant: str | None, param: str
+        self, prompt: list[int], params: SamplingParams, tenant: str, param: str
     ) -> RequestHandle:
         """Validate and queue a request, mapping engine refusals to OpenAI errors."""
         try:

@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from promptcache.api.auth import DEFAULT_TENANT
 from promptcache.api.context import Disconnected, ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.protocol import ResponsesRequest, message_text
@@ -107,7 +106,7 @@ def _present(**fields: Any) -> dict[str, Any]:
 async def create_response(
     req: ResponsesRequest,
     ctx: ServerContext,
-    tenant: str | None,
+    tenant: str,
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
@@ -127,8 +126,8 @@ async def create_response(
     return JSONResponse(body)
 
 
-def get_response(response_id: str, ctx: ServerContext, tenant: str | None) -> JSONResponse:
-    stored = ctx.store.get(tenant or DEFAULT_TENANT, response_id)
+def get_response(response_id: str, ctx: ServerContext, tenant: str) -> JSONResponse:
+    stored = ctx.store.get(tenant, response_id)
     if stored is None:
         raise APIError(
             404,
@@ -140,10 +139,10 @@ def get_response(response_id: str, ctx: ServerContext, tenant: str | None) -> JS
     return JSONResponse(stored.response)
 
 
-def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str | None) -> list[dict]:
+def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> list[dict]:
     if req.previous_response_id is None:
         return []
-    stored = ctx.store.get(tenant or DEFAULT_TENANT, req.previous_response_id)
+    stored = ctx.store.get(tenant, req.previous_response_id)
     if stored is None:
         raise invalid(
             f"Previous response with id '{req.previous_response_id}' not found.",
@@ -165,14 +164,14 @@ def _finish(
     out: RequestOutput,
     draft: _Draft,
     ctx: ServerContext,
-    tenant: str | None,
+    tenant: str,
     conversation: list[dict[str, str]],
 ) -> dict[str, Any]:
     ctx.metrics.observe(out, "responses")
     body = draft.body(out)
     if draft.req.store is not False:
         reply = {"role": "assistant", "content": out.text}
-        ctx.store.put(tenant or DEFAULT_TENANT, body, [*conversation, reply])
+        ctx.store.put(tenant, body, [*conversation, reply])
     return body
 
 
@@ -180,7 +179,7 @@ async def _stream(
     outputs: AsyncIterator[RequestOutput],
     draft: _Draft,
     ctx: ServerContext,
-    tenant: str | None,
+    tenant: str,
     conversation: list[dict[str, str]],
 ) -> AsyncIterator[str]:
     seq = iter(range(1 << 62))
@@ -210,7 +209,7 @@ def _closing(
     out: RequestOutput,
     draft: _Draft,
     ctx: ServerContext,
-    tenant: str | None,
+    tenant: str,
     conversation: list[dict[str, str]],
     ev: Any,
     where: dict[str, Any],

@@ -57,7 +57,9 @@ class PrefixCache:
         """Longest reusable cached prefix of `seq`, and whether it should wait for more."""
         if seq.cache_seed is None:
             return CacheMatch([], 0, False)
-        hashes = self._hashes(seq, seq.num_tokens // self.block_size)
+        n_blocks = seq.num_tokens // self.block_size
+        self._extend_hashes(seq, n_blocks)
+        hashes = seq.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
         hit = self._usable(seq, len(matched) * self.block_size)
         blocks = matched[: hit // self.block_size]
@@ -80,7 +82,8 @@ class PrefixCache:
         if seq.cache_seed is None:
             return
         full = seq.num_computed // self.block_size
-        hashes = self._hashes(seq, full)
+        self._extend_hashes(seq, full)
+        hashes = seq.block_hashes
         prompt_len = len(seq.prompt_token_ids)
         for i in range(seq.num_registered_blocks, full):
             if self._claims.get(hashes[i]) is seq:
@@ -112,15 +115,14 @@ class PrefixCache:
             claimed += 1
         return claimed > matched and self._usable(seq, claimed * self.block_size) > hit
 
-    def _hashes(self, seq: Sequence, n_blocks: int) -> list[BlockHash]:
-        """The first `n_blocks` chain hashes of the sequence's tokens, extended lazily."""
+    def _extend_hashes(self, seq: Sequence, n_blocks: int) -> None:
+        """Make `seq.block_hashes` cover its first `n_blocks` full blocks (hashed once)."""
         assert seq.cache_seed is not None
         have = len(seq.block_hashes)
         if have < n_blocks:
             parent = seq.block_hashes[-1] if have else seq.cache_seed
             tokens = seq.tokens_slice(0, n_blocks * self.block_size)
             seq.block_hashes.extend(chain_hashes(parent, tokens, self.block_size, have))
-        return seq.block_hashes[:n_blocks]
 
     def check_integrity(self, live: list[Sequence]) -> None:
         """Claims belong to live sequences; pool invariants hold."""

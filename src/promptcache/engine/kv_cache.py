@@ -36,7 +36,6 @@ class KVCache:
             )
         self.block_size = block_size
         self.bytes_per_block = per_block
-        self.bytes = self.num_blocks * per_block
         shape = (spec.num_layers, 2, self.num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
         self.data = torch.zeros(shape, dtype=dtype, device=device)
         self.layers = [(self.data[i, 0], self.data[i, 1]) for i in range(spec.num_layers)]
