@@ -1,4 +1,5 @@
-"""`promptcache` command line: `serve` the HTTP API, `generate` one prompt, `prepare` a model."""
+"""`promptcache` command line: `serve` the HTTP API, `generate` one prompt, `bench` an
+endpoint, `prepare` a model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from promptcache.cli.bench import add_bench_parser, run_bench_command
 from promptcache.cli.settings import add_config_file_flag, add_config_flags, build_config
 from promptcache.config import EngineConfig, ServerConfig
 from promptcache.model.device import (
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", metavar="PROMPT")
     add_config_file_flag(gen)
     add_config_flags(gen, EngineConfig, "engine settings (EngineConfig)")
+    add_bench_parser(sub)
     prep = sub.add_parser("prepare", help="convert the model once and print its folder")
     _add_model_flags(prep)
     return parser
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return _prepare(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "bench":
+            return run_bench_command(args)
         return _generate(args)
     except (ModelLoadError, ValueError) as exc:
         print(f"promptcache: error: {exc}", file=sys.stderr)

@@ -1,0 +1,203 @@
+"""The bench's workloads: seeded, reproducible sessions of chat requests.
+
+A session is what one simulated user sends, one request after another. Single-turn
+workloads (seed, shared-prefix, no-reuse) are sessions of one request; multi-turn sessions
+carry their growing history (earlier questions and the server's real answers).
+
+    seed           one instruction prefix (the hands-on tutorial's), different questions
+    shared-prefix  G groups x P prompts: a shared S-token system prompt + a Q-token question
+    multi-turn     U users x R rounds: a shared system prompt + growing history
+    no-reuse       unique prompts: the control, nothing to hit
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from promptcache.bench.text import (
+    INSTRUCTION,
+    SEED_PREFIX_TOKENS,
+    SEED_QUESTIONS,
+    WordSource,
+    trimmed_text,
+)
+
+WorkloadName = Literal["seed", "shared-prefix", "multi-turn", "no-reuse"]
+WORKLOADS: tuple[WorkloadName, ...] = ("seed", "shared-prefix", "multi-turn", "no-reuse")
+Order = Literal["interleaved", "grouped"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """Sizes of a workload, in prompts and tokens. `for_name` fills each workload's defaults."""
+
+    name: WorkloadName
+    num_prompts: int = 4  # seed, no-reuse
+    groups: int = 64  # shared-prefix
+    prompts_per_group: int = 16
+    order: Order = "interleaved"
+    users: int = 8  # multi-turn
+    rounds: int = 4
+    system_tokens: int = 2048
+    question_tokens: int = 128
+    output_tokens: int = 256
+    seed: int = 0
+
+    @classmethod
+    def for_name(cls, name: WorkloadName, small: bool = False, **overrides: Any) -> WorkloadSpec:
+        """Defaults of `name` (SGLang's generated-shared-prefix sizes for shared-prefix;
+        `small` = a preset that fits a 2-core CPU), then `overrides` (None = keep)."""
+        fields: dict[str, Any] = {**DEFAULTS[name], **(SMALL[name] if small else {})}
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(name=name, **fields)
+
+
+DEFAULTS: dict[WorkloadName, dict[str, Any]] = {
+    "seed": {"num_prompts": 4, "system_tokens": SEED_PREFIX_TOKENS, "output_tokens": 32},
+    "shared-prefix": {
+        "groups": 64,
+        "prompts_per_group": 16,
+        "system_tokens": 2048,
+        "question_tokens": 128,
+        "output_tokens": 256,
+    },
+    "multi-turn": {
+        "users": 8,
+        "rounds": 4,
+        "system_tokens": 1024,
+        "question_tokens": 64,
+        "output_tokens": 64,
+    },
+    "no-reuse": {
+        "num_prompts": 16,
+        "system_tokens": 1024,
+        "question_tokens": 128,
+        "output_tokens": 64,
+    },
+}
+SMALL: dict[WorkloadName, dict[str, Any]] = {
+    "seed": {},
+    "shared-prefix": {
+        "groups": 4,
+        "prompts_per_group": 4,
+        "system_tokens": 1024,
+        "question_tokens": 64,
+        "output_tokens": 32,
+    },
+    "multi-turn": {"users": 4, "rounds": 3, "question_tokens": 32, "output_tokens": 32},
+    "no-reuse": {"num_prompts": 8, "question_tokens": 64, "output_tokens": 32},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Requests one user sends in order; with `keep_history`, round r carries rounds < r."""
+
+    id: int
+    tag: str
+    system: str
+    questions: tuple[str, ...]
+    max_tokens: int
+    keep_history: bool = False
+
+    def messages(self, round_: int, answers: list[str]) -> list[dict[str, str]]:
+        """Chat messages of round `round_`, given the answers to the earlier rounds."""
+        msgs = [{"role": "system", "content": self.system}]
+        if self.keep_history:
+            for q, a in zip(self.questions[:round_], answers, strict=True):
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs.append({"role": "user", "content": self.questions[round_]})
+        return msgs
+
+
+def build_sessions(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
+    """The sessions of `spec`, in the order they are sent."""
+    words = WordSource(tokenizer, spec.seed)
+    if spec.name == "seed":
+        return _seed(spec, tokenizer)
+    if spec.name == "shared-prefix":
+        return _shared_prefix(spec, words)
+    if spec.name == "multi-turn":
+        return _multi_turn(spec, words)
+    return _no_reuse(spec, words)
+
+
+def _seed(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
+    prefix = trimmed_text(tokenizer, INSTRUCTION, spec.system_tokens)
+    return [
+        Session(i, f"q{i}", prefix, (SEED_QUESTIONS[i % len(SEED_QUESTIONS)],), spec.output_tokens)
+        for i in range(spec.num_prompts)
+    ]
+
+
+def _shared_prefix(spec: WorkloadSpec, words: WordSource) -> list[Session]:
+    systems = [words.text(spec.system_tokens, f"Group {g}.") for g in range(spec.groups)]
+    pairs = [(g, p) for g in range(spec.groups) for p in range(spec.prompts_per_group)]
+    if spec.order == "interleaved":  # g0p0, g1p0, ..., g0p1, g1p1, ...
+        pairs.sort(key=lambda gp: (gp[1], gp[0]))
+    return [
+        Session(
+            i,
+            f"g{g}/p{p}",
+            systems[g],
+            (words.text(spec.question_tokens, f"Question {p}:"),),
+            spec.output_tokens,
+        )
+        for i, (g, p) in enumerate(pairs)
+    ]
+
+
+def _multi_turn(spec: WorkloadSpec, words: WordSource) -> list[Session]:
+    system = words.text(spec.system_tokens, "Shared system prompt.")
+    return [
+        Session(
+            u,
+            f"u{u}",
+            system,
+            tuple(
+                words.text(spec.question_tokens, f"User {u}, round {r}:")
+                for r in range(spec.rounds)
+            ),
+            spec.output_tokens,
+            keep_history=True,
+        )
+        for u in range(spec.users)
+    ]
+
+
+def _no_reuse(spec: WorkloadSpec, words: WordSource) -> list[Session]:
+    return [
+        Session(
+            i,
+            f"n{i}",
+            words.text(spec.system_tokens, f"Prompt {i}."),
+            (words.text(spec.question_tokens, "Question:"),),
+            spec.output_tokens,
+        )
+        for i in range(spec.num_prompts)
+    ]
+
+
+def describe(spec: WorkloadSpec) -> str:
+    """One line naming the workload's sizes."""
+    skip = {"name", "seed"} | _unused(spec.name)
+    sizes = ", ".join(
+        f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(spec) if f.name not in skip
+    )
+    return f"{spec.name} ({sizes}; seed={spec.seed})"
+
+
+def _unused(name: WorkloadName) -> set[str]:
+    per = {"num_prompts", "groups", "prompts_per_group", "order", "users", "rounds"}
+    used = {
+        "seed": {"num_prompts"},
+        "shared-prefix": {"groups", "prompts_per_group", "order"},
+        "multi-turn": {"users", "rounds"},
+        "no-reuse": {"num_prompts"},
+    }[name]
+    unused = per - used
+    if name == "seed":
+        unused.add("question_tokens")
+    return unused
