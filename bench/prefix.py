@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from promptcache.bench.text import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
@@ -31,13 +32,6 @@ from promptcache.model.chat import chat_prompt_ids
 from promptcache.model.device import resolve_device, resolve_dtype
 from promptcache.model.loader import LoadedModel, load_model
 
-SEED_PREFIX_TOKENS = 4616
-SEED_QUESTIONS = ("What's overfitting in machine learning?", "What's regularization?")
-INSTRUCTION = (
-    "You are a patient tutor for an introductory machine-learning course. Explain each idea "
-    "in plain words first, then give one small worked example with numbers, then name one "
-    "common mistake students make. Keep answers under two hundred words. "
-)
 TOPICS = [
     "linear regression",
     "decision trees",
@@ -60,25 +54,6 @@ QUESTIONS = [
 ]
 
 
-def trimmed_text(model: LoadedModel, text: str, n_tokens: int) -> str:
-    """`text` repeated and cut so that it encodes to exactly `n_tokens` tokens (or, if the
-    tokenizer's merges never allow that, the nearest count below)."""
-    tok = model.tokenizer
-    ids = tok.encode(text, add_special_tokens=False)
-    ids = ids * (2 * n_tokens // len(ids) + 2)
-    cut, best = n_tokens, ""
-    for _ in range(50):  # decoding then re-encoding can merge tokens at the cut
-        candidate = str(tok.decode(ids[:cut]))
-        got = len(tok.encode(candidate, add_special_tokens=False))
-        if got <= n_tokens and len(candidate) > len(best):
-            best = candidate
-        if got == n_tokens:
-            break
-        step = n_tokens - got
-        cut += step if abs(step) > 1 else (1 if step > 0 else -1)
-    return best
-
-
 def chat(model: LoadedModel, system: str, question: str) -> list[int]:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
     return chat_prompt_ids(model.tokenizer, messages)
@@ -98,8 +73,8 @@ def run_together(
 
 def seed_experiment(model: LoadedModel, config: EngineConfig, repeats: int) -> dict[str, Any]:
     engine = LLMEngine(model, config)
-    system = trimmed_text(model, INSTRUCTION, SEED_PREFIX_TOKENS)
-    prompts = [chat(model, system, q) for q in SEED_QUESTIONS]
+    system = trimmed_text(model.tokenizer, INSTRUCTION, SEED_PREFIX_TOKENS)
+    prompts = [chat(model, system, q) for q in SEED_QUESTIONS[:2]]
     params = SamplingParams(max_tokens=32, temperature=0)
     run_together(engine, [prompts[0][:64]], params)  # warm-up, below the cache minimum
     rows = []
@@ -143,7 +118,7 @@ def shared_prefix_prompts(
     for g in range(groups):
         topic = TOPICS[g % len(TOPICS)]
         text = f"Course unit {g}: {topic}. " + INSTRUCTION + f"Today's topic is {topic}. "
-        systems.append(trimmed_text(model, text, rng.randint(1024, 2048)))
+        systems.append(trimmed_text(model.tokenizer, text, rng.randint(1024, 2048)))
     order = [(g, q) for q in range(per_group) for g in range(groups)]  # interleaved
     return [chat(model, systems[g], QUESTIONS[q % len(QUESTIONS)]) for g, q in order]
 

