@@ -25,6 +25,9 @@ class EngineConfig:
         min_prompt_tokens: prompts shorter than this are not cached (S2). Default 1024.
         increment: a hit covers the longest cached prefix in steps of this many tokens (S3);
             a multiple of block_size. Default 128.
+        tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
+            heap instead of returning it to the OS every step (engine/host_memory.py;
+            the process keeps its peak heap). Default on.
     """
 
     block_size: int = 16
@@ -35,6 +38,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     min_prompt_tokens: int = 1024
     increment: int = 128
+    tune_host_malloc: bool = True
 
     def __post_init__(self) -> None:
         positive = (

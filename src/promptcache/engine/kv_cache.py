@@ -1,6 +1,8 @@
 """The KV block pool's memory: one preallocated tensor holding every layer's K and V blocks.
 
-    data: (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim)
+    data: (num_layers, 2, num_kv_heads, num_blocks, block_size, head_dim)
+
+Heads-first, so that a sequence's gathered blocks are ready-made (KV, S, head_dim) matrices.
 
 The number of blocks follows from the byte budget. Zero-filled so that masked-out padding
 reads finite values (0 * NaN would poison attention).
@@ -36,7 +38,7 @@ class KVCache:
             )
         self.block_size = block_size
         self.bytes_per_block = per_block
-        shape = (spec.num_layers, 2, self.num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+        shape = (spec.num_layers, 2, spec.num_kv_heads, self.num_blocks, block_size, spec.head_dim)
         self.data = torch.zeros(shape, dtype=dtype, device=device)
         self.layers = [(self.data[i, 0], self.data[i, 1]) for i in range(spec.num_layers)]
 

@@ -22,6 +22,7 @@ from promptcache.cache.policy import CachePolicy
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.config import EngineConfig
 from promptcache.engine.detokenizer import Detokenizer
+from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.model_runner import ModelRunner
 from promptcache.engine.outputs import RequestOutput, Usage
@@ -54,6 +55,8 @@ class LLMEngine:
         self.model = model
         self.config = config or EngineConfig()
         self.tokenizer = model.tokenizer
+        if self.config.tune_host_malloc and model.device.type == "cpu":
+            tune_host_malloc()
         self.kv_cache = KVCache(
             model.spec,
             self.config.block_size,

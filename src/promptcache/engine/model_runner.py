@@ -80,6 +80,7 @@ class ModelRunner:
             num_decodes=len(decodes),
             decode_block_tables=None,
             decode_mask=None,
+            sliding_window=self.sliding_window,
             prefills=self._prefill_slices(prefills, start_row=len(decodes)),
         )
         if decodes:

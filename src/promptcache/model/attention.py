@@ -40,6 +40,15 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None  # (Bd, max_blocks) int64
     decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
     prefills: list[PrefillSlice]
+    sliding_window: int | None = None
+
+
+# A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
+# most this big runs as two batched matmuls instead of PyTorch's CPU flash kernel, which
+# is slow for a short chunk over a long context (bf16, 2 cores, per layer: 26 queries over
+# 4.6k keys 2.8 vs 3.3 ms, 128 over 4.6k 11 vs 16 ms). Larger float32 score matrices
+# (1024 x 1024 x 9 heads) pass glibc's mmap threshold and lose to flash.
+GROUPED_PREFILL_MAX_SCORES = 6_000_000
 
 
 def paged_attention(
@@ -50,81 +59,122 @@ def paged_attention(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
 ) -> torch.Tensor:
-    """q (T, H, hd), k/v (T, KV, hd); caches (num_blocks, block_size, KV, hd) -> (T, H, hd)."""
-    num_kv, hd = k_cache.shape[2], k_cache.shape[3]
-    k_cache.view(-1, num_kv, hd).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, num_kv, hd).index_copy_(0, meta.slot_mapping, v)
+    """q (T, H, hd), k/v (T, KV, hd); caches (KV, num_blocks, block_size, hd) -> (T, H, hd).
+
+    The pool is heads-first so that gathering a sequence's blocks yields (KV, S, hd)
+    matrices that the attention matmuls read as they are: one copy per read, no transpose.
+    """
+    num_kv, hd = k_cache.shape[0], k_cache.shape[3]
+    k_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+    v_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
     out = torch.empty_like(q)
     if meta.num_decodes:
         out[: meta.num_decodes] = _decode_attention(q[: meta.num_decodes], k_cache, v_cache, meta)
     for p in meta.prefills:
         rows = slice(p.query_start, p.query_start + p.query_len)
         if p.context_len == p.query_len:  # no cached context: attend to the chunk itself
-            keys, values = k[rows], v[rows]
+            keys, values = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
         else:
-            keys = _gather(k_cache, p.block_ids)[: p.context_len]
-            values = _gather(v_cache, p.block_ids)[: p.context_len]
+            keys = _gather(k_cache, p.block_ids)[:, : p.context_len]
+            values = _gather(v_cache, p.block_ids)[:, : p.context_len]
+            if _grouped_prefill_fits(q, p, meta.sliding_window):
+                out[rows] = grouped_prefill_attention(q[rows], keys, values)
+                continue
         out[rows] = _prefill_attention(q[rows], keys, values, p.mask)
     return out
 
 
 def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-    # (..., n_blocks) ids -> (..., n_blocks * block_size, KV, hd)
-    blocks = cache[block_ids]
-    return blocks.flatten(-4, -3)
+    # (KV, num_blocks, bs, hd)[:, ids] -> (KV, ..., n_blocks * bs, hd), contiguous
+    return cache[:, block_ids].flatten(-3, -2)
+
+
+def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int | None) -> bool:
+    if q.device.type != "cpu" or q.dtype == torch.float32 or sliding_window is not None:
+        return False
+    return p.query_len * q.shape[1] * p.context_len <= GROUPED_PREFILL_MAX_SCORES
 
 
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
     assert meta.decode_block_tables is not None and meta.decode_mask is not None
-    keys = _gather(k_cache, meta.decode_block_tables).transpose(1, 2)  # (Bd, KV, S, hd)
-    values = _gather(v_cache, meta.decode_block_tables).transpose(1, 2)
+    keys = _gather(k_cache, meta.decode_block_tables)  # (KV, Bd, W, hd)
+    values = _gather(v_cache, meta.decode_block_tables)
     if q.device.type == "cpu" and q.dtype != torch.float32:
-        return _grouped_decode_attention(q, keys, values, meta.decode_mask)
+        return grouped_decode_attention(q, keys, values, meta.decode_mask)
     o = F.scaled_dot_product_attention(
-        q.unsqueeze(2), keys, values, attn_mask=meta.decode_mask, enable_gqa=True
+        q.unsqueeze(2),
+        keys.transpose(0, 1),  # (Bd, KV, W, hd)
+        values.transpose(0, 1),
+        attn_mask=meta.decode_mask,
+        enable_gqa=True,
     )  # (Bd, H, 1, hd)
     return o.squeeze(2)
 
 
-def _grouped_decode_attention(
+def grouped_decode_attention(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Single-query GQA attention as two batched matmuls.
+    """Single-query GQA attention as two batched matmuls: q (Bd, H, hd) over keys/values
+    (KV, Bd, W, hd) with mask (Bd, 1, 1, W) -> (Bd, H, hd). Scores stay in q's dtype, as in
+    transformers' eager attention; softmax accumulates in float32.
 
     On CPU in bfloat16/float16, PyTorch's SDPA kernel is ~10x slower than this for one query
-    per sequence (measured: 5.7 ms vs 0.5 ms at 8 x 1k context); softmax runs in float32.
+    per sequence (measured: 5.7 ms vs 0.5 ms at 8 x 1k context).
     """
     bd, h, hd = q.shape
-    kv = keys.shape[1]
-    qg = q.view(bd, kv, h // kv, hd)  # (Bd, KV, G, hd): query heads grouped by their KV head
-    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * hd**-0.5  # (Bd, KV, G, S)
-    scores = scores.masked_fill(~mask.view(bd, 1, 1, -1), float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(q.dtype)
-    return torch.matmul(probs, values).view(bd, h, hd)
+    kv = keys.shape[0]
+    qg = (q * hd**-0.5).view(bd, kv, h // kv, hd).transpose(0, 1)  # (KV, Bd, G, hd)
+    scores = torch.matmul(qg, keys.transpose(-1, -2))  # (KV, Bd, G, W)
+    scores.masked_fill_(~mask.view(1, bd, 1, -1), float("-inf"))
+    probs = torch.softmax(scores, dim=-1)  # accumulates in float32 for bf16/fp16 inputs
+    return torch.matmul(probs, values).transpose(0, 1).reshape(bd, h, hd)
+
+
+def grouped_prefill_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Causal GQA attention of q (q_len, H, hd), the last q_len of S positions, over keys and
+    values (KV, S, hd), as two batched matmuls -> (q_len, H, hd). Scores stay in q's dtype
+    (as in transformers' eager attention); softmax accumulates in float32.
+
+    Only the chunk's own q_len x q_len corner needs a mask: every query sees all the
+    cached context before it, so a small bias on that corner replaces a full (q_len, S) mask.
+    """
+    q_len, h, hd = q.shape
+    kv, s = keys.shape[0], keys.shape[1]
+    g = h // kv
+    qg = (q * hd**-0.5).view(q_len, kv, g, hd).permute(1, 2, 0, 3).reshape(kv, g * q_len, hd)
+    scores = torch.matmul(qg, keys.transpose(1, 2))  # (KV, G * q_len, S)
+    corner = scores.view(kv, g, q_len, s)[..., s - q_len :]  # (KV, G, q_len, q_len)
+    corner.masked_fill_(_future(q_len, q.device), float("-inf"))
+    probs = torch.softmax(scores, dim=-1)  # accumulates in float32 for bf16/fp16 inputs
+    out = torch.matmul(probs, values)  # (KV, G * q_len, hd)
+    return out.view(kv, g, q_len, hd).permute(2, 0, 1, 3).reshape(q_len, h, hd)
+
+
+def _future(q_len: int, device: torch.device) -> torch.Tensor:
+    """(q_len, q_len) True above the diagonal: keys after each query."""
+    return torch.ones(q_len, q_len, dtype=torch.bool, device=device).triu(1)
 
 
 def _prefill_attention(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """q (q_len, H, hd) over keys/values (S, KV, hd) -> (q_len, H, hd).
+    """q (q_len, H, hd) over keys/values (KV, S, hd) -> (q_len, H, hd).
 
-    Heads-first contiguous copies: the CPU flash kernel runs ~10 % faster on them.
+    Heads-first contiguous inputs: the CPU flash kernel runs ~10 % faster on them.
     """
     o = F.scaled_dot_product_attention(
-        _heads_first(q),  # (1, H, q_len, hd)
-        _heads_first(keys),  # (1, KV, S, hd)
-        _heads_first(values),
+        q.transpose(0, 1).unsqueeze(0).contiguous(),  # (1, H, q_len, hd)
+        keys.unsqueeze(0).contiguous(),  # (1, KV, S, hd)
+        values.unsqueeze(0).contiguous(),
         attn_mask=mask,
         is_causal=mask is None,
         enable_gqa=True,
     )
     return o[0].transpose(0, 1)  # (q_len, H, hd)
-
-
-def _heads_first(x: torch.Tensor) -> torch.Tensor:
-    return x.transpose(0, 1).unsqueeze(0).contiguous()
 
 
 def causal_mask(

@@ -1,0 +1,66 @@
+"""The batched-matmul attention paths (used on CPU in bfloat16) equal PyTorch's SDPA.
+
+They are dtype-generic, so float32 checks them tightly; the engine picks them only for
+bf16/fp16 on CPU, where the float32 parity tests would not reach them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.attention import (
+    GROUPED_PREFILL_MAX_SCORES,
+    PrefillSlice,
+    _grouped_prefill_fits,
+    causal_mask,
+    decode_mask,
+    grouped_decode_attention,
+    grouped_prefill_attention,
+)
+
+H, KV, HD = 6, 2, 16
+
+
+def _reference(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    # q (B, H, L, hd), keys (B, KV, S, hd); no mask = plain causal
+    return F.scaled_dot_product_attention(
+        q, keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+    )
+
+
+def test_grouped_prefill_equals_sdpa_with_a_causal_mask() -> None:
+    g = torch.Generator().manual_seed(0)
+    for q_len, ctx in ((1, 1), (5, 5), (7, 40), (16, 33)):
+        q = torch.randn(q_len, H, HD, generator=g)
+        keys = torch.randn(KV, ctx, HD, generator=g)
+        values = torch.randn(KV, ctx, HD, generator=g)
+        mask = causal_mask(q_len, ctx, None, torch.device("cpu"))
+        ref = _reference(q.transpose(0, 1)[None], keys[None], values[None], mask)
+        got = grouped_prefill_attention(q, keys, values)
+        torch.testing.assert_close(got, ref[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_decode_equals_sdpa_with_padding() -> None:
+    g = torch.Generator().manual_seed(1)
+    lens = torch.tensor([3, 17, 32])
+    width = 32
+    q = torch.randn(3, H, HD, generator=g)
+    keys = torch.randn(KV, 3, width, HD, generator=g)
+    values = torch.randn(KV, 3, width, HD, generator=g)
+    mask = decode_mask(lens, width, None)
+    ref = _reference(q[:, :, None], keys.transpose(0, 1), values.transpose(0, 1), mask)
+    got = grouped_decode_attention(q, keys, values, mask)
+    torch.testing.assert_close(got, ref[:, :, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_prefill_is_chosen_for_short_bf16_chunks_without_a_window() -> None:
+    bf16 = torch.zeros(1, 9, 64, dtype=torch.bfloat16)
+    short = PrefillSlice(0, 26, 4650, torch.zeros(1), None)
+    assert _grouped_prefill_fits(bf16, short, None)
+    assert not _grouped_prefill_fits(bf16, short, 4096)  # sliding window: masked flash
+    assert not _grouped_prefill_fits(bf16.float(), short, None)  # float32: flash
+    big = PrefillSlice(0, 1024, GROUPED_PREFILL_MAX_SCORES // 1024, torch.zeros(1), None)
+    assert not _grouped_prefill_fits(bf16, big, None)
