@@ -33,13 +33,13 @@ def _reference(
 
 def test_grouped_prefill_equals_sdpa_with_a_causal_mask() -> None:
     g = torch.Generator().manual_seed(0)
-    for q_len, ctx in ((1, 1), (5, 5), (7, 40), (16, 33)):
+    for q_len, ctx, pad in ((1, 1, 0), (5, 5, 3), (7, 40, 8), (16, 33, 15)):
         q = torch.randn(q_len, H, HD, generator=g)
-        keys = torch.randn(KV, ctx, HD, generator=g)
-        values = torch.randn(KV, ctx, HD, generator=g)
+        keys = torch.randn(KV, ctx + pad, HD, generator=g)  # padding slots: not attended
+        values = torch.randn(KV, ctx + pad, HD, generator=g)
         mask = causal_mask(q_len, ctx, None, torch.device("cpu"))
-        ref = _reference(q.transpose(0, 1)[None], keys[None], values[None], mask)
-        got = grouped_prefill_attention(q, keys, values)
+        ref = _reference(q.transpose(0, 1)[None], keys[None, :, :ctx], values[None, :, :ctx], mask)
+        got = grouped_prefill_attention(q, keys, values, ctx)
         torch.testing.assert_close(got, ref[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
 
 

@@ -137,17 +137,20 @@ def _serve(args: argparse.Namespace) -> int:
     from promptcache.api.auth import KeyRing
     from promptcache.api.store import ResponseStore
     from promptcache.engine.llm_engine import LLMEngine
+    from promptcache.engine.openmp import run_on_temporary_thread
     from promptcache.model.bundled import BUNDLED_MODEL_ID
     from promptcache.model.loader import default_data_dir
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")
     keys = KeyRing.from_file(Path(server.api_keys_file) if server.api_keys_file else None)
-    model = _load(args)
+    # tensors are built off the main thread: one OpenMP team in the process (engine/openmp.py)
+    engine = run_on_temporary_thread(lambda: LLMEngine(_load(args), engine_config))
+    model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
     data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
     store = ResponseStore(data_dir / "responses.sqlite3")
-    app = create_app(LLMEngine(model, engine_config), name, keys, store, server.max_queue)
+    app = create_app(engine, name, keys, store, server.max_queue)
     if keys.open:
         log.warning(
             "no API keys configured: accepting every request as tenant 'default' "

@@ -74,19 +74,28 @@ def paged_attention(
         rows = slice(p.query_start, p.query_start + p.query_len)
         if p.context_len == p.query_len:  # no cached context: attend to the chunk itself
             keys, values = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
-        else:
-            keys = _gather(k_cache, p.block_ids)[:, : p.context_len]
-            values = _gather(v_cache, p.block_ids)[:, : p.context_len]
+        else:  # whole blocks: the slots after context_len are masked, not sliced off
+            keys = _gather(k_cache, p.block_ids)  # (KV, n_blocks * block_size, hd)
+            values = _gather(v_cache, p.block_ids)
             if _grouped_prefill_fits(q, p, meta.sliding_window):
-                out[rows] = grouped_prefill_attention(q[rows], keys, values)
+                out[rows] = grouped_prefill_attention(q[rows], keys, values, p.context_len)
                 continue
+            keys, values = keys[:, : p.context_len], values[:, : p.context_len]
         out[rows] = _prefill_attention(q[rows], keys, values, p.mask)
     return out
 
 
 def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-    # (KV, num_blocks, bs, hd)[:, ids] -> (KV, ..., n_blocks * bs, hd), contiguous
-    return cache[:, block_ids].flatten(-3, -2)
+    """(KV, num_blocks, bs, hd) and ids (..., n) -> (KV, ..., n * bs, hd), contiguous.
+
+    One row gather over the pool viewed as (KV * num_blocks) rows of a block each:
+    ~7x faster than advanced indexing on dim 1 (0.03 vs 0.2 ms for 3 x 291 blocks).
+    """
+    kv, nb, bs, hd = cache.shape
+    heads = torch.arange(kv, device=cache.device).view(kv, *([1] * block_ids.dim()))
+    rows = (heads * nb + block_ids).reshape(-1)
+    out = torch.index_select(cache.view(kv * nb, bs * hd), 0, rows)
+    return out.view(kv, *block_ids.shape[:-1], block_ids.shape[-1] * bs, hd)
 
 
 def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int | None) -> bool:
@@ -133,30 +142,33 @@ def grouped_decode_attention(
 
 
 def grouped_prefill_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, context_len: int
 ) -> torch.Tensor:
-    """Causal GQA attention of q (q_len, H, hd), the last q_len of S positions, over keys and
-    values (KV, S, hd), as two batched matmuls -> (q_len, H, hd). Scores stay in q's dtype
-    (as in transformers' eager attention); softmax accumulates in float32.
+    """Causal GQA attention of q (q_len, H, hd), positions context_len - q_len .. context_len
+    - 1, over keys and values (KV, S >= context_len, hd), as two batched matmuls
+    -> (q_len, H, hd). Scores stay in q's dtype (as in transformers' eager attention);
+    softmax accumulates in float32.
 
-    Only the chunk's own q_len x q_len corner needs a mask: every query sees all the
-    cached context before it, so a small bias on that corner replaces a full (q_len, S) mask.
+    Every query sees all the context before the chunk, so only the corner from the chunk's
+    first position on needs a mask (its own future and the padding slots after
+    context_len): a (q_len, S - start) mask, not a (q_len, S) one. Keys are read whole, as
+    gathered: a slice would make the matmul copy them.
     """
     q_len, h, hd = q.shape
     kv, s = keys.shape[0], keys.shape[1]
-    g = h // kv
+    g, start = h // kv, context_len - q_len
     qg = (q * hd**-0.5).view(q_len, kv, g, hd).permute(1, 2, 0, 3).reshape(kv, g * q_len, hd)
     scores = torch.matmul(qg, keys.transpose(1, 2))  # (KV, G * q_len, S)
-    corner = scores.view(kv, g, q_len, s)[..., s - q_len :]  # (KV, G, q_len, q_len)
-    corner.masked_fill_(_future(q_len, q.device), float("-inf"))
+    corner = scores.view(kv, g, q_len, s)[..., start:]  # (KV, G, q_len, S - start)
+    corner.masked_fill_(_future(q_len, s - start, q.device), float("-inf"))
     probs = torch.softmax(scores, dim=-1)  # accumulates in float32 for bf16/fp16 inputs
     out = torch.matmul(probs, values)  # (KV, G * q_len, hd)
     return out.view(kv, g, q_len, hd).permute(2, 0, 1, 3).reshape(q_len, h, hd)
 
 
-def _future(q_len: int, device: torch.device) -> torch.Tensor:
-    """(q_len, q_len) True above the diagonal: keys after each query."""
-    return torch.ones(q_len, q_len, dtype=torch.bool, device=device).triu(1)
+def _future(q_len: int, width: int, device: torch.device) -> torch.Tensor:
+    """(q_len, width) True above the diagonal: the keys after each query."""
+    return torch.ones(q_len, width, dtype=torch.bool, device=device).triu(1)
 
 
 def _prefill_attention(

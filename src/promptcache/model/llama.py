@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
+from promptcache.model.cpu_linear import PackedLinear, pack_linears
 from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary
 from promptcache.model.spec import ModelSpec
 
@@ -78,7 +79,7 @@ class LlamaForCausalLM(nn.Module):
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.lm_head = None
+        self.lm_head: nn.Module | None = None
         if not spec.tie_word_embeddings:
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         self.rope = rope
@@ -99,5 +100,12 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) -> (N, vocab) logits in float32."""
-        weight = self.lm_head.weight if self.lm_head is not None else self.embed_tokens.weight
-        return (hidden @ weight.t()).float()
+        if self.lm_head is not None:
+            return self.lm_head(hidden).float()
+        return (hidden @ self.embed_tokens.weight.t()).float()
+
+    def pack_for_cpu(self) -> None:
+        """Prepack every linear weight (and a tied LM head) for oneDNN; see cpu_linear."""
+        pack_linears(self)
+        if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
+            self.lm_head = PackedLinear(self.embed_tokens.weight, None)

@@ -16,6 +16,7 @@ import platformdirs
 import torch
 
 from promptcache.model.bundled import bundled_gguf_path
+from promptcache.model.cpu_linear import can_pack
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.gguf_convert import ensure_converted
 from promptcache.model.layers import RotaryEmbedding
@@ -116,4 +117,7 @@ def build_module(
             f"weights in {path} do not match its config: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    return module.to(device).eval()
+    module = module.to(device).eval()
+    if can_pack(device, dtype):
+        module.pack_for_cpu()
+    return module
