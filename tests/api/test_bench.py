@@ -167,3 +167,23 @@ def test_dropped_stream_is_reported(cutting_server: str, tmp_path: Path) -> None
     )
     assert rc == 1 and doc["summary"]["errors"] == {"dropped": 2}
     assert doc["records"][0]["chunk_times"]  # the chunk before the cut was seen
+
+
+def test_open_loop_and_request_bound(server: Server, tmp_path: Path) -> None:
+    tiny = ("--system-tokens", "8", "--question-tokens", "8", "--output-tokens", "2")
+    rc, doc = _bench(
+        f"{server.base_url}/v1",
+        tmp_path / "rate",
+        *("--api-key", "sk-tenant-a", "--workload", "no-reuse", "--num-prompts", "4"),
+        *("--rate", "20", "--seed", "3", *tiny),
+    )
+    starts = [r["start"] for r in doc["records"]]
+    assert rc == 0 and doc["summary"]["ok"] == 4 and doc["config"]["options"]["rate"] == 20
+    assert starts == sorted(starts) and starts[-1] > starts[0]  # Poisson arrivals, not at once
+    rc, doc = _bench(
+        f"{server.base_url}/v1",
+        tmp_path / "bound",
+        *("--api-key", "sk-tenant-a", "--workload", "no-reuse", "--num-prompts", "4"),
+        *("--requests", "2", "--concurrency", "2", *tiny),
+    )
+    assert rc == 0 and doc["summary"]["requests"] == 2

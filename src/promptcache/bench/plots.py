@@ -59,7 +59,12 @@ def _ttft_cdf(ax: Axes, runs: Runs) -> None:
 
 def _ttft_vs_cached(ax: Axes, runs: Runs) -> None:
     for name, recs in runs.items():
-        pts = [(r.cached_fraction, r.ttft) for r in recs if r.ok and r.ttft is not None]
+        # without usage the cached fraction is unknown: such requests are left out
+        pts = [
+            (r.cached_fraction, r.ttft)
+            for r in recs
+            if r.ok and r.ttft is not None and r.usage_reported
+        ]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.7, label=name)
     ax.set_yscale("log")

@@ -103,7 +103,7 @@ def table_row(name: str, s: Summary) -> str:
         f"| {cached} | {hit_rate} | {ttft} "
         f"| {_num(None if itl is None else 1000 * itl, 1)} | {_num(s.latency_s['p50'], 2)} "
         f"| {s.requests_per_s:.2f} | {s.output_tokens_per_s:.1f} "
-        f"| {s.cost_usd:.6f} / {s.cost_no_cache_usd:.6f} |"
+        f"| {'n/a' if unknown else f'{s.cost_usd:.6f}'} / {s.cost_no_cache_usd:.6f} |"
     )
 
 
