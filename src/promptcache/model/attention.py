@@ -46,8 +46,8 @@ class AttentionMetadata:
 # A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
 # most this big runs as two batched matmuls instead of PyTorch's CPU flash kernel, which
 # is slow for a short chunk over a long context (bf16, 2 cores, per layer: 26 queries over
-# 4.6k keys 2.8 vs 3.3 ms, 128 over 4.6k 11 vs 16 ms). Larger float32 score matrices
-# (1024 x 1024 x 9 heads) pass glibc's mmap threshold and lose to flash.
+# 4.6k keys 2.8 vs 3.3 ms, 128 over 4.6k 11 vs 16 ms). Much larger score matrices
+# (1024 x 1024 x 9 heads) lose to flash, which never materializes them.
 GROUPED_PREFILL_MAX_SCORES = 6_000_000
 
 
