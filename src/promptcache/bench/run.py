@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from promptcache.bench.prices import Price
 from promptcache.bench.records import RequestRecord
-from promptcache.bench.report import Summary, summarize, write_json
+from promptcache.bench.report import Summary, markdown, summarize, write_json
 from promptcache.bench.runner import Runner, RunOptions
 from promptcache.bench.workloads import Session, WorkloadSpec, build_sessions, describe
 from promptcache.model.chat import chat_prompt_ids
@@ -126,8 +126,7 @@ async def _run(
 
 def write_results(result: BenchResult, out_dir: Path, name: str, title: str) -> list[Path]:
     """bench.json (config, summary, every request), bench.md and the PNG plots."""
-    from promptcache.bench.plots import write_plots
-    from promptcache.bench.report import markdown
+    from promptcache.bench.plots import write_plots  # matplotlib: only when plotting
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(

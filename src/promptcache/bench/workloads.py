@@ -12,7 +12,6 @@ carry their growing history (earlier questions and the server's real answers).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -180,24 +179,23 @@ def _no_reuse(spec: WorkloadSpec, words: WordSource) -> list[Session]:
     ]
 
 
+# The sizes each workload uses, in the order its one-line description names them.
+_SIZES_USED: dict[WorkloadName, tuple[str, ...]] = {
+    "seed": ("num_prompts", "system_tokens", "output_tokens"),
+    "shared-prefix": (
+        "groups",
+        "prompts_per_group",
+        "order",
+        "system_tokens",
+        "question_tokens",
+        "output_tokens",
+    ),
+    "multi-turn": ("users", "rounds", "system_tokens", "question_tokens", "output_tokens"),
+    "no-reuse": ("num_prompts", "system_tokens", "question_tokens", "output_tokens"),
+}
+
+
 def describe(spec: WorkloadSpec) -> str:
     """One line naming the workload's sizes."""
-    skip = {"name", "seed"} | _unused(spec.name)
-    sizes = ", ".join(
-        f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(spec) if f.name not in skip
-    )
+    sizes = ", ".join(f"{n}={getattr(spec, n)}" for n in _SIZES_USED[spec.name])
     return f"{spec.name} ({sizes}; seed={spec.seed})"
-
-
-def _unused(name: WorkloadName) -> set[str]:
-    per = {"num_prompts", "groups", "prompts_per_group", "order", "users", "rounds"}
-    used = {
-        "seed": {"num_prompts"},
-        "shared-prefix": {"groups", "prompts_per_group", "order"},
-        "multi-turn": {"users", "rounds"},
-        "no-reuse": {"num_prompts"},
-    }[name]
-    unused = per - used
-    if name == "seed":
-        unused.add("question_tokens")
-    return unused
