@@ -1,8 +1,8 @@
 """Prefix-cache benchmark on the bundled model: the seed experiment and a shared-prefix load.
 
-1. Seed experiment (SPEC §5): a 4,616-token instruction prefix, then "What's overfitting
-   in machine learning?" (a miss) and "What's regularization?" (a hit). Prints prompt
-   tokens, cached tokens and time to first token of both, and their ratio. Each repeat
+1. Seed experiment (the prompt-caching tutorial): a 4,616-token instruction prefix, then
+   "What's overfitting in machine learning?" (a miss) and "What's regularization?" (a hit).
+   Prints prompt tokens, cached tokens and time to first token of both, and their ratio. Each repeat
    uses a fresh tenant salt, so its first call is a true miss.
 2. Shared-prefix load: G groups x P questions sharing a 1,024–2,048-token system prompt
    per group, O output tokens, requests interleaved across groups and submitted together;

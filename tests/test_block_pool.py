@@ -8,6 +8,10 @@ import pytest
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, hash_block, seed_hash
 from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
+from promptcache.cache.index import Location, Tier
+from promptcache.cache.settings import Retention
+
+KEEP = Retention.IN_MEMORY
 
 
 def _h(i: int) -> BlockHash:
@@ -39,7 +43,7 @@ def test_lru_eviction_order() -> None:
     pool = BlockPool(4)
     a, b = pool.allocate(2), pool.allocate(2)  # a = [0, 1], b = [2, 3]
     for bid, h in zip(a + b, [_h(0), _h(1), _h(2), _h(3)], strict=True):
-        assert pool.register(bid, h)
+        assert pool.register(bid, h, KEEP)
     pool.free(reversed(a))  # a ends first: queue 1, 0
     pool.free(reversed(b))  # then b: queue 1, 0, 3, 2
     assert pool.num_cached == 4 and pool.num_free == 4
@@ -47,7 +51,7 @@ def test_lru_eviction_order() -> None:
     assert pool.allocate(1) == [1]  # a's tail goes first ...
     assert pool.match([_h(0), _h(1)]) == [0]  # ... so a's prefix still hits
     assert pool.counters.blocks_evicted == 1
-    pool.acquire([2])  # a hit on b's first block takes it out of the queue
+    pool.acquire([2], KEEP)  # a hit on b's first block takes it out of the queue
     assert pool.allocate(2) == [0, 3]
     assert pool.match([_h(2)]) == [2] and pool.match([_h(0)]) == []
     assert pool.counters.blocks_evicted == 3
@@ -57,9 +61,9 @@ def test_lru_eviction_order() -> None:
 def test_shared_block_reference_counts() -> None:
     pool = BlockPool(3)
     [b] = pool.allocate(1)
-    pool.register(b, _h(9))
-    pool.acquire([b])
-    pool.acquire([b])
+    pool.register(b, _h(9), KEEP)
+    pool.acquire([b], KEEP)
+    pool.acquire([b], KEEP)
     assert pool.ref_count(b) == 3
     pool.check_integrity([[b], [b], [b]])
     pool.free([b])
@@ -73,9 +77,9 @@ def test_shared_block_reference_counts() -> None:
 def test_register_refuses_duplicates() -> None:
     pool = BlockPool(2)
     x, y = pool.allocate(2)
-    assert pool.register(x, _h(1))
-    assert not pool.register(y, _h(1))  # same content computed twice: first one wins
-    assert not pool.register(x, _h(2))  # a block is indexed once
+    assert pool.register(x, _h(1), KEEP)
+    assert not pool.register(y, _h(1), KEEP)  # same content computed twice: first one wins
+    assert not pool.register(x, _h(2), KEEP)  # a block is indexed once
     assert pool.match([_h(1)]) == [x] and pool.num_cached == 1
     pool.check_integrity([[x], [y]])
 
@@ -104,4 +108,70 @@ def test_chain_hash_is_stable_and_salted() -> None:
     assert expected.startswith("eaa58176672d5cf2")
     assert hash_block(seed_hash("m", None), [1, 2, 3]).hex() == expected
     # Continuing a chain from a middle block gives the same hashes.
-    assert chain_hashes(a[0], tokens, 16, start_block=1) == a[1:]
+    assert chain_hashes(a[0], tokens[16:], 16) == a[1:]
+
+
+def test_eviction_is_reported_before_the_slot_is_reused() -> None:
+    pool = BlockPool(2, eviction_history=8)
+    seen: list[tuple[int, bytes, Retention, float, bool]] = []
+    pool.add_eviction_listener(
+        lambda e: seen.append(
+            (
+                e.block_id,
+                e.block_hash,
+                e.retention,
+                e.last_use,
+                pool.where(e.block_hash) is not None,
+            )
+        )
+    )
+    a, b = pool.allocate(2)
+    assert pool.register(a, _h(1), Retention.EXTENDED)
+    assert pool.register(b, _h(2), KEEP)
+    pool.free([a])
+    freed_at = pool.blocks[a].last_use
+    assert freed_at > 0
+    assert pool.allocate(1) == [a]
+    # The listener saw the block while it was still indexed, with its retention and last use.
+    assert seen == [(a, _h(1), Retention.EXTENDED, freed_at, True)]
+    assert pool.where(_h(1)) is None
+    assert pool.where(_h(2)) == Location(Tier.DEVICE, b)
+    record = pool.recently_evicted(_h(1))
+    assert record is not None and record.retention is Retention.EXTENDED
+    assert record.evicted_at >= freed_at
+    assert pool.recently_evicted(_h(2)) is None
+    pool.free([a, b])
+    pool.check_integrity([])
+
+
+def test_longest_retention_wins_and_resets_on_reuse() -> None:
+    pool = BlockPool(1)
+    [x] = pool.allocate(1)
+    pool.register(x, _h(3), Retention.EXTENDED)
+    pool.acquire([x], KEEP)  # an in_memory reader keeps the block's 24h
+    assert pool.block_retention(x) is Retention.EXTENDED
+    pool.free([x, x])
+    assert pool.allocate(1) == [x]  # evicted and reused: a fresh block
+    assert pool.block_retention(x) is Retention.IN_MEMORY
+    pool.register(x, _h(4), KEEP)
+    pool.free([x])
+    pool.acquire([x], Retention.EXTENDED)
+    assert pool.block_retention(x) is Retention.EXTENDED
+    pool.free([x])
+
+
+def test_eviction_record_is_bounded() -> None:
+    pool = BlockPool(1, eviction_history=2)
+    for i in range(4):
+        [x] = pool.allocate(1)
+        pool.register(x, _h(10 + i), KEEP)
+        pool.free([x])
+    pool.allocate(1)  # evicts _h(13)
+    assert len(pool.evicted) == 2
+    assert pool.recently_evicted(_h(12)) is not None and pool.recently_evicted(_h(13)) is not None
+    assert pool.recently_evicted(_h(11)) is None  # the oldest fell out
+    # A hash cached again no longer counts as evicted.
+    pool.free([0])
+    [x] = pool.allocate(1)
+    pool.register(x, _h(13), KEEP)
+    assert pool.recently_evicted(_h(13)) is None

@@ -27,7 +27,8 @@ def test_generate_json() -> None:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     out = json.loads(done.stdout)
-    assert set(out) == {"text", "token_ids", "finish_reason", "usage", "ttft_s", "total_s"}
+    keys = {"text", "token_ids", "finish_reason", "usage", "cache", "ttft_s", "total_s"}
+    assert set(out) == keys
     assert out["text"] == "The capital of France is Paris."
     assert out["finish_reason"] == "stop"
     assert out["usage"] == {
@@ -35,6 +36,14 @@ def test_generate_json() -> None:
         "cached_tokens": 0,
         "cache_write_tokens": 0,
         "completion_tokens": len(out["token_ids"]),
+    }
+    assert out["cache"] == {
+        "tenant": None,
+        "retention": "in_memory",
+        "prompt_cache_key": None,
+        "matched_tokens": 0,
+        "reason": "prompt_below_minimum",  # 37 tokens < min_prompt_tokens
+        "waited_steps": 0,
     }
     assert 0 < out["ttft_s"] <= out["total_s"]
     assert "dtype float32" in done.stderr

@@ -112,7 +112,7 @@ def test_shared_blocks_are_reference_counted(tiny_long: LoadedModel, make_engine
     while engine.has_unfinished():
         engine.step()
     assert all(engine.pool.ref_count(blk) == 0 for blk in shared)
-    assert engine.pool.match(seqs[a].block_hashes[:80]) == shared  # still cached
+    assert engine.pool.match(seqs[a].cache.block_hashes[:80]) == shared  # still cached
 
 
 def test_least_recently_used_prefix_is_evicted(tiny_long: LoadedModel, make_engine: Any) -> None:
@@ -214,3 +214,61 @@ def test_outputs_identical_under_preemption(bundled: LoadedModel, make_engine: A
     assert tight.num_preemptions > 0
     assert [o.token_ids for o in got] == expected
     assert all(o.usage.cached_tokens >= 1024 for o in got[1:])
+
+
+def test_match_reasons_keep_the_raw_match(tiny_long: LoadedModel, make_engine: Any) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    base = _tokens(2000)
+
+    def report(prompt: list[int]) -> tuple[str, int, int]:
+        out = _run(engine, prompt)
+        assert out.cache is not None
+        return out.cache.reason, out.cache.matched_tokens, out.usage.cached_tokens
+
+    assert report(_tokens(1000, seed=5)) == ("prompt_below_minimum", 0, 0)
+    assert report(base) == ("not_found", 0, 0)
+    assert report(base[:1100]) == ("rounded", 1088, 1024)  # 68 blocks, 128-token steps
+    assert report(base[:1153]) == ("full", 1152, 1152)
+    assert report(base[:1152]) == ("rounded", 1152, 1024)  # the last token is computed
+    assert report(base[:500] + _tokens(800, seed=6)) == ("match_below_minimum", 496, 0)
+    off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
+    out = _run(off, base)
+    assert out.cache is not None and out.cache.reason == "disabled"
+
+
+def test_waiting_for_a_prefix_in_flight_is_recorded(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, max_num_batched_tokens=2048)
+    prompt = _tokens(1300)
+    ids = [engine.add_request(prompt, ONE) for _ in range(2)]
+    finals = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.finished:
+                finals[out.request_id] = out
+    first, second = finals[ids[0]], finals[ids[1]]
+    assert first.cache.waited_steps == 0 and first.usage.cached_tokens == 0
+    assert second.cache.waited_steps > 0 and second.usage.cached_tokens == 1280
+    assert second.cache.reason == "rounded" and second.cache.matched_tokens == 1296
+
+
+def test_cache_settings_reach_the_sequence_and_its_blocks(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    from promptcache.cache.settings import CacheSettings, Retention
+    from promptcache.engine.request import GenerationRequest
+
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    settings = CacheSettings(tenant="t", retention=Retention.EXTENDED, prompt_cache_key="k")
+    request = GenerationRequest(_tokens(1300), ONE, settings, request_id="r1")
+    seq = engine.add(engine.prepare(request))
+    assert seq.cache.settings is settings
+    table = []
+    while engine.has_unfinished():
+        table = seq.block_table or table
+        for out in engine.step():
+            assert out.cache is None or out.cache.retention == "24h"
+            assert out.cache is None or out.cache.prompt_cache_key == "k"
+    assert len(table) == 82  # 1,301 tokens
+    assert {engine.pool.block_retention(b) for b in table[:81]} == {Retention.EXTENDED}

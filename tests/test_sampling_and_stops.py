@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from promptcache.engine.llm_engine import RequestError
+from promptcache.engine.errors import RequestError
 from promptcache.engine.sampler import _top_p
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import chat_prompt_ids

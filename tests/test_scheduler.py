@@ -5,20 +5,24 @@ from __future__ import annotations
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.policy import CachePolicy
 from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.cache.settings import CacheSettings
 from promptcache.config import EngineConfig
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import Scheduler
 from promptcache.engine.sequence import Sequence, SequenceStatus
 
+_CACHE = PrefixCache(BlockPool(1), CachePolicy(False, 1024, 4), 4, "m")
+
 
 def _scheduler(num_blocks: int, **config: int) -> Scheduler:
     cfg = EngineConfig(block_size=4, increment=4, **config)
     pool = BlockPool(num_blocks)
-    return Scheduler(cfg, pool, PrefixCache(pool, CachePolicy(False, 1024, 4), 4))
+    return Scheduler(cfg, pool, PrefixCache(pool, CachePolicy(False, 1024, 4), 4, "m"))
 
 
 def _seq(name: str, n: int) -> Sequence:
-    return Sequence(name, list(range(n)), SamplingParams(temperature=0), 8, None)
+    handle = _CACHE.open(CacheSettings(), n)  # caching off: an uncached handle
+    return Sequence(name, list(range(n)), SamplingParams(temperature=0), 8, None, handle)
 
 
 def _advance(sched: Scheduler) -> list[tuple[str, int]]:

@@ -5,9 +5,14 @@ Other modules read these values; they never define their own copies.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
 
 GIB = 1024**3
+DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +26,12 @@ class EngineConfig:
         max_num_batched_tokens: token budget of one step (prefill chunks + decodes). Default 1024.
         max_model_len: longest sequence (prompt + output) accepted; None means the model's
             context length (``max_position_embeddings``).
-        enable_prefix_caching: reuse the KV of repeated prompt prefixes (SPEC S1). Default on.
-        min_prompt_tokens: prompts shorter than this are not cached (S2). Default 1024.
-        increment: a hit covers the longest cached prefix in steps of this many tokens (S3);
+        enable_prefix_caching: reuse the KV of repeated prompt prefixes. Default on.
+        min_prompt_tokens: prompts shorter than this are not cached. Default 1024.
+        increment: a hit covers the longest cached prefix in steps of this many tokens;
             a multiple of block_size. Default 128.
+        eviction_history: how many recently evicted block hashes the pool remembers (with
+            when and at which retention), for miss diagnosis; 0 keeps none. Default 65536.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -38,6 +45,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     min_prompt_tokens: int = 1024
     increment: int = 128
+    eviction_history: int = 65536
     tune_host_malloc: bool = True
 
     def __post_init__(self) -> None:
@@ -52,6 +60,8 @@ class EngineConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.eviction_history < 0:
+            raise ValueError(f"eviction_history must be >= 0, got {self.eviction_history}")
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
         if self.increment % self.block_size:
@@ -88,3 +98,10 @@ class ServerConfig:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_queue <= 0:
             raise ValueError(f"max_queue must be positive, got {self.max_queue}")
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its data when `data_dir` is unset: $PROMPTCACHE_DATA_DIR, else
+    the user's data folder (~/.local/share/promptcache on Linux)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else Path(platformdirs.user_data_dir("promptcache"))

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptcache.api import errors
-from promptcache.api.async_engine import AsyncEngine
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
 from promptcache.api.context import ServerContext
@@ -22,6 +21,8 @@ from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
+from promptcache.engine.async_engine import AsyncEngine
+from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
 
 log = logging.getLogger(__name__)
@@ -30,26 +31,33 @@ Authorization = Annotated[str | None, Header()]
 
 
 def create_app(
-    engine: LLMEngine, model_name: str, keys: KeyRing, store: ResponseStore, max_queue: int
+    engine: LLMEngine,
+    model_name: str,
+    keys: KeyRing,
+    store: ResponseStore,
+    max_queue: int,
+    hooks: RequestHooks | None = None,
 ) -> FastAPI:
-    """Build the app; the engine thread starts and stops with the app's lifespan."""
-    async_engine = AsyncEngine(engine, max_queue)
+    """Build the app; the engine thread starts and stops with the app's lifespan.
+
+    Every request's end is reported to `hooks` (metrics subscribe here; pass your own
+    `RequestHooks` to subscribe more).
+    """
+    hooks = hooks or RequestHooks()
+    client = TrackedClient(AsyncEngine(engine, max_queue), hooks)
+    metrics = Metrics(client.stats)
+    hooks.subscribe(metrics.on_request_end)
     ctx = ServerContext(
-        async_engine,
-        engine.tokenizer,
-        model_name,
-        store,
-        Metrics(async_engine.stats),
-        created=int(time.time()),
+        client, engine.tokenizer, model_name, store, metrics, created=int(time.time())
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async_engine.start()
+        client.start()
         try:
             yield
         finally:
-            async_engine.shutdown()
+            client.shutdown()
             store.close()
 
     app = FastAPI(title="promptcache", lifespan=lifespan)
@@ -98,13 +106,14 @@ def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        ok = ctx.engine.alive
+        h = ctx.engine.health()
         body = {
-            "status": "ok" if ok else "error",
+            "status": "ok" if h.alive else "error",
             "model": ctx.model_name,
-            "requests_in_flight": ctx.engine.num_requests,
+            "requests_in_flight": h.requests_in_flight,
+            **({"detail": h.detail} if h.detail else {}),
         }
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return JSONResponse(body, status_code=200 if h.alive else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from promptcache.api.context import Disconnected, ServerContext, new_id, now
+from promptcache.api.context import ServerContext, cache_settings, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.protocol import ChatCompletionRequest, message_text
-from promptcache.api.requests import render_prompt, sampling_params
+from promptcache.api.prompts import render_prompt
+from promptcache.api.protocol import ChatCompletionRequest, message_parts
+from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
+from promptcache.engine.client import Disconnected
 from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.request import GenerationRequest
 
 FINGERPRINT = "fp_promptcache"
+ENDPOINT = "chat.completions"
 
 
 def chat_usage(u: Usage) -> dict[str, Any]:
@@ -47,11 +52,18 @@ async def create_chat_completion(
         raise invalid("n > 1 is not supported yet: send one request per choice", "n")
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
-    messages = [{"role": m.role, "content": message_text(m.content)} for m in req.messages]
-    prompt = render_prompt(ctx.tokenizer, messages)
+    messages = [{"role": m.role, "content": message_parts(m.content)} for m in req.messages]
+    rendered = render_prompt(ctx.tokenizer, messages)
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
-    handle = ctx.submit(prompt, params, tenant, "messages")
+    request = GenerationRequest(
+        token_ids=rendered.token_ids,
+        params=params,
+        cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
+        messages=rendered.messages,
+        endpoint=ENDPOINT,
+    )
+    handle = ctx.submit(request, "messages")
     head = {
         "id": new_id("chatcmpl-"),
         "created": now(),
@@ -61,10 +73,9 @@ async def create_chat_completion(
     }
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _stream(handle.outputs(), head, params.stop, include_usage, ctx)
+        events = _stream(handle.outputs(), head, params.stop, include_usage)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
-    ctx.metrics.observe(out, "chat.completions")
     return JSONResponse(_completion(out, head))
 
 
@@ -85,11 +96,10 @@ def _completion(out: RequestOutput, head: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _stream(
-    outputs: AsyncIterator[RequestOutput],
+    outputs: AsyncGenerator[RequestOutput, None],
     head: dict[str, Any],
     stop: tuple[str, ...],
     include_usage: bool,
-    ctx: ServerContext,
 ) -> AsyncIterator[str]:
     chunk = {**head, "object": "chat.completion.chunk"}
     extra = {"usage": None} if include_usage else {}
@@ -101,15 +111,15 @@ async def _stream(
     yield event({"role": "assistant", "content": "", "refusal": None})
     deltas = TextDeltas(stop)
     try:
-        async for out in outputs:
-            text = deltas.delta(out.text, out.finished)
-            if text:
-                yield event({"content": text})
-            if out.finished:
-                ctx.metrics.observe(out, "chat.completions")
-                yield event({}, out.finish_reason)
-                if include_usage:
-                    yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
+        async with aclosing(outputs):  # leaving early (client gone) aborts the request
+            async for out in outputs:
+                text = deltas.delta(out.text, out.finished)
+                if text:
+                    yield event({"content": text})
+                if out.finished:
+                    yield event({}, out.finish_reason)
+                    if include_usage:
+                        yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
     yield SSE_DONE

@@ -1,26 +1,25 @@
-"""What every endpoint handler needs: the engine, the tokenizer, names, store and metrics."""
+"""What every endpoint handler needs: the engine client, the tokenizer, names, store and
+metrics; and the one place that turns engine refusals into OpenAI errors."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.api.async_engine import AsyncEngine, EngineDead, EngineOverloaded, RequestHandle
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.metrics import Metrics
 from promptcache.api.store import ResponseStore
-from promptcache.engine.llm_engine import RequestError
-from promptcache.engine.sampling_params import SamplingParams
-
-Disconnected = Callable[[], Awaitable[bool]]  # e.g. starlette's Request.is_disconnected
+from promptcache.cache.settings import CacheSettings, Retention
+from promptcache.engine.client import EngineClient, RequestStream
+from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.request import GenerationRequest
 
 
 @dataclass(slots=True)
 class ServerContext:
-    engine: AsyncEngine
+    engine: EngineClient
     tokenizer: Any
     model_name: str
     store: ResponseStore
@@ -37,13 +36,11 @@ class ServerContext:
                 "model_not_found",
             )
 
-    def submit(
-        self, prompt: list[int], params: SamplingParams, tenant: str, param: str
-    ) -> RequestHandle:
-        """Validate and queue a request, mapping engine refusals to OpenAI errors."""
+    def submit(self, request: GenerationRequest, param: str) -> RequestStream:
+        """Queue a request, mapping engine refusals to OpenAI errors (`param` names the
+        field a too-long prompt came from)."""
         try:
-            self.engine.validate(prompt, params)
-            return self.engine.submit(prompt, params, cache_salt=tenant)
+            return self.engine.submit(request)
         except RequestError as exc:
             raise invalid(str(exc), param, exc.code) from exc
         except EngineOverloaded as exc:
@@ -56,6 +53,15 @@ class ServerContext:
             ) from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
+
+
+def cache_settings(tenant: str, retention: str | None, key: str | None) -> CacheSettings:
+    """The request's cache settings from OpenAI's fields (retention default `in_memory`)."""
+    return CacheSettings(
+        tenant=tenant,
+        retention=Retention(retention) if retention else Retention.IN_MEMORY,
+        prompt_cache_key=key,
+    )
 
 
 def new_id(prefix: str) -> str:

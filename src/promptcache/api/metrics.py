@@ -1,4 +1,8 @@
-"""Prometheus metrics of the server (`GET /metrics`), in a registry of its own per app."""
+"""Prometheus metrics of the server (`GET /metrics`), in a registry of its own per app.
+
+Request counts, tokens and latencies come from the end-of-request hook (every request,
+however it ended); engine gauges from the engine client's published snapshot.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.lifecycle import Outcome, RequestRecord
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -20,8 +24,9 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "promptcache_requests",
-            "Finished generation requests",
-            ["endpoint", "finish_reason"],
+            "Generation requests by how they ended (outcome: finished, aborted, failed, "
+            "rejected; finish_reason: stop, length, or empty when not finished)",
+            ["endpoint", "outcome", "finish_reason"],
             registry=r,
         )
         self.prompt_tokens = Counter("promptcache_prompt_tokens", "Prompt tokens", registry=r)
@@ -45,7 +50,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "promptcache_request_latency_seconds",
-            "End-to-end latency",
+            "End-to-end latency of finished requests",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -67,10 +72,18 @@ class Metrics:
         self._engine_stats = engine_stats
         self._prompt = self._cached = 0
 
-    def observe(self, out: RequestOutput, endpoint: str) -> None:
-        """Count one finished request."""
-        u = out.usage
-        self.requests.labels(endpoint, out.finish_reason or "unknown").inc()
+    def on_request_end(self, record: RequestRecord) -> None:
+        """Count one request, however it ended (the end-of-request hook)."""
+        self.requests.labels(
+            record.endpoint, record.outcome.value, record.finish_reason or ""
+        ).inc()
+        if record.ttft_s is not None:
+            self.ttft.observe(record.ttft_s)
+        if record.outcome is Outcome.FINISHED:
+            self.latency.observe(record.latency_s)
+        u = record.usage
+        if u is None:
+            return
         self.prompt_tokens.inc(u.prompt_tokens)
         self.cached_tokens.inc(u.cached_tokens)
         self.cache_write_tokens.inc(u.cache_write_tokens)
@@ -78,10 +91,6 @@ class Metrics:
         self._prompt += u.prompt_tokens
         self._cached += u.cached_tokens
         self.hit_rate.set(self._cached / self._prompt if self._prompt else 0.0)
-        if out.ttft_s is not None:
-            self.ttft.observe(out.ttft_s)
-        if out.total_s is not None:
-            self.latency.observe(out.total_s)
 
     def render(self) -> bytes:
         stats = self._engine_stats()

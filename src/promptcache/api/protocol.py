@@ -86,8 +86,9 @@ class ResponsesRequest(_Strict):
     user: str | None = None
 
 
-def message_text(content: str | list[ChatTextPart] | list[InputTextPart]) -> str:
-    """The plain text of a message's content (parts joined in order)."""
+def message_parts(content: str | list[ChatTextPart] | list[InputTextPart]) -> str | list[str]:
+    """A message's content as the renderer takes it: a string, or its parts' texts in order
+    (rendered joined, with the token position where each part ends kept)."""
     if isinstance(content, str):
         return content
-    return "".join(part.text for part in content)
+    return [part.text for part in content]

@@ -7,18 +7,24 @@ earlier request's `instructions` are not carried over.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from promptcache.api.context import Disconnected, ServerContext, new_id, now
+from promptcache.api.context import ServerContext, cache_settings, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.protocol import ResponsesRequest, message_text
-from promptcache.api.requests import render_prompt, sampling_params
+from promptcache.api.prompts import render_prompt
+from promptcache.api.protocol import ResponsesRequest, message_parts
+from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import TextDeltas, sse
+from promptcache.engine.client import Disconnected
 from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.request import GenerationRequest
+
+ENDPOINT = "responses"
 
 
 def response_usage(u: Usage) -> dict[str, Any]:
@@ -113,9 +119,15 @@ async def create_response(
     history = _history(req, ctx, tenant)
     new_input = _input_messages(req)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    prompt = render_prompt(ctx.tokenizer, system + history + new_input)
-    params = sampling_params(req.max_output_tokens, req.temperature, req.top_p)
-    handle = ctx.submit(prompt, params, tenant, "input")
+    rendered = render_prompt(ctx.tokenizer, system + history + new_input)
+    request = GenerationRequest(
+        token_ids=rendered.token_ids,
+        params=sampling_params(req.max_output_tokens, req.temperature, req.top_p),
+        cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
+        messages=rendered.messages,
+        endpoint=ENDPOINT,
+    )
+    handle = ctx.submit(request, "input")
     draft = _Draft(req, ctx.model_name)
     conversation = history + new_input
     if req.stream:
@@ -139,7 +151,7 @@ def get_response(response_id: str, ctx: ServerContext, tenant: str) -> JSONRespo
     return JSONResponse(stored.response)
 
 
-def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> list[dict]:
+def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> list[dict[str, Any]]:
     if req.previous_response_id is None:
         return []
     stored = ctx.store.get(tenant, req.previous_response_id)
@@ -152,12 +164,12 @@ def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> list[dic
     return stored.conversation
 
 
-def _input_messages(req: ResponsesRequest) -> list[dict[str, str]]:
+def _input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
     if isinstance(req.input, str):
         return [{"role": "user", "content": req.input}]
     if not req.input:
         raise invalid("'input' must not be empty", "input")
-    return [{"role": m.role, "content": message_text(m.content)} for m in req.input]
+    return [{"role": m.role, "content": message_parts(m.content)} for m in req.input]
 
 
 def _finish(
@@ -165,9 +177,8 @@ def _finish(
     draft: _Draft,
     ctx: ServerContext,
     tenant: str,
-    conversation: list[dict[str, str]],
+    conversation: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    ctx.metrics.observe(out, "responses")
     body = draft.body(out)
     if draft.req.store is not False:
         reply = {"role": "assistant", "content": out.text}
@@ -176,11 +187,11 @@ def _finish(
 
 
 async def _stream(
-    outputs: AsyncIterator[RequestOutput],
+    outputs: AsyncGenerator[RequestOutput, None],
     draft: _Draft,
     ctx: ServerContext,
     tenant: str,
-    conversation: list[dict[str, str]],
+    conversation: list[dict[str, Any]],
 ) -> AsyncIterator[str]:
     seq = iter(range(1 << 62))
     where = {"item_id": draft.item_id, "output_index": 0, "content_index": 0}
@@ -194,13 +205,14 @@ async def _stream(
     yield ev("response.content_part.added", **where, part=draft.part(""))
     deltas = TextDeltas(())
     try:
-        async for out in outputs:
-            text = deltas.delta(out.text, out.finished)
-            if text:
-                yield ev("response.output_text.delta", **where, delta=text, logprobs=[])
-            if out.finished:
-                for event in _closing(out, draft, ctx, tenant, conversation, ev, where):
-                    yield event
+        async with aclosing(outputs):  # leaving early (client gone) aborts the request
+            async for out in outputs:
+                text = deltas.delta(out.text, out.finished)
+                if text:
+                    yield ev("response.output_text.delta", **where, delta=text, logprobs=[])
+                if out.finished:
+                    for event in _closing(out, draft, ctx, tenant, conversation, ev, where):
+                        yield event
     except Exception as exc:  # headers are sent: report in-band with an `error` event
         yield ev("error", code="server_error", message=f"generation failed: {exc}", param=None)
 
@@ -210,7 +222,7 @@ def _closing(
     draft: _Draft,
     ctx: ServerContext,
     tenant: str,
-    conversation: list[dict[str, str]],
+    conversation: list[dict[str, Any]],
     ev: Any,
     where: dict[str, Any],
 ) -> Iterator[str]:

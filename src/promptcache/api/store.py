@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
     created_at REAL NOT NULL,
-    conversation TEXT NOT NULL,  -- JSON list of {role, content}
+    conversation TEXT NOT NULL,  -- JSON list of {role, content (a string or part strings)}
     response TEXT NOT NULL       -- JSON Response object
 )
 """
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS responses (
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     response: dict[str, Any]
-    conversation: list[dict[str, str]]
+    conversation: list[dict[str, Any]]
 
 
 class ResponseStore:

@@ -38,7 +38,7 @@ OPENAI_PRICES: dict[str, Price] = {
     "gpt-4o": Price(2.50, 1.25, 10.00),
     "gpt-4o-mini": Price(0.15, 0.075, 0.60),
 }
-DEFAULT_PRICE_MODEL = "gpt-5-mini"  # a 90 % cached-input discount, as SPEC S14's default
+DEFAULT_PRICE_MODEL = "gpt-5-mini"  # a 90 % cached-input discount, as OpenAI bills it
 
 
 def price_for(model: str, price_model: str | None, override: str | None) -> tuple[str, Price]:

@@ -1,4 +1,5 @@
-"""One bench run end to end: find the model, build the workload, send it, write results.
+"""One bench run end to end: find the model, build the workload, send it (`loadgen.py`),
+write the results.
 
 `run_bench` is what `promptcache bench` and `bench/compare.py` call.
 """
@@ -16,10 +17,10 @@ from typing import Any
 import openai
 from tqdm import tqdm
 
+from promptcache.bench.loadgen import Runner, RunOptions
 from promptcache.bench.prices import Price
 from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import Summary, markdown, summarize, write_json
-from promptcache.bench.runner import Runner, RunOptions
 from promptcache.bench.workloads import Session, WorkloadSpec, build_sessions, describe
 from promptcache.model.chat import chat_prompt_ids
 

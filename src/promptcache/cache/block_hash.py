@@ -1,6 +1,6 @@
 """Chain hashes of full KV blocks: the identity of a cached prefix.
 
-    seed      = sha256("promptcache-kv/1" | model id | tenant salt)
+    seed      = sha256("promptcache-kv/1" | KV identity | tenant salt)
     hash(b_0) = sha256(seed      | tokens of block 0)
     hash(b_i) = sha256(hash(b_i-1) | tokens of block i)
 
@@ -22,10 +22,14 @@ BlockHash = NewType("BlockHash", bytes)
 _DOMAIN = b"promptcache-kv/1"
 
 
-def seed_hash(model_id: str, salt: str | None) -> BlockHash:
-    """The parent of a chain's first block, for one model and one tenant."""
+def seed_hash(kv_identity: str, salt: str | None) -> BlockHash:
+    """The parent of a chain's first block, for one KV identity and one tenant.
+
+    `kv_identity` names what the KV bytes mean (weights, config, tokenizer, KV dtype,
+    block size, layout): equal identities compute equal KV for equal tokens.
+    """
     h = hashlib.sha256(_DOMAIN)
-    for part in (model_id, salt or ""):
+    for part in (kv_identity, salt or ""):
         data = part.encode()
         h.update(len(data).to_bytes(4, "little") + data)
     return BlockHash(h.digest())
@@ -40,15 +44,11 @@ def hash_block(parent: BlockHash, token_ids: Sequence[int]) -> BlockHash:
     return BlockHash(hashlib.sha256(parent + data).digest())
 
 
-def chain_hashes(
-    parent: BlockHash, token_ids: Sequence[int], block_size: int, start_block: int = 0
-) -> list[BlockHash]:
-    """Hashes of full blocks `start_block`, `start_block + 1`, ... of `token_ids`.
-
-    `parent` is the hash of block `start_block - 1` (or the seed when starting at 0).
-    """
+def chain_hashes(parent: BlockHash, token_ids: Sequence[int], block_size: int) -> list[BlockHash]:
+    """Hashes of the full blocks of `token_ids`, chained from `parent` (the seed, or the
+    hash of the block just before `token_ids[0]`)."""
     out: list[BlockHash] = []
-    for i in range(start_block, len(token_ids) // block_size):
+    for i in range(len(token_ids) // block_size):
         parent = hash_block(parent, token_ids[i * block_size : (i + 1) * block_size])
         out.append(parent)
     return out

@@ -1,4 +1,4 @@
-"""The KV block pool's bookkeeping, with the prefix cache inside it.
+"""The KV block pool's bookkeeping, with the prefix cache's hash index inside it.
 
 Every block is in exactly one state:
 
@@ -7,19 +7,25 @@ Every block is in exactly one state:
     in use  ref_count >= 1             held by one or more sequences (hash optional)
 
 Allocation takes the least recently freed block; if it was cached, its hash leaves the
-index (an eviction). Blocks in use are never evicted. A cache hit takes blocks out of the
-free queue (or adds a holder) without copying anything. Pure bookkeeping over ids; the
-tensors live in `promptcache.engine.kv_cache`.
+index (an eviction): the eviction listeners hear of it first, with the block's hash,
+retention and last use, so a slower tier can copy it out before the slot is reused.
+Blocks in use are never evicted. A cache hit takes blocks out of the free queue (or adds
+a holder) without copying anything. Pure bookkeeping over ids; the tensors live in
+`promptcache.engine.kv_cache`.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.evictions import EvictedBlock, EvictionListener, EvictionRecord
 from promptcache.cache.free_queue import Block, FreeQueue
+from promptcache.cache.index import HashIndex, Location, Tier
+from promptcache.cache.settings import Retention
 
 
 class OutOfBlocksError(RuntimeError):
@@ -37,14 +43,16 @@ class PoolCounters:
 class BlockPool:
     """Hands out block ids, counts their holders and indexes full blocks by chain hash."""
 
-    def __init__(self, num_blocks: int) -> None:
+    def __init__(self, num_blocks: int, eviction_history: int = 0) -> None:
         if num_blocks <= 0:
             raise ValueError("the KV pool needs at least one block")
         self.num_blocks = num_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_queue = FreeQueue(self.blocks)
-        self.index: dict[BlockHash, Block] = {}
+        self.index = HashIndex()
         self.counters = PoolCounters()
+        self.evicted = EvictionRecord(eviction_history)
+        self._listeners: list[EvictionListener] = [self.evicted.add]
 
     # -- sizes ----------------------------------------------------------------------------
 
@@ -77,6 +85,7 @@ class BlockPool:
             if block.block_hash is not None:
                 self._evict(block)
             block.ref_count = 1
+            block.retention = Retention.IN_MEMORY
             out.append(block.block_id)
         return out
 
@@ -85,11 +94,13 @@ class BlockPool:
 
         Pass a sequence's blocks last-first, so its prefix stays cached longest.
         """
+        now = time.time()
         for bid in block_ids:
             block = self.blocks[bid]
             if block.ref_count <= 0:
                 raise ValueError(f"block {bid} freed while not in use")
             block.ref_count -= 1
+            block.last_use = now
             if block.ref_count == 0:
                 self.free_queue.append(block)
 
@@ -99,29 +110,37 @@ class BlockPool:
     # -- prefix cache ---------------------------------------------------------------------
 
     def match(self, hashes: Sequence[BlockHash]) -> list[int]:
-        """Block ids of the longest run of `hashes` (from the first) found in the index."""
+        """Block ids of the longest run of `hashes` (from the first) found in the pool."""
         out = []
         for h in hashes:
-            block = self.index.get(h)
-            if block is None:
+            loc = self.index.where(h)
+            if loc is None or loc.tier is not Tier.DEVICE:
                 break
-            out.append(block.block_id)
+            out.append(loc.slot)
         return out
+
+    def where(self, h: BlockHash) -> Location | None:
+        """Where the block with chain hash `h` lives, or None when it is not cached."""
+        return self.index.where(h)
 
     def num_free_among(self, block_ids: Iterable[int]) -> int:
         """How many of these blocks sit in the free queue (acquiring them uses free space)."""
         return sum(1 for b in block_ids if self.blocks[b].ref_count == 0)
 
-    def acquire(self, block_ids: Iterable[int]) -> None:
-        """Add a holder to each (cached) block, taking free ones out of the free queue."""
+    def acquire(self, block_ids: Iterable[int], retention: Retention) -> None:
+        """Add a holder to each (cached) block, taking free ones out of the free queue; each
+        keeps the longer of its retention and `retention`."""
+        now = time.time()
         for bid in block_ids:
             block = self.blocks[bid]
             if block.ref_count == 0:
                 self.free_queue.remove(block)
             block.ref_count += 1
+            block.last_use = now
+            block.retention = block.retention.longest(retention)
 
-    def register(self, block_id: int, block_hash: BlockHash) -> bool:
-        """Index a full, computed block under its chain hash.
+    def register(self, block_id: int, block_hash: BlockHash, retention: Retention) -> bool:
+        """Index a full, computed block under its chain hash, with the writer's retention.
 
         Returns False (and indexes nothing) when an equal block is already indexed, e.g.
         when two sequences computed the same prefix at once.
@@ -130,13 +149,33 @@ class BlockPool:
         if block.block_hash is not None or block_hash in self.index:
             return False
         block.block_hash = block_hash
-        self.index[block_hash] = block
+        block.retention = block.retention.longest(retention)
+        self.index.add(block_hash, Location(Tier.DEVICE, block_id))
+        self.evicted.forget(block_hash)
         self.counters.blocks_cached += 1
         return True
 
+    def block_retention(self, block_id: int) -> Retention:
+        return self.blocks[block_id].retention
+
+    # -- eviction -------------------------------------------------------------------------
+
+    def add_eviction_listener(self, listener: EvictionListener) -> None:
+        """Call `listener` with each evicted block before its slot is reused."""
+        self._listeners.append(listener)
+
+    def recently_evicted(self, h: BlockHash) -> EvictedBlock | None:
+        """The latest eviction of hash `h` if the bounded record still holds it."""
+        return self.evicted.get(h)
+
     def _evict(self, block: Block) -> None:
         assert block.block_hash is not None
-        del self.index[block.block_hash]
+        report = EvictedBlock(
+            block.block_id, block.block_hash, block.retention, block.last_use, time.time()
+        )
+        for listener in self._listeners:
+            listener(report)
+        self.index.remove(block.block_hash)
         block.block_hash = None
         self.counters.blocks_evicted += 1
 
@@ -168,7 +207,9 @@ class BlockPool:
             else:
                 free += 1
             if block.block_hash is not None:
-                assert self.index.get(block.block_hash) is block, "block hash not indexed"
+                loc = self.index.where(block.block_hash)
+                assert loc == Location(Tier.DEVICE, block.block_id), "block hash not indexed"
         assert free + cached + in_use == self.num_blocks, "free + cached + in use != total"
-        for h, block in self.index.items():
-            assert block.block_hash == h, f"index entry points at block {block.block_id}"
+        for h, loc in self.index.items():
+            if loc.tier is Tier.DEVICE:
+                assert self.blocks[loc.slot].block_hash == h, f"index entry at block {loc.slot}"

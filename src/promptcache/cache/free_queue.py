@@ -12,16 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.settings import Retention
 
 
 @dataclass(slots=True, eq=False)
 class Block:
-    """One KV block's bookkeeping: who holds it, which prefix it caches, its list links."""
+    """One KV block's bookkeeping: who holds it, which prefix it caches, how long it should
+    be kept and when it was last used, and its links in the free queue."""
 
     block_id: int
     ref_count: int = 0
     block_hash: BlockHash | None = None
-    last_used: float = 0.0
+    retention: Retention = Retention.IN_MEMORY
+    last_use: float = 0.0  # time.time() when a holder last acquired or released it
     prev: Block | None = None
     next: Block | None = None
     in_free_queue: bool = False

@@ -1,7 +1,7 @@
 """OpenAI's prompt-caching granularity: which prompts are cached and how much of a match counts.
 
 With the defaults (min_prompt_tokens 1024, increment 128) a hit is 0 or 1024, 1152, 1280 …
-and never covers the prompt's last token, whose logits start decoding (SPEC S2–S5).
+and never covers the prompt's last token, whose logits start decoding (docs/caching.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class CachePolicy:
     increment: int
 
     def cacheable(self, prompt_len: int) -> bool:
-        """Prompts shorter than the minimum are neither looked up nor written (S2)."""
+        """Prompts shorter than the minimum are neither looked up nor written."""
         return self.enabled and prompt_len >= self.min_prompt_tokens
 
     def hit_tokens(self, matched_tokens: int, prompt_len: int) -> int:

@@ -1,4 +1,5 @@
-"""The prefix cache's interface to the scheduler: match at admission, register after compute.
+"""The prefix cache's interface to the scheduler: open, match at admission, register after
+compute, release.
 
     prompt:   | b0 | b1 | b2 | b3 | b4 | b5 |..|     full blocks hashed as a chain
     index:    | b0 | b1 | b2 | b3 |                   longest run found (4 blocks)
@@ -8,26 +9,20 @@
 Requests share hit blocks by reference count; nothing is copied. While a request computes
 prompt blocks nobody has cached yet, it *claims* their hashes, so a second request with
 the same new prefix can wait for them instead of computing them again (see `match`).
-Works on hashes and block ids only; it never touches tensors.
+Per-request state lives in a `CacheHandle` this module owns; the engine's sequences are
+read through `TokenSource` and never written. Works on hashes and block ids only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from promptcache.cache.block_hash import BlockHash, chain_hashes
+from promptcache.cache.block_hash import BlockHash, chain_hashes, seed_hash
 from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
 from promptcache.cache.policy import CachePolicy
-from promptcache.engine.sequence import Sequence
-
-
-class CacheMatch(NamedTuple):
-    """What admission may reuse for a sequence."""
-
-    block_ids: list[int]  # cached blocks to share, in order
-    hit_tokens: int  # == len(block_ids) * block_size
-    wait: bool  # True: a running request is computing more of this prefix; retry next step
+from promptcache.cache.settings import CacheSettings
 
 
 @dataclass(slots=True)
@@ -42,90 +37,127 @@ class CacheCounters:
 class PrefixCache:
     """Matching, claiming and registering of full prompt blocks over a `BlockPool`."""
 
-    def __init__(self, pool: BlockPool, policy: CachePolicy, block_size: int) -> None:
-        if policy.increment % block_size:
-            raise ValueError(
-                f"increment {policy.increment} must be a multiple of the block size {block_size}"
-            )
+    def __init__(
+        self, pool: BlockPool, policy: CachePolicy, block_size: int, kv_identity: str
+    ) -> None:
         self.pool = pool
         self.policy = policy
         self.block_size = block_size
+        self.kv_identity = kv_identity
         self.counters = CacheCounters()
-        self._claims: dict[BlockHash, Sequence] = {}
+        self._claims: dict[BlockHash, CacheHandle] = {}
 
-    def match(self, seq: Sequence) -> CacheMatch:
-        """Longest reusable cached prefix of `seq`, and whether it should wait for more."""
-        if seq.cache_seed is None:
-            return CacheMatch([], 0, False)
+    def open(self, settings: CacheSettings, prompt_len: int) -> CacheHandle:
+        """A handle for a new request; cached only if caching is on and the prompt is long
+        enough (its seed folds in the KV identity and the tenant)."""
+        if not self.policy.enabled:
+            return CacheHandle(settings, None, MatchReason.DISABLED)
+        if not self.policy.cacheable(prompt_len):
+            return CacheHandle(settings, None, MatchReason.PROMPT_BELOW_MINIMUM)
+        seed = seed_hash(self.kv_identity, settings.tenant)
+        return CacheHandle(settings, seed, MatchReason.NOT_FOUND)
+
+    def match(self, handle: CacheHandle, seq: TokenSource) -> CacheMatch:
+        """Longest reusable cached prefix of `seq`, or a `WAITING` match."""
+        if handle.seed is None:
+            return CacheMatch([], 0, 0, handle.first_reason)
         n_blocks = seq.num_tokens // self.block_size
-        self._extend_hashes(seq, n_blocks)
-        hashes = seq.block_hashes[:n_blocks]
+        self._extend_hashes(handle, seq, n_blocks)
+        hashes = handle.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
-        hit = self._usable(seq, len(matched) * self.block_size)
-        blocks = matched[: hit // self.block_size]
-        return CacheMatch(blocks, hit, self._worth_waiting(seq, hashes, len(matched), hit))
+        matched_tokens = len(matched) * self.block_size
+        hit = self._usable(handle, seq, matched_tokens)
+        if self._worth_waiting(handle, seq, hashes, len(matched), hit):
+            handle.waited_steps += 1
+            return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
+        reason = self._reason(handle, matched_tokens, hit)
+        return CacheMatch(matched[: hit // self.block_size], hit, matched_tokens, reason)
 
-    def on_admit(self, seq: Sequence, match: CacheMatch) -> None:
-        """Record the hit (first admission only) and claim the prompt blocks left to compute."""
-        seq.num_registered_blocks = len(match.block_ids)
-        if seq.num_cached_tokens is None:
-            seq.num_cached_tokens = match.hit_tokens
-            self.counters.queried_tokens += len(seq.prompt_token_ids)
+    def on_admit(self, handle: CacheHandle, match: CacheMatch, prompt_len: int) -> None:
+        """The scheduler placed the request on `match`'s blocks: hold them with the request's
+        retention, record the hit (first admission only), claim the blocks left to compute."""
+        self.pool.acquire(match.block_ids, handle.settings.retention)
+        handle.num_registered_blocks = len(match.block_ids)
+        if handle.hit_tokens is None:
+            handle.hit_tokens = match.hit_tokens
+            handle.admission = match
+            self.counters.queried_tokens += prompt_len
             self.counters.hit_tokens += match.hit_tokens
-        if seq.cache_seed is not None:
-            prompt_blocks = len(seq.prompt_token_ids) // self.block_size
-            for h in seq.block_hashes[len(match.block_ids) : prompt_blocks]:
-                self._claims.setdefault(h, seq)
+        if handle.seed is not None:
+            prompt_blocks = prompt_len // self.block_size
+            for h in handle.block_hashes[len(match.block_ids) : prompt_blocks]:
+                self._claims.setdefault(h, handle)
 
-    def on_computed(self, seq: Sequence) -> None:
-        """Index the sequence's newly completed full blocks (prompt and generated)."""
-        if seq.cache_seed is None:
+    def on_computed(
+        self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
+    ) -> None:
+        """Index the request's newly completed full blocks (prompt and generated)."""
+        if handle.seed is None:
             return
-        full = seq.num_computed // self.block_size
-        self._extend_hashes(seq, full)
-        hashes = seq.block_hashes
-        prompt_len = len(seq.prompt_token_ids)
-        for i in range(seq.num_registered_blocks, full):
-            if self._claims.get(hashes[i]) is seq:
+        full = num_computed // self.block_size
+        self._extend_hashes(handle, seq, full)
+        hashes = handle.block_hashes
+        prompt_len = seq.num_prompt_tokens
+        retention = handle.settings.retention
+        for i in range(handle.num_registered_blocks, full):
+            if self._claims.get(hashes[i]) is handle:
                 del self._claims[hashes[i]]
-            if self.pool.register(seq.block_table[i], hashes[i]):
+            if self.pool.register(block_table[i], hashes[i], retention):
                 written = max(0, min(self.block_size, prompt_len - i * self.block_size))
-                seq.num_cache_write_tokens += written
+                handle.write_tokens += written
                 self.counters.write_tokens += written
-        seq.num_registered_blocks = max(seq.num_registered_blocks, full)
+        handle.num_registered_blocks = max(handle.num_registered_blocks, full)
 
-    def release(self, seq: Sequence) -> None:
-        """Drop the sequence's claims (it finished, was aborted or was preempted)."""
-        for h in seq.block_hashes:
-            if self._claims.get(h) is seq:
+    def release(self, handle: CacheHandle) -> None:
+        """Drop the request's claims (it finished, was aborted or was preempted); its blocks
+        are freed by the caller."""
+        for h in handle.block_hashes:
+            if self._claims.get(h) is handle:
                 del self._claims[h]
+        handle.num_registered_blocks = 0
 
-    def _usable(self, seq: Sequence, matched_tokens: int) -> int:
-        if seq.num_cached_tokens is None:  # first admission: OpenAI's granularity
-            return self.policy.hit_tokens(matched_tokens, len(seq.prompt_token_ids))
+    def _usable(self, handle: CacheHandle, seq: TokenSource, matched_tokens: int) -> int:
+        if handle.hit_tokens is None:  # first admission: OpenAI's granularity
+            return self.policy.hit_tokens(matched_tokens, seq.num_prompt_tokens)
         # Resuming after preemption: reuse whatever survived, block by block.
         last_full = (seq.num_tokens - 1) // self.block_size * self.block_size
         return min(matched_tokens, last_full)
 
+    def _reason(self, handle: CacheHandle, matched_tokens: int, hit: int) -> MatchReason:
+        if handle.hit_tokens is not None:
+            return MatchReason.RESUMED
+        if matched_tokens == 0:
+            return MatchReason.NOT_FOUND
+        if hit == 0:
+            return MatchReason.MATCH_BELOW_MINIMUM
+        return MatchReason.FULL if hit == matched_tokens else MatchReason.ROUNDED
+
     def _worth_waiting(
-        self, seq: Sequence, hashes: list[BlockHash], matched: int, hit: int
+        self,
+        handle: CacheHandle,
+        seq: TokenSource,
+        hashes: list[BlockHash],
+        matched: int,
+        hit: int,
     ) -> bool:
         claimed = matched
-        while claimed < len(hashes) and self._claims.get(hashes[claimed], seq) is not seq:
+        while claimed < len(hashes) and self._claims.get(hashes[claimed], handle) is not handle:
             claimed += 1
-        return claimed > matched and self._usable(seq, claimed * self.block_size) > hit
+        return claimed > matched and self._usable(handle, seq, claimed * self.block_size) > hit
 
-    def _extend_hashes(self, seq: Sequence, n_blocks: int) -> None:
-        """Make `seq.block_hashes` cover its first `n_blocks` full blocks (hashed once)."""
-        assert seq.cache_seed is not None
-        have = len(seq.block_hashes)
+    def _extend_hashes(self, handle: CacheHandle, seq: TokenSource, n_blocks: int) -> None:
+        """Make `handle.block_hashes` cover the first `n_blocks` full blocks (hashed once)."""
+        assert handle.seed is not None
+        have = len(handle.block_hashes)
         if have < n_blocks:
-            parent = seq.block_hashes[-1] if have else seq.cache_seed
-            tokens = seq.tokens_slice(0, n_blocks * self.block_size)
-            seq.block_hashes.extend(chain_hashes(parent, tokens, self.block_size, have))
+            parent = handle.block_hashes[-1] if have else handle.seed
+            tokens = seq.tokens_slice(have * self.block_size, n_blocks * self.block_size)
+            handle.block_hashes.extend(chain_hashes(parent, tokens, self.block_size))
 
-    def check_integrity(self, live: list[Sequence]) -> None:
-        """Claims belong to live sequences; pool invariants hold."""
-        ids = {id(s) for s in live}
-        assert all(id(s) in ids for s in self._claims.values()), "claim by a dead sequence"
-        self.pool.check_integrity(s.block_table for s in live)
+    def check_integrity(
+        self, handles: Iterable[CacheHandle], block_tables: Iterable[Sequence[int]]
+    ) -> None:
+        """Claims belong to live requests; pool invariants hold."""
+        ids = {id(h) for h in handles}
+        assert all(id(h) in ids for h in self._claims.values()), "claim by a dead request"
+        self.pool.check_integrity(block_tables)

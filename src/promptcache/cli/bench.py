@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from promptcache.bench.loadgen import RunOptions
 from promptcache.bench.prices import DEFAULT_PRICE_MODEL, OPENAI_PRICES, price_for
 from promptcache.bench.report import markdown
-from promptcache.bench.runner import RunOptions
 from promptcache.bench.workloads import WORKLOADS, WorkloadSpec
 
 

@@ -136,10 +136,10 @@ def _serve(args: argparse.Namespace) -> int:
     from promptcache.api.app import create_app
     from promptcache.api.auth import KeyRing
     from promptcache.api.store import ResponseStore
+    from promptcache.config import default_data_dir
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.openmp import run_on_temporary_thread
     from promptcache.model.bundled import BUNDLED_MODEL_ID
-    from promptcache.model.loader import default_data_dir
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")

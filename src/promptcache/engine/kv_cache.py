@@ -10,9 +10,27 @@ reads finite values (0 * NaN would poison attention).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
 from promptcache.model.spec import ModelSpec
+
+KV_LAYOUT_VERSION = 1  # bump when the meaning of a block's bytes changes (layout, RoPE, ...)
+
+
+def kv_identity(weights_fingerprint: str, dtype: torch.dtype, block_size: int) -> str:
+    """What a KV block's bytes mean: the model's content fingerprint (weights, config,
+    tokenizer), the KV dtype, the block size and the layout version. Seeds the chain hashes,
+    so equal identities on any machine give equal hashes, and any change gives new ones."""
+    facts = {
+        "layout": KV_LAYOUT_VERSION,
+        "model": weights_fingerprint,
+        "dtype": str(dtype).removeprefix("torch."),
+        "block_size": block_size,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 def bytes_per_block(spec: ModelSpec, block_size: int, dtype: torch.dtype) -> int:

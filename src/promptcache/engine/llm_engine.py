@@ -1,7 +1,9 @@
 """The engine's Python API: add requests, step the batch, collect outputs.
 
 Ties the scheduler, the model runner and the tokenizer together. Single-threaded: a
-caller (the CLI, or the server's engine thread) drives `step()`.
+caller (the CLI, or the server's engine thread) drives `step()`. `prepare()` is the one
+exception: it reads only fixed facts, so any thread may check a request before handing it
+to the engine thread, which then `add()`s it without checking again.
 """
 
 from __future__ import annotations
@@ -16,30 +18,28 @@ from typing import Any
 
 import torch
 
-from promptcache.cache.block_hash import seed_hash
 from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.handle import CacheHandle, MatchReason
 from promptcache.cache.policy import CachePolicy
 from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.cache.settings import CacheSettings
 from promptcache.config import EngineConfig
 from promptcache.engine.detokenizer import Detokenizer
+from promptcache.engine.errors import RequestError
 from promptcache.engine.host_memory import tune_host_malloc
-from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner
-from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.request import GenerationRequest, PreparedRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
 from promptcache.model.loader import LoadedModel
+from promptcache.util import cdiv
 
 log = logging.getLogger(__name__)
 
-
-class RequestError(ValueError):
-    """A request the engine cannot take; `code` names why (OpenAI's error codes)."""
-
-    def __init__(self, message: str, code: str = "invalid_value") -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["LLMEngine", "RequestError"]
 
 
 @dataclass(slots=True)
@@ -55,19 +55,16 @@ class LLMEngine:
         self.model = model
         self.config = config or EngineConfig()
         self.tokenizer = model.tokenizer
-        if self.config.tune_host_malloc and model.device.type == "cpu":
+        c = self.config
+        if c.tune_host_malloc and model.device.type == "cpu":
             tune_host_malloc()
         self.kv_cache = KVCache(
-            model.spec,
-            self.config.block_size,
-            self.config.kv_cache_bytes,
-            model.dtype,
-            model.device,
+            model.spec, c.block_size, c.kv_cache_bytes, model.dtype, model.device
         )
-        self.pool = BlockPool(self.kv_cache.num_blocks)
-        c = self.config
+        self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history)
         self.policy = CachePolicy(c.enable_prefix_caching, c.min_prompt_tokens, c.increment)
-        self.cache = PrefixCache(self.pool, self.policy, c.block_size)
+        self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
+        self.cache = PrefixCache(self.pool, self.policy, c.block_size, self.kv_identity)
         self.scheduler = Scheduler(c, self.pool, self.cache)
         self.runner = ModelRunner(model.module, self.kv_cache)
         self.max_model_len = self._max_model_len()
@@ -106,34 +103,51 @@ class LLMEngine:
         """Queue a prompt (text or token ids); returns its request id.
 
         `cache_salt` (the tenant) keys the prefix cache: requests with different salts never
-        share cached blocks (SPEC S7).
+        share cached blocks. `submit` takes the full request (retention, cache key, ...).
         """
-        params = params or SamplingParams()
         token_ids = (
             self.tokenizer.encode(prompt, add_special_tokens=False)
             if isinstance(prompt, str)
             else list(prompt)
         )
-        request_id = request_id or f"req-{next(self._ids)}"
+        request = GenerationRequest(
+            token_ids, params or SamplingParams(), CacheSettings(tenant=cache_salt), (), request_id
+        )
+        return self.submit(request)
+
+    def submit(self, request: GenerationRequest) -> str:
+        """Check and queue a request; returns its request id."""
+        return self.add(self.prepare(request)).request_id
+
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        """Check a request (raises `RequestError`) and fix its id and max new tokens.
+
+        Reads only fixed facts (context length, vocabulary), so any thread may call it.
+        """
+        max_tokens = self._check(request.token_ids, request.params)
+        request_id = request.request_id or f"req-{next(self._ids)}"
+        return PreparedRequest(request, request_id, max_tokens)
+
+    def add(self, prepared: PreparedRequest) -> Sequence:
+        """Queue a prepared request (engine thread); returns its sequence."""
+        request, request_id = prepared.request, prepared.request_id
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already running")
-        max_tokens = self.check_request(token_ids, params)
+        params = request.params
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.model.device).manual_seed(seed)
-        seq = Sequence(request_id, token_ids, params, max_tokens, generator)
-        if self.policy.cacheable(len(token_ids)):
-            seq.cache_seed = seed_hash(self.model.model_id, cache_salt)
+        token_ids = request.token_ids
+        handle = self.cache.open(request.cache, len(token_ids))
+        seq = Sequence(
+            request_id, token_ids, params, prepared.max_tokens, generator, handle, request.messages
+        )
         self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
         self.scheduler.add(seq)
-        return request_id
+        return seq
 
-    def check_request(self, token_ids: list[int], p: SamplingParams) -> int:
-        """Raise `RequestError` if the request can't run; else return its max new tokens.
-
-        Reads only fixed facts (context length, vocabulary), so any thread may call it.
-        """
+    def _check(self, token_ids: list[int], p: SamplingParams) -> int:
         if not token_ids:
             raise RequestError("the prompt is empty")
         vocab = self.model.spec.vocab_size
@@ -222,21 +236,24 @@ class LLMEngine:
         seq = req.seq
         ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
         total = None if seq.finish_time is None else seq.finish_time - seq.arrival_time
+        finished = seq.finished
         return RequestOutput(
             request_id=seq.request_id,
             text=req.detok.text,
-            token_ids=list(seq.output_token_ids),
             new_token_ids=new_tokens,
-            finished=seq.finished,
+            finished=finished,
             finish_reason=seq.finish_reason.value if seq.finish_reason else None,
             usage=Usage(
                 prompt_tokens=len(seq.prompt_token_ids),
-                cached_tokens=seq.num_cached_tokens or 0,
-                cache_write_tokens=seq.num_cache_write_tokens,
+                cached_tokens=seq.cache.hit_tokens or 0,
+                cache_write_tokens=seq.cache.write_tokens,
                 completion_tokens=len(seq.output_token_ids),
             ),
             ttft_s=ttft,
             total_s=total,
+            # A finished sequence's list no longer changes: handed over without a copy.
+            token_ids=seq.output_token_ids if finished else [],
+            cache=CacheReport.of(seq.cache) if finished else None,
         )
 
     # -- convenience ----------------------------------------------------------------------
@@ -257,12 +274,14 @@ class LLMEngine:
         """Logits (n, vocab) at every prompt position, computed through the paged KV path in
         chunks of `chunk_size` tokens (default: the step budget). Blocks are freed after."""
         chunk = chunk_size or self.config.max_num_batched_tokens
-        seq = Sequence("logits-probe", list(token_ids), SamplingParams(temperature=0), 1, None)
+        uncached = CacheHandle(CacheSettings(), None, MatchReason.DISABLED)
+        greedy = SamplingParams(temperature=0)
+        seq = Sequence("logits-probe", list(token_ids), greedy, 1, None, uncached)
         rows = []
         try:
             while seq.num_uncomputed:
                 n = min(chunk, seq.num_uncomputed)
-                blocks = -(-(seq.num_computed + n) // self.config.block_size)
+                blocks = cdiv(seq.num_computed + n, self.config.block_size)
                 seq.block_table.extend(self.pool.allocate(blocks - len(seq.block_table)))
                 rows.append(self.runner.all_logits([ScheduledSeq(seq, n)]))
                 seq.num_computed += n
@@ -273,7 +292,7 @@ class LLMEngine:
     def check_integrity(self) -> None:
         """Assert the block pool's bookkeeping agrees with the live sequences."""
         seqs = [r.seq for r in self._requests.values()]
-        self.cache.check_integrity(seqs)
+        self.cache.check_integrity((s.cache for s in seqs), (s.block_table for s in seqs))
         for s in seqs:
             if s.status is SequenceStatus.WAITING:
                 assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"

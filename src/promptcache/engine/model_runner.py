@@ -17,6 +17,7 @@ from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
 from promptcache.model.attention import AttentionMetadata, PrefillSlice, causal_mask, decode_mask
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.util import cdiv
 
 
 @dataclass(slots=True)
@@ -111,7 +112,7 @@ class ModelRunner:
         row = start_row
         for item in items:
             ctx = item.seq.num_computed + item.num_tokens
-            n_blocks = -(-ctx // self.block_size)
+            n_blocks = cdiv(ctx, self.block_size)
             slices.append(
                 PrefillSlice(
                     query_start=row,
@@ -126,7 +127,7 @@ class ModelRunner:
 
     def _decode_tables(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = [i.seq.num_computed + 1 for i in items]
-        width = max(-(-c // self.block_size) for c in ctx)
+        width = max(cdiv(c, self.block_size) for c in ctx)
         # Pad with block 0: its contents are finite and masked out.
         tables = [
             i.seq.block_table[:width] + [0] * (width - len(i.seq.block_table[:width]))

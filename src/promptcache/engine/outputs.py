@@ -1,9 +1,12 @@
-"""What the engine reports for a request: text so far, tokens, finish reason, usage, timing."""
+"""What the engine reports for a request: text so far, tokens, finish reason, usage, timing,
+and (on the final output) what the prefix cache found for it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from promptcache.cache.handle import CacheHandle
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,18 +18,47 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheReport:
+    """The cache's view of one request: its settings and the first admission's match."""
+
+    tenant: str | None
+    retention: str  # "in_memory" | "24h"
+    prompt_cache_key: str | None
+    matched_tokens: int  # longest cached run found, before OpenAI's rounding
+    reason: str  # a `promptcache.cache.handle.MatchReason` value
+    waited_steps: int  # steps waited for a prefix another request was computing
+
+    @classmethod
+    def of(cls, handle: CacheHandle) -> CacheReport:
+        s = handle.settings
+        return cls(
+            tenant=s.tenant,
+            retention=s.retention.value,
+            prompt_cache_key=s.prompt_cache_key,
+            matched_tokens=handle.matched_tokens,
+            reason=handle.reason.value,
+            waited_steps=handle.waited_steps,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOutput:
-    """A snapshot of one request after a step (`finished` tells whether it is the last)."""
+    """A snapshot of one request after a step (`finished` tells whether it is the last).
+
+    `token_ids` holds every output token on the final output only (empty before), so a
+    step costs O(1) per request however long the output; `new_token_ids` are this step's.
+    """
 
     request_id: str
     text: str
-    token_ids: list[int]
     new_token_ids: list[int]
     finished: bool
     finish_reason: str | None  # "stop" | "length" | "abort" once finished
     usage: Usage
     ttft_s: float | None
     total_s: float | None
+    token_ids: list[int] = field(default_factory=list)
+    cache: CacheReport | None = None  # on the final output
 
     def to_dict(self) -> dict[str, Any]:
         """The `generate --json` shape."""
@@ -35,6 +67,7 @@ class RequestOutput:
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
             "usage": asdict(self.usage),
+            "cache": asdict(self.cache) if self.cache is not None else None,
             "ttft_s": self.ttft_s,
             "total_s": self.total_s,
         }

@@ -22,9 +22,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from promptcache.cache.block_pool import BlockPool
-from promptcache.cache.prefix_cache import CacheMatch, PrefixCache
+from promptcache.cache.handle import CacheMatch
+from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.config import EngineConfig
 from promptcache.engine.sequence import Sequence, SequenceStatus
+from promptcache.util import cdiv
 
 
 @dataclass(slots=True)
@@ -85,8 +87,9 @@ class Scheduler:
     def on_step_done(self, out: SchedulerOutput) -> None:
         """The model computed the step: advance progress and cache completed blocks."""
         for item in out.scheduled:
-            item.seq.num_computed += item.num_tokens
-            self.cache.on_computed(item.seq)
+            seq = item.seq
+            seq.num_computed += item.num_tokens
+            self.cache.on_computed(seq.cache, seq, seq.block_table, seq.num_computed)
 
     def finish(self, seq: Sequence) -> None:
         """Take a finished or aborted sequence out and release its blocks."""
@@ -100,7 +103,7 @@ class Scheduler:
         deferred: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting.popleft()
-            match = self.cache.match(seq)
+            match = self.cache.match(seq.cache, seq)
             if match.wait:
                 deferred.append(seq)
                 continue
@@ -114,14 +117,13 @@ class Scheduler:
         self.waiting.extendleft(reversed(deferred))
 
     def _fits(self, seq: Sequence, match: CacheMatch, n: int) -> bool:
-        new_blocks = -(-(match.hit_tokens + n) // self.block_size) - len(match.block_ids)
+        new_blocks = cdiv(match.hit_tokens + n, self.block_size) - len(match.block_ids)
         return self.pool.can_allocate(new_blocks + self.pool.num_free_among(match.block_ids))
 
     def _place(self, seq: Sequence, match: CacheMatch, n: int) -> None:
-        self.pool.acquire(match.block_ids)
+        self.cache.on_admit(seq.cache, match, seq.num_prompt_tokens)  # holds the hit blocks
         seq.block_table = list(match.block_ids)
         seq.num_computed = match.hit_tokens
-        self.cache.on_admit(seq, match)
         self._grow(seq, n)
         seq.status = SequenceStatus.RUNNING
         self.running.append(seq)
@@ -148,14 +150,13 @@ class Scheduler:
         out.preempted.append(seq)
 
     def _blocks_needed(self, seq: Sequence, n: int) -> int:
-        total = -(-(seq.num_computed + n) // self.block_size)
+        total = cdiv(seq.num_computed + n, self.block_size)
         return max(0, total - len(seq.block_table))
 
     def _grow(self, seq: Sequence, n: int) -> None:
         seq.block_table.extend(self.pool.allocate(self._blocks_needed(seq, n)))
 
     def _release(self, seq: Sequence) -> None:
-        self.cache.release(seq)
+        self.cache.release(seq.cache)
         self.pool.free(reversed(seq.block_table))  # tail first: the prefix stays cached longest
         seq.block_table = []
-        seq.num_registered_blocks = 0

@@ -18,6 +18,7 @@ import torch
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.errors import ModelLoadError
+from promptcache.model.fingerprint import model_fingerprint
 from promptcache.model.gguf_convert import ensure_converted
 from promptcache.model.layers import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
@@ -27,12 +28,12 @@ from promptcache.model.weights import read_checkpoint, to_our_names
 log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
-DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
 
 
 @dataclass(slots=True)
 class LoadedModel:
-    """A model ready to run: our module, its spec, its tokenizer and where it came from."""
+    """A model ready to run: our module, its spec, its tokenizer, where it came from, and
+    the content fingerprint of its folder (see `promptcache.model.fingerprint`)."""
 
     module: LlamaForCausalLM
     spec: ModelSpec
@@ -40,23 +41,13 @@ class LoadedModel:
     path: Path
     device: torch.device
     dtype: torch.dtype
-
-    @property
-    def model_id(self) -> str:
-        """Stable identity of the weights (the model folder's name); seeds cache hashes."""
-        return self.path.name
+    fingerprint: str
 
 
 def default_cache_dir() -> Path:
     """$PROMPTCACHE_CACHE_DIR, else the user's cache folder (~/.cache/promptcache on Linux)."""
     env = os.environ.get(CACHE_DIR_ENV)
     return Path(env) if env else Path(platformdirs.user_cache_dir("promptcache"))
-
-
-def default_data_dir() -> Path:
-    """$PROMPTCACHE_DATA_DIR, else the user's data folder (~/.local/share/promptcache)."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else Path(platformdirs.user_data_dir("promptcache"))
 
 
 def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:
@@ -95,7 +86,7 @@ def load_model(
     spec = spec_from_hf_config(hf_config)
     module = build_module(hf_config, spec, path, device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return LoadedModel(module, spec, tokenizer, path, device, dtype)
+    return LoadedModel(module, spec, tokenizer, path, device, dtype, model_fingerprint(path))
 
 
 def build_module(

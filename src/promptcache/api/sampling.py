@@ -1,32 +1,12 @@
-"""From an API request to engine inputs: prompt token ids and sampling parameters."""
+"""From an API request's sampling fields to the engine's `SamplingParams`, with OpenAI's
+defaults and limits."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from promptcache.api.errors import invalid
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import chat_prompt_ids
 
 MAX_STOP_STRINGS = 4
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Chat messages -> prompt ids through the model's chat template.
-
-    The `developer` role is OpenAI's newer name for `system`; templates know `system`.
-    Messages are rendered in order, so a stable system prompt and history form the prefix.
-    """
-    normalized = [
-        {"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-        for m in messages
-    ]
-    try:
-        return chat_prompt_ids(tokenizer, normalized)
-    except Exception as exc:  # the template refused the conversation (roles, order)
-        raise invalid(
-            f"the model's chat template cannot render these messages: {exc}", "messages"
-        ) from exc
 
 
 def sampling_params(

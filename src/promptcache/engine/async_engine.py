@@ -1,9 +1,11 @@
-"""Run the `LLMEngine` in its own thread and stream its outputs to asyncio callers.
+"""Run the `LLMEngine` in its own thread and stream its outputs to asyncio callers: the
+in-process `EngineClient`.
 
 The event loop never runs model work: it puts commands (add, abort) in a thread-safe
 inbox and awaits per-request queues that the engine thread fills between steps. A caller
 that stops listening (client disconnect, cancelled task) aborts its request, which frees
-its blocks.
+its blocks. The engine thread publishes a snapshot of the engine's statistics after each
+step; other threads read that snapshot, never the live pool.
 """
 
 from __future__ import annotations
@@ -13,33 +15,22 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
 from typing import Any
 
-from promptcache.engine.llm_engine import LLMEngine, RequestError
+from promptcache.engine.client import Disconnected, Health, final_output
+from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
-from promptcache.engine.sampling_params import SamplingParams
+from promptcache.engine.request import GenerationRequest, PreparedRequest
 
 log = logging.getLogger(__name__)
-
-DISCONNECT_POLL_S = 0.5  # how often a non-streamed request checks that its client is there
-
-
-class EngineOverloaded(RuntimeError):
-    """The request queue is full (HTTP 429)."""
-
-
-class EngineDead(RuntimeError):
-    """The engine thread hit an internal error or was shut down (HTTP 500)."""
 
 
 @dataclass(slots=True)
 class _Add:
-    request_id: str
-    prompt: list[int]
-    params: SamplingParams
-    cache_salt: str | None
+    prepared: PreparedRequest
     sink: _Sink
 
 
@@ -63,9 +54,13 @@ class RequestHandle:
     """One submitted request: iterate `outputs()` once; leaving early aborts it."""
 
     def __init__(self, owner: AsyncEngine, request_id: str, sink: _Sink) -> None:
-        self.owner, self.request_id, self._sink = owner, request_id, sink
+        self.owner, self._request_id, self._sink = owner, request_id, sink
 
-    async def outputs(self) -> AsyncIterator[RequestOutput]:
+    @property
+    def request_id(self) -> str:
+        return self._request_id
+
+    async def outputs(self) -> AsyncGenerator[RequestOutput, None]:
         """Yield outputs as tokens arrive; the last one has `finished`."""
         finished = False
         try:
@@ -76,29 +71,15 @@ class RequestHandle:
                 finished = item.finished
                 yield item
         finally:
-            self.owner._forget(self.request_id, finished)
+            self.owner._forget(self._request_id, finished)
 
-    async def final(
-        self, disconnected: Callable[[], Awaitable[bool]] | None = None
-    ) -> RequestOutput:
+    async def final(self, disconnected: Disconnected | None = None) -> RequestOutput:
         """Wait for the finished output; abort early if `disconnected()` turns true."""
-        task = asyncio.ensure_future(self._last())
-        while disconnected is not None and not task.done():
-            await asyncio.wait([task], timeout=DISCONNECT_POLL_S)
-            if not task.done() and await disconnected():
-                task.cancel()  # closes `outputs()`, which aborts the request
-        return await task
-
-    async def _last(self) -> RequestOutput:
-        last = None
-        async for out in self.outputs():
-            last = out
-        assert last is not None
-        return last
+        return await final_output(self.outputs(), disconnected)
 
 
 class AsyncEngine:
-    """Thread-backed, asyncio-facing front of one `LLMEngine`."""
+    """Thread-backed, asyncio-facing front of one `LLMEngine` (an `EngineClient`)."""
 
     def __init__(self, engine: LLMEngine, max_queue: int) -> None:
         self.engine = engine
@@ -108,6 +89,7 @@ class AsyncEngine:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="promptcache-engine", daemon=True)
         self._stopped = False
+        self._snapshot = engine.stats()  # replaced (never mutated) by the engine thread
         self.error: BaseException | None = None
         self.num_aborted = 0  # requests whose caller stopped listening before the end
 
@@ -132,26 +114,32 @@ class AsyncEngine:
         with self._lock:
             return len(self._sinks)
 
+    def health(self) -> Health:
+        detail = None if self.alive else f"the engine stopped: {self.error or 'not running'}"
+        return Health(self.alive, self.num_requests, detail)
+
     # -- requests -------------------------------------------------------------------------
 
-    def validate(self, prompt: list[int], params: SamplingParams) -> None:
-        """Raise `RequestError` now (in the caller's thread) for a request that can't run."""
-        self.engine.check_request(prompt, params)
-
-    def submit(
-        self, prompt: list[int], params: SamplingParams, cache_salt: str | None = None
-    ) -> RequestHandle:
-        """Queue a request now (raises `EngineOverloaded`/`EngineDead` before any output)."""
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Check and queue a request now (raises before any output, see `EngineClient`)."""
         if not self.alive:
             raise EngineDead("the engine is not running")
-        request_id = uuid.uuid4().hex
+        request = replace(request, request_id=request.request_id or uuid.uuid4().hex)
+        prepared = self.engine.prepare(request)  # the only check; the engine thread trusts it
+        request_id = prepared.request_id
         sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             if len(self._sinks) >= self.max_queue:
                 raise EngineOverloaded(f"the server is busy: {len(self._sinks)} requests in flight")
+            if request_id in self._sinks:
+                raise RequestError(f"request id {request_id!r} is already running")
             self._sinks[request_id] = sink
-        self._inbox.put(_Add(request_id, prompt, params, cache_salt, sink))
+        self._inbox.put(_Add(prepared, sink))
         return RequestHandle(self, request_id, sink)
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request by id (its stream then ends without a final output)."""
+        self._inbox.put(_Abort(request_id))
 
     def _forget(self, request_id: str, finished: bool) -> None:
         if not finished:
@@ -171,6 +159,7 @@ class AsyncEngine:
                     break
                 if self.engine.has_unfinished():
                     self._deliver(self.engine.step())
+                self._snapshot = self.engine.stats()
         except BaseException as exc:  # a bug: fail every waiting request, keep the cause
             log.exception("engine thread failed")
             self.error = exc
@@ -193,7 +182,7 @@ class AsyncEngine:
             self.engine.abort(cmd.request_id)
             return
         try:
-            self.engine.add_request(cmd.prompt, cmd.params, cmd.request_id, cmd.cache_salt)
+            self.engine.add(cmd.prepared)
         except RequestError as exc:
             cmd.sink.put(exc)
 
@@ -211,8 +200,9 @@ class AsyncEngine:
             sink.put(exc)
 
     def stats(self) -> dict[str, Any]:
+        """The engine thread's latest snapshot, plus the front's own counts."""
         return {
-            **self.engine.stats(),
+            **self._snapshot,
             "requests_in_flight": self.num_requests,
             "requests_aborted": self.num_aborted,
         }

@@ -1,0 +1,82 @@
+"""Per-request cache state, owned by the prefix cache: the handle, and what a match found.
+
+The engine keeps one `CacheHandle` per request and passes it back on every cache call; only
+`promptcache.cache` writes it. A `CacheMatch` keeps the raw matched length beside the hit
+it allows and the reason the two differ: the raw material of "why did I miss the cache?".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.settings import CacheSettings
+
+
+class MatchReason(enum.Enum):
+    """Why a request's hit is what it is."""
+
+    DISABLED = "disabled"  # prefix caching is off
+    PROMPT_BELOW_MINIMUM = "prompt_below_minimum"  # prompt < min_prompt_tokens: not looked up
+    NOT_FOUND = "not_found"  # not even the first block of the prompt was cached
+    MATCH_BELOW_MINIMUM = "match_below_minimum"  # matched, but less than the minimum counts
+    ROUNDED = "rounded"  # hit = match rounded down to the increment (or short of the last token)
+    FULL = "full"  # the whole match is reused
+    WAITING = "waiting"  # a running request computes more of this prefix: retry next step
+    RESUMED = "resumed"  # re-admitted after preemption: reuses what survived, block by block
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMatch:
+    """What admission may reuse for a request."""
+
+    block_ids: list[int]  # cached blocks to share, in order
+    hit_tokens: int  # == len(block_ids) * block_size
+    matched_tokens: int  # tokens of the longest cached run, before rounding and limits
+    reason: MatchReason
+
+    @property
+    def wait(self) -> bool:
+        return self.reason is MatchReason.WAITING
+
+
+class TokenSource(Protocol):
+    """The token ids of a request (prompt, then output) as the cache reads them."""
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    @property
+    def num_prompt_tokens(self) -> int: ...
+
+    def tokens_slice(self, start: int, stop: int) -> list[int]: ...
+
+
+@dataclass(slots=True, eq=False)
+class CacheHandle:
+    """One request's cache state. `seed` is None when the request is not cached."""
+
+    settings: CacheSettings
+    seed: BlockHash | None
+    first_reason: MatchReason  # why the request is (not) cached, until it is admitted
+    block_hashes: list[BlockHash] = field(default_factory=list)  # full blocks hashed so far
+    num_registered_blocks: int = 0  # leading blocks of the block table already indexed
+    hit_tokens: int | None = None  # prompt tokens reused, fixed at first admission
+    write_tokens: int = 0  # prompt tokens this request added to the cache
+    admission: CacheMatch | None = None  # the first admission's match
+    waited_steps: int = 0  # steps spent waiting for a prefix another request computed
+
+    @property
+    def cached(self) -> bool:
+        return self.seed is not None
+
+    @property
+    def reason(self) -> MatchReason:
+        """The first admission's reason (or why the request is not cached at all)."""
+        return self.admission.reason if self.admission is not None else self.first_reason
+
+    @property
+    def matched_tokens(self) -> int:
+        return self.admission.matched_tokens if self.admission is not None else 0

@@ -1,0 +1,80 @@
+"""`EngineClient`: what the HTTP handlers need from an engine, wherever it runs.
+
+The in-process engine thread (`promptcache.engine.async_engine.AsyncEngine`) is one
+implementation; a remote worker behind the router, or a Ray Serve replica, is another.
+Handlers depend on this protocol only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.request import GenerationRequest
+
+Disconnected = Callable[[], Awaitable[bool]]  # e.g. starlette's Request.is_disconnected
+DISCONNECT_POLL_S = 0.5  # how often a non-streamed request checks that its client is there
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    alive: bool
+    requests_in_flight: int
+    detail: str | None = None  # why it is not alive
+
+
+class RequestStream(Protocol):
+    """One submitted request. Iterate `outputs()` once (or await `final()`); leaving the
+    iteration before the final output aborts the request and frees its blocks."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def outputs(self) -> AsyncGenerator[RequestOutput, None]: ...
+
+    async def final(self, disconnected: Disconnected | None = None) -> RequestOutput: ...
+
+
+class EngineClient(Protocol):
+    """Submit, abort, stream outputs, statistics and health of one engine."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        """Check and queue a request. Raises `RequestError` (the request can't run),
+        `EngineOverloaded` (queue full) or `EngineDead` before any output."""
+        ...
+
+    def abort(self, request_id: str) -> None: ...
+
+    def stats(self) -> dict[str, Any]:
+        """A recent snapshot of the engine's figures (safe to call from any thread)."""
+        ...
+
+    def health(self) -> Health: ...
+
+
+async def final_output(
+    outputs: AsyncGenerator[RequestOutput, None], disconnected: Disconnected | None
+) -> RequestOutput:
+    """The last of `outputs`; closes them (aborting the request) if `disconnected()` turns
+    true first."""
+
+    async def last() -> RequestOutput:
+        last_out = None
+        async for out in outputs:
+            last_out = out
+        assert last_out is not None
+        return last_out
+
+    task = asyncio.ensure_future(last())
+    while disconnected is not None and not task.done():
+        await asyncio.wait([task], timeout=DISCONNECT_POLL_S)
+        if not task.done() and await disconnected():
+            task.cancel()  # closes `outputs`, which aborts the request
+    return await task

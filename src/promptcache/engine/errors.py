@@ -1,0 +1,19 @@
+"""Why the engine refuses or stops serving a request (mapped to HTTP statuses by the API)."""
+
+from __future__ import annotations
+
+
+class RequestError(ValueError):
+    """A request the engine cannot take; `code` names why (OpenAI's error codes)."""
+
+    def __init__(self, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EngineOverloaded(RuntimeError):
+    """The request queue is full (HTTP 429)."""
+
+
+class EngineDead(RuntimeError):
+    """The engine hit an internal error or was shut down (HTTP 500)."""

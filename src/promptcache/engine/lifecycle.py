@@ -1,0 +1,185 @@
+"""The end-of-request hook: one record for every request however it ends.
+
+`TrackedClient` wraps any `EngineClient` and fires `RequestHooks` exactly once per request:
+finished (a finish reason), aborted (the caller stopped listening), failed (an error after
+it was accepted, e.g. the engine died mid-stream) or rejected (refused at submission:
+invalid for the engine, queue full, engine down). Metrics subscribe today; the usage
+ledger next. A hook that raises is logged and never disturbs the request or other hooks.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from promptcache.engine.client import (
+    Disconnected,
+    EngineClient,
+    Health,
+    RequestStream,
+    final_output,
+)
+from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    FINISHED = "finished"
+    ABORTED = "aborted"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """How one request ended, with its usage and timings (as the client side saw them)."""
+
+    request_id: str | None  # None when rejected before an id was given
+    endpoint: str
+    outcome: Outcome
+    request: GenerationRequest
+    finish_reason: str | None  # "stop" | "length" when finished
+    usage: Usage | None  # the last usage reported (partial when aborted or failed)
+    cache: CacheReport | None  # the cache's report, on finished requests
+    ttft_s: float | None  # submission -> first output token
+    latency_s: float  # submission -> end
+    error: str | None  # why it failed or was rejected
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.request.token_ids)
+
+
+RequestHook = Callable[[RequestRecord], None]
+
+
+class RequestHooks:
+    """Subscribers to the end of every request."""
+
+    def __init__(self) -> None:
+        self._hooks: list[RequestHook] = []
+
+    def subscribe(self, hook: RequestHook) -> None:
+        self._hooks.append(hook)
+
+    def fire(self, record: RequestRecord) -> None:
+        for hook in self._hooks:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("end-of-request hook %r failed", hook)
+
+
+class TrackedStream:
+    """A request's stream that reports its end to the hooks once."""
+
+    def __init__(
+        self, inner: RequestStream, request: GenerationRequest, hooks: RequestHooks
+    ) -> None:
+        self._inner, self._request, self._hooks = inner, request, hooks
+        self._start = time.perf_counter()
+        self._first: float | None = None
+        self._last: RequestOutput | None = None
+        self._fired = False
+
+    @property
+    def request_id(self) -> str:
+        return self._inner.request_id
+
+    async def outputs(self) -> AsyncGenerator[RequestOutput, None]:
+        outcome, error = Outcome.ABORTED, None
+        try:
+            async with aclosing(self._inner.outputs()) as inner:
+                async for out in inner:
+                    self._seen(out)
+                    if out.finished:
+                        outcome = Outcome.FINISHED
+                    yield out
+        except Exception as exc:
+            outcome, error = Outcome.FAILED, str(exc) or type(exc).__name__
+            raise
+        finally:
+            self._fire(outcome, error)
+
+    async def final(self, disconnected: Disconnected | None = None) -> RequestOutput:
+        return await final_output(self.outputs(), disconnected)
+
+    def _seen(self, out: RequestOutput) -> None:
+        if self._first is None and out.new_token_ids:
+            self._first = time.perf_counter()
+        self._last = out
+
+    def _fire(self, outcome: Outcome, error: str | None) -> None:
+        if self._fired:
+            return
+        self._fired = True
+        last = self._last
+        finished = outcome is Outcome.FINISHED and last is not None
+        record = RequestRecord(
+            request_id=self.request_id,
+            endpoint=self._request.endpoint,
+            outcome=outcome,
+            request=self._request,
+            finish_reason=last.finish_reason if finished and last else None,
+            usage=last.usage if last is not None else None,
+            cache=last.cache if last is not None else None,
+            ttft_s=None if self._first is None else self._first - self._start,
+            latency_s=time.perf_counter() - self._start,
+            error=error,
+        )
+        self._hooks.fire(record)
+
+
+class TrackedClient:
+    """An `EngineClient` that fires the end-of-request hooks for the client it wraps."""
+
+    def __init__(self, inner: EngineClient, hooks: RequestHooks) -> None:
+        self.inner = inner
+        self.hooks = hooks
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def submit(self, request: GenerationRequest) -> TrackedStream:
+        start = time.perf_counter()
+        try:
+            stream = self.inner.submit(request)
+        except (RequestError, EngineOverloaded, EngineDead) as exc:
+            self.hooks.fire(_rejected(request, exc, time.perf_counter() - start))
+            raise
+        return TrackedStream(stream, request, self.hooks)
+
+    def abort(self, request_id: str) -> None:
+        self.inner.abort(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
+
+    def health(self) -> Health:
+        return self.inner.health()
+
+
+def _rejected(request: GenerationRequest, exc: Exception, latency: float) -> RequestRecord:
+    return RequestRecord(
+        request_id=request.request_id,
+        endpoint=request.endpoint,
+        outcome=Outcome.REJECTED,
+        request=request,
+        finish_reason=None,
+        usage=None,
+        cache=None,
+        ttft_s=None,
+        latency_s=latency,
+        error=str(exc),
+    )
