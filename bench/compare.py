@@ -27,12 +27,14 @@ from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import Summary, markdown
 from promptcache.cli.main import main as promptcache_main
 from promptcache.model.bundled import bundled_gguf_path
+from promptcache.model.device import cpu_model
 from promptcache.model.loader import resolve_model_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import (
     VLLM_ENV,
     Running,
+    best_cpu_dtype,
     free_port,
     llamacpp_cmd,
     promptcache_cmd,
@@ -41,11 +43,13 @@ from servers import (
     vllm_cmd,
 )
 
+DTYPES = {"promptcache": best_cpu_dtype(), "vllm-cpu": best_cpu_dtype(), "llama.cpp": "Q4_1 GGUF"}
+
 
 def launch(name: str, args: argparse.Namespace, log: Path) -> Running:
     port = free_port()
     if name == "promptcache":
-        return start(name, promptcache_cmd(port), port, log)
+        return start(name, promptcache_cmd(port, *args.promptcache_args), port, log)
     if name == "vllm-cpu":
         cmd = vllm_cmd(args.vllm_python, resolve_model_path(None), port)
         return start(name, cmd, port, log, env=VLLM_ENV)
@@ -73,7 +77,13 @@ def main() -> None:
     ap.add_argument(
         "--report-only", action="store_true", help="rebuild the table and plot from OUT/*/"
     )
+    ap.add_argument(
+        "--promptcache-args",
+        default="",
+        help="extra flags for `promptcache serve`, e.g. '--usage-rules exact'",
+    )
     args = ap.parse_args(argv[:split])
+    args.promptcache_args = args.promptcache_args.split()
     bench_args = argv[split + 1 :]
     args.out.mkdir(parents=True, exist_ok=True)
     names = ["promptcache"]
@@ -87,7 +97,8 @@ def main() -> None:
     summaries = {n: Summary(**d["summary"]) for n, d in docs.items()}
     records = {n: [RequestRecord.from_json(r) for r in d["records"]] for n, d in docs.items()}
     title = (args.out / "promptcache" / "bench.md").read_text().splitlines()[0]
-    table = markdown(summaries, title)
+    dtypes = ", ".join(f"{n} {DTYPES[n]}" for n in names)
+    table = markdown(summaries, title) + f"\nCPU: {cpu_model()}; dtypes: {dtypes}.\n"
     (args.out / "compare.md").write_text(table)
     write_plots(records, args.out, title.lstrip("# "))
     print(table)

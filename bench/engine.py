@@ -21,7 +21,7 @@ import torch
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.device import resolve_device, resolve_dtype
+from promptcache.model.device import cpu_model, resolve_device, resolve_dtype
 from promptcache.model.loader import load_model
 
 
@@ -178,6 +178,7 @@ def main() -> None:
     print(
         f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}"
+        f"\n# CPU: {cpu_model()}"
     )
     systems = [Ours(model), Transformers(model)]
     vocab = model.spec.vocab_size

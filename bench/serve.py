@@ -24,10 +24,20 @@ from typing import Any
 from openai import OpenAI
 
 from promptcache.bench.text import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
+from promptcache.model.device import cpu_model
 from promptcache.model.loader import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from servers import MODEL, VLLM_ENV, free_port, promptcache_cmd, start, stop, vllm_cmd
+from servers import (
+    MODEL,
+    VLLM_ENV,
+    best_cpu_dtype,
+    free_port,
+    promptcache_cmd,
+    start,
+    stop,
+    vllm_cmd,
+)
 
 
 @dataclass
@@ -118,7 +128,8 @@ def main() -> None:
             stop(vllm)
     print(
         f"# streamed chat completions, {SEED_PREFIX_TOKENS}-token prefix, "
-        f"{args.max_tokens} output tokens, medians of {args.repeats}"
+        f"{args.max_tokens} output tokens, medians of {args.repeats}\n"
+        f"# CPU: {cpu_model()}; both servers in {best_cpu_dtype()}"
     )
     print("| server | call | prompt tokens | cached tokens | TTFT (s) | end-to-end (s) |")
     print("|---|---|---|---|---|---|")

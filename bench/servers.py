@@ -17,11 +17,20 @@ from pathlib import Path
 
 import httpx
 
+from promptcache.model.device import cpu_has_fast_bf16
+
 MODEL = "smollm2-135m-instruct"
 PEERS_DIR = Path(__file__).parent / "peers"
 # vLLM's CPU backend reserves a core for its front end by default and binds its worker to
 # the rest (here: one core); give its worker both cores, as promptcache's engine has.
 VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def best_cpu_dtype() -> str:
+    """The dtype every server gets on this CPU: bfloat16 where the CPU computes it natively
+    (AVX512-BF16 or AMX), float32 elsewhere, where bfloat16 is emulated and several times
+    slower (it would hand whoever runs float32 an unfair win)."""
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
 @dataclass
@@ -70,8 +79,12 @@ def stop(server: Running) -> None:
         server.proc.kill()
 
 
-def promptcache_cmd(port: int) -> list[str]:
-    return [sys.executable, "-m", "promptcache.cli.main", "serve", "--port", str(port)]
+def promptcache_cmd(port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        *("-m", "promptcache.cli.main", "serve", "--port", str(port)),
+        *("--dtype", best_cpu_dtype(), *extra),
+    ]
 
 
 def vllm_cmd(python: str, model_dir: Path, port: int) -> list[str]:
@@ -81,7 +94,8 @@ def vllm_cmd(python: str, model_dir: Path, port: int) -> list[str]:
         "vllm.entrypoints.openai.api_server",
         *("--model", str(model_dir), "--served-model-name", MODEL, "--port", str(port)),
         *("--enable-prefix-caching", "--enforce-eager", "--enable-prompt-tokens-details"),
-        *("--max-model-len", "8192", "--dtype", "bfloat16", "--gpu-memory-utilization", "0.3"),
+        *("--max-model-len", "8192", "--dtype", best_cpu_dtype()),
+        *("--gpu-memory-utilization", "0.3"),
     ]
 
 

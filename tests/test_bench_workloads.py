@@ -10,7 +10,7 @@ from promptcache.bench.prices import OPENAI_PRICES, Price, price_for
 from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import markdown, summarize
 from promptcache.bench.run import load_tokenizer
-from promptcache.bench.workloads import WorkloadSpec, build_sessions
+from promptcache.bench.workloads import WorkloadSpec, build_sessions, describe
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,18 @@ def test_shared_prefix_sizes_order_and_seed(tokenizer: Any) -> None:
     ]
     other_seed = WorkloadSpec.for_name("shared-prefix", small=True, groups=3, seed=1)
     assert build_sessions(other_seed, tokenizer)[0].system != sessions[0].system
+
+
+def test_shared_prefix_system_sizes_spread(tokenizer: Any) -> None:
+    spec = WorkloadSpec.for_name(
+        "shared-prefix", small=True, groups=5, system_tokens=900, system_tokens_max=1000
+    )
+    sessions = build_sessions(spec, tokenizer)[:5]  # interleaved: one of each group
+    assert [_n(tokenizer, s.system) for s in sessions] == [900, 925, 950, 975, 1000]
+    assert "system_tokens_max=1000" in describe(spec)
+    assert "system_tokens_max" not in describe(WorkloadSpec.for_name("shared-prefix"))
+    with pytest.raises(ValueError, match="below system_tokens"):
+        WorkloadSpec.for_name("shared-prefix", system_tokens=900, system_tokens_max=800)
 
 
 def test_defaults_follow_sglang_and_small_preset() -> None:

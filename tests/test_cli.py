@@ -34,15 +34,17 @@ def test_generate_json() -> None:
     assert out["usage"] == {
         "prompt_tokens": 37,
         "cached_tokens": 0,
-        "cache_write_tokens": 0,
+        "cache_write_tokens": 0,  # under OpenAI's rules: a 37-token prompt is not cached
         "completion_tokens": len(out["token_ids"]),
+        "reused_tokens": 0,
+        "written_tokens": 32,  # physically, its two full blocks are
     }
     assert out["cache"] == {
         "tenant": None,
         "retention": "in_memory",
         "prompt_cache_key": None,
         "matched_tokens": 0,
-        "reason": "prompt_below_minimum",  # 37 tokens < min_prompt_tokens
+        "reason": "not_found",
         "waited_steps": 0,
     }
     assert 0 < out["ttft_s"] <= out["total_s"]

@@ -55,11 +55,38 @@ def test_openai_hit_lengths(
     base = _tokens(2000)
     first = _run(engine, base)
     assert first.usage.cached_tokens == 0
-    assert first.usage.cache_write_tokens == 2000  # 125 full blocks of 16
+    assert first.usage.written_tokens == 2000  # 125 full blocks of 16
+    assert first.usage.cache_write_tokens == 1920  # as OpenAI reports: 128-token steps
     out = _run(engine, base[:length])
     assert out.usage.cached_tokens == cached
+    assert out.usage.reused_tokens == (length - 1) // 16 * 16  # every whole block is reused
+    assert out.usage.cached_tokens <= out.usage.reused_tokens
     assert out.usage.prompt_tokens == length
-    assert out.usage.cache_write_tokens == 0  # nothing new: it is a prefix of `base`
+    assert out.usage.cache_write_tokens == out.usage.written_tokens == 0  # a prefix of `base`
+
+
+@pytest.mark.parametrize(
+    ("length", "openai", "exact", "openai_write"),
+    [(1000, 0, 992, 0), (1300, 1280, 1296, 1280), (2000, 1920, 1984, 1920)],
+)
+def test_usage_rules(
+    tiny_long: LoadedModel,
+    make_engine: Any,
+    length: int,
+    openai: int,
+    exact: int,
+    openai_write: int,
+) -> None:
+    prompt = _tokens(length)
+    for rules, cached, write in (("openai", openai, openai_write), ("exact", exact, None)):
+        engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, usage_rules=rules)
+        first = _run(engine, prompt)
+        assert first.usage.written_tokens == length // 16 * 16
+        assert first.usage.cache_write_tokens == (write if write is not None else length // 16 * 16)
+        again = _run(engine, prompt)
+        assert again.usage.reused_tokens == exact  # physical reuse is the same either way
+        assert again.usage.cached_tokens == cached
+        assert again.usage.cached_tokens <= again.usage.reused_tokens
 
 
 def test_divergent_suffix_and_writes(tiny_long: LoadedModel, make_engine: Any) -> None:
@@ -68,21 +95,44 @@ def test_divergent_suffix_and_writes(tiny_long: LoadedModel, make_engine: Any) -
     _run(engine, base)
     other = base[:1500] + _tokens(300, seed=1)
     out = _run(engine, other)
-    # 1500 shared tokens = 93 full blocks (1488 tokens) -> 1408 in steps of 128.
+    # 1500 shared tokens = 93 full blocks (1488 tokens), all reused; 1408 reported.
+    assert out.usage.reused_tokens == 1488
     assert out.usage.cached_tokens == 1408
-    # Blocks 88..92 were already cached from `base` (hashes match); 93..111 are new.
-    assert out.usage.cache_write_tokens == 1792 - 1488
+    # Blocks 93..111 are new; reported, the cached prefix grew from 1408 to 1792.
+    assert out.usage.written_tokens == 1792 - 1488
+    assert out.usage.cache_write_tokens == 1792 - 1408
     stats = engine.stats()
     assert stats["prompt_tokens_queried"] == 3800
-    assert stats["prompt_tokens_hit"] == 1408
+    assert stats["prompt_tokens_reused"] == 1488
 
 
-def test_short_prompts_are_not_cached(tiny_long: LoadedModel, make_engine: Any) -> None:
+def test_short_prompts_are_reused_and_reported_as_openai(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    short = _tokens(1023)
-    assert _run(engine, short).usage.cache_write_tokens == 0
-    assert engine.pool.num_cached == 0
-    assert _run(engine, short + _tokens(200, seed=3)).usage.cached_tokens == 0
+    short = _tokens(1000)
+    first = _run(engine, short)
+    assert first.usage.written_tokens == 992 and first.usage.cache_write_tokens == 0
+    assert engine.pool.num_cached == 62
+    out = _run(engine, short + _tokens(200, seed=3))
+    assert out.usage.reused_tokens == 992 and out.usage.cached_tokens == 0  # below 1,024
+    off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
+    assert _run(off, short).usage.written_tokens == 0
+
+
+def test_a_chat_of_short_turns_builds_on_its_history(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    history: list[int] = []
+    reused = []
+    for turn in range(3):
+        history += _tokens(300, seed=10 + turn)  # a 300-token turn
+        out = _run(engine, history, params=SamplingParams(max_tokens=4, temperature=0))
+        reused.append(out.usage.reused_tokens)
+        history += out.token_ids
+    # Each turn reuses every whole block of the earlier prompt and reply.
+    assert reused == [0, 288, 592]  # 300 + 3 computed tokens = 18 full blocks, ...
 
 
 def test_tenants_never_share(tiny_long: LoadedModel, make_engine: Any) -> None:
@@ -125,12 +175,14 @@ def test_least_recently_used_prefix_is_evicted(tiny_long: LoadedModel, make_engi
     # z needs 69 blocks: the 50 plain free ones, then 19 of x's, from x's tail.
     _run(engine, z)
     assert engine.stats()["blocks_evicted_total"] == 19
-    # y (used more recently) is intact: 1,536 reused, 64 tokens recomputed in 4 new
-    # blocks, which evict 4 more of x's tail.
-    assert _run(engine, y).usage.cached_tokens == 1536
-    assert engine.stats()["blocks_evicted_total"] == 23
-    # x kept its first 77 blocks (1,232 tokens): a hit of 1,152.
-    assert _run(engine, x).usage.cached_tokens == 1152
+    # y (used more recently) is intact: 99 blocks (1,584 tokens) reused, 1,536 reported;
+    # its last 16 tokens are recomputed in one new block, which evicts one more of x's tail.
+    out = _run(engine, y)
+    assert (out.usage.reused_tokens, out.usage.cached_tokens) == (1584, 1536)
+    assert engine.stats()["blocks_evicted_total"] == 20
+    # x kept its first 80 blocks (1,280 tokens), all reused.
+    out = _run(engine, x)
+    assert (out.usage.reused_tokens, out.usage.cached_tokens) == (1280, 1280)
 
 
 def test_same_new_prefix_waits_instead_of_recomputing(
@@ -206,7 +258,8 @@ def test_outputs_identical_under_preemption(bundled: LoadedModel, make_engine: A
     # Room for the shared prefix plus two prompts' own blocks, and one block to spare:
     # the first two admitted cannot both grow by 48 tokens, so one is preempted.
     bs = 16
-    shared = 1024 // bs
+    common = next(i for i, (a, b) in enumerate(zip(*prompts[:2], strict=False)) if a != b)
+    shared = common // bs  # every shared full block is reused
     own = [-(-len(p) // bs) - shared for p in prompts[:2]]
     per_block = bs * bundled.spec.kv_bytes_per_token * 4
     tight = make_engine(bundled, kv_cache_bytes=(shared + sum(own) + 1) * per_block)
@@ -225,12 +278,11 @@ def test_match_reasons_keep_the_raw_match(tiny_long: LoadedModel, make_engine: A
         assert out.cache is not None
         return out.cache.reason, out.cache.matched_tokens, out.usage.cached_tokens
 
-    assert report(_tokens(1000, seed=5)) == ("prompt_below_minimum", 0, 0)
     assert report(base) == ("not_found", 0, 0)
-    assert report(base[:1100]) == ("rounded", 1088, 1024)  # 68 blocks, 128-token steps
+    assert report(base[:1100]) == ("full", 1088, 1024)  # 68 blocks reused, 1,024 reported
     assert report(base[:1153]) == ("full", 1152, 1152)
-    assert report(base[:1152]) == ("rounded", 1152, 1024)  # the last token is computed
-    assert report(base[:500] + _tokens(800, seed=6)) == ("match_below_minimum", 496, 0)
+    assert report(base[:1152]) == ("last_token", 1152, 1024)  # the last token is computed
+    assert report(base[:500] + _tokens(800, seed=6)) == ("full", 496, 0)  # below 1,024
     off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
     out = _run(off, base)
     assert out.cache is not None and out.cache.reason == "disabled"
@@ -250,7 +302,7 @@ def test_waiting_for_a_prefix_in_flight_is_recorded(
     first, second = finals[ids[0]], finals[ids[1]]
     assert first.cache.waited_steps == 0 and first.usage.cached_tokens == 0
     assert second.cache.waited_steps > 0 and second.usage.cached_tokens == 1280
-    assert second.cache.reason == "rounded" and second.cache.matched_tokens == 1296
+    assert second.cache.reason == "full" and second.cache.matched_tokens == 1296
 
 
 def test_cache_settings_reach_the_sequence_and_its_blocks(

@@ -21,7 +21,7 @@ def _scheduler(num_blocks: int, **config: int) -> Scheduler:
 
 
 def _seq(name: str, n: int) -> Sequence:
-    handle = _CACHE.open(CacheSettings(), n)  # caching off: an uncached handle
+    handle = _CACHE.open(CacheSettings())  # caching off: an uncached handle
     return Sequence(name, list(range(n)), SamplingParams(temperature=0), 8, None, handle)
 
 

@@ -27,9 +27,15 @@ class EngineConfig:
         max_model_len: longest sequence (prompt + output) accepted; None means the model's
             context length (``max_position_embeddings``).
         enable_prefix_caching: reuse the KV of repeated prompt prefixes. Default on.
-        min_prompt_tokens: prompts shorter than this are not cached. Default 1024.
-        increment: a hit covers the longest cached prefix in steps of this many tokens;
-            a multiple of block_size. Default 128.
+            Reuse is physical and maximal: the longest run of cached full blocks, for
+            prompts of any length (docs/caching.md).
+        usage_rules: how usage reports the reuse: "openai" (default) reports
+            `cached_tokens` as OpenAI's API would (0 below min_prompt_tokens, else rounded
+            down to increment); "exact" reports the physical reuse.
+        min_prompt_tokens: under "openai" usage rules, a cached prefix shorter than this
+            is reported as 0. Default 1024.
+        increment: under "openai" usage rules, the reported cached prefix is rounded down
+            to a multiple of this many tokens; a multiple of block_size. Default 128.
         eviction_history: how many recently evicted block hashes the pool remembers (with
             when and at which retention), for miss diagnosis; 0 keeps none. Default 65536.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
@@ -43,6 +49,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 1024
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
+    usage_rules: str = "openai"
     min_prompt_tokens: int = 1024
     increment: int = 128
     eviction_history: int = 65536
@@ -60,6 +67,8 @@ class EngineConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.usage_rules not in ("openai", "exact"):
+            raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
         if self.eviction_history < 0:
             raise ValueError(f"eviction_history must be >= 0, got {self.eviction_history}")
         if self.max_model_len is not None and self.max_model_len <= 0:

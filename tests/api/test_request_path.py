@@ -17,6 +17,7 @@ import openai
 import pytest
 import uvicorn
 from openai import OpenAI
+from openai.types import CompletionUsage
 
 from promptcache.api.app import create_app
 from promptcache.api.auth import KeyRing
@@ -48,7 +49,16 @@ class Running:
 
 @pytest.fixture
 def running(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    engine = LLMEngine(bundled, EngineConfig(kv_cache_bytes=64 << 20))
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20))
+
+
+@pytest.fixture
+def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact"))
+
+
+def _serve(bundled: LoadedModel, tmp_path: Path, config: EngineConfig) -> Iterator[Running]:
+    engine = LLMEngine(bundled, config)
     sequences: list[Sequence] = []
     add = engine.add
 
@@ -180,3 +190,47 @@ def test_a_request_that_fails_mid_stream_is_counted(running: Running) -> None:
     assert line in running.metrics()
     health = httpx.get(f"{running.base_url}/health", timeout=10)
     assert health.status_code == 503 and "injected fault" in health.json()["detail"]
+
+
+SYSTEM = "You answer questions about the solar system briefly and precisely. " * 84
+
+
+def _chat_twice(running: Running) -> tuple[CompletionUsage, CompletionUsage]:
+    client = running.client()
+    outs = []
+    for question in ("What is Mars?", "What is Venus?"):
+        usage = client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": question},
+            ],
+            max_tokens=1,
+            temperature=0,
+        ).usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        outs.append(usage)
+    return outs[0], outs[1]
+
+
+def test_shared_prefix_below_1024_is_reused_but_reported_as_openai(running: Running) -> None:
+    _, second = _chat_twice(running)
+    assert 900 < second.prompt_tokens < 1024
+    details = second.prompt_tokens_details
+    assert details is not None and details.model_extra is not None
+    reused = details.model_extra["reused_tokens"]
+    assert reused >= 912 and reused % 16 == 0  # the whole shared system prompt, in blocks
+    assert details.cached_tokens == 0  # OpenAI reports nothing below 1,024 tokens
+    assert details.cache_write_tokens == 0
+    metrics = running.metrics()
+    assert f"promptcache_reused_tokens_total {float(reused)}" in metrics
+    assert "promptcache_cached_tokens_total 0.0" in metrics
+
+
+def test_exact_usage_rules_report_the_physical_reuse(running_exact: Running) -> None:
+    first, second = _chat_twice(running_exact)
+    details = second.prompt_tokens_details
+    assert details is not None and details.model_extra is not None
+    assert details.cached_tokens == details.model_extra["reused_tokens"] >= 912
+    assert first.prompt_tokens_details is not None
+    assert first.prompt_tokens_details.cache_write_tokens == first.prompt_tokens // 16 * 16

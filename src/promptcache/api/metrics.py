@@ -31,7 +31,19 @@ class Metrics:
         )
         self.prompt_tokens = Counter("promptcache_prompt_tokens", "Prompt tokens", registry=r)
         self.cached_tokens = Counter(
-            "promptcache_cached_tokens", "Prompt tokens served from the prefix cache", registry=r
+            "promptcache_cached_tokens",
+            "Prompt tokens reported as cached (usage rules applied)",
+            registry=r,
+        )
+        self.reused_tokens = Counter(
+            "promptcache_reused_tokens",
+            "Prompt tokens whose KV was physically reused (cached_tokens is what usage reports)",
+            registry=r,
+        )
+        self.written_tokens = Counter(
+            "promptcache_written_tokens",
+            "Prompt tokens physically added to the cache (cache_write_tokens is as reported)",
+            registry=r,
         )
         self.cache_write_tokens = Counter(
             "promptcache_cache_write_tokens", "Prompt tokens newly written to the cache", registry=r
@@ -87,6 +99,8 @@ class Metrics:
         self.prompt_tokens.inc(u.prompt_tokens)
         self.cached_tokens.inc(u.cached_tokens)
         self.cache_write_tokens.inc(u.cache_write_tokens)
+        self.reused_tokens.inc(u.reused_tokens)
+        self.written_tokens.inc(u.written_tokens)
         self.completion_tokens.inc(u.completion_tokens)
         self._prompt += u.prompt_tokens
         self._cached += u.cached_tokens

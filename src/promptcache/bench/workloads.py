@@ -40,9 +40,15 @@ class WorkloadSpec:
     users: int = 8  # multi-turn
     rounds: int = 4
     system_tokens: int = 2048
+    system_tokens_max: int | None = None  # shared-prefix: group sizes spread up to this
     question_tokens: int = 128
     output_tokens: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        top = self.system_tokens_max
+        if top is not None and top < self.system_tokens:
+            raise ValueError(f"system_tokens_max {top} is below system_tokens {self.system_tokens}")
 
     @classmethod
     def for_name(cls, name: WorkloadName, small: bool = False, **overrides: Any) -> WorkloadSpec:
@@ -131,8 +137,18 @@ def _seed(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
     ]
 
 
+def group_system_tokens(spec: WorkloadSpec) -> list[int]:
+    """Each shared-prefix group's system prompt size: `system_tokens` for all, or spread
+    evenly from `system_tokens` to `system_tokens_max` across the groups."""
+    top = spec.system_tokens_max
+    if top is None or spec.groups == 1:
+        return [spec.system_tokens] * spec.groups
+    step = (top - spec.system_tokens) / (spec.groups - 1)
+    return [round(spec.system_tokens + g * step) for g in range(spec.groups)]
+
+
 def _shared_prefix(spec: WorkloadSpec, words: WordSource) -> list[Session]:
-    systems = [words.text(spec.system_tokens, f"Group {g}.") for g in range(spec.groups)]
+    systems = [words.text(n, f"Group {g}.") for g, n in enumerate(group_system_tokens(spec))]
     pairs = [(g, p) for g in range(spec.groups) for p in range(spec.prompts_per_group)]
     if spec.order == "interleaved":  # g0p0, g1p0, ..., g0p1, g1p1, ...
         pairs.sort(key=lambda gp: (gp[1], gp[0]))
@@ -187,6 +203,7 @@ _SIZES_USED: dict[WorkloadName, tuple[str, ...]] = {
         "prompts_per_group",
         "order",
         "system_tokens",
+        "system_tokens_max",
         "question_tokens",
         "output_tokens",
     ),
@@ -197,5 +214,6 @@ _SIZES_USED: dict[WorkloadName, tuple[str, ...]] = {
 
 def describe(spec: WorkloadSpec) -> str:
     """One line naming the workload's sizes."""
-    sizes = ", ".join(f"{n}={getattr(spec, n)}" for n in _SIZES_USED[spec.name])
+    values = ((n, getattr(spec, n)) for n in _SIZES_USED[spec.name])
+    sizes = ", ".join(f"{n}={v}" for n, v in values if v is not None)
     return f"{spec.name} ({sizes}; seed={spec.seed})"

@@ -16,14 +16,12 @@ from promptcache.cache.settings import CacheSettings
 
 
 class MatchReason(enum.Enum):
-    """Why a request's hit is what it is."""
+    """Why a request's physical reuse is what it is (reporting rules apply afterwards)."""
 
     DISABLED = "disabled"  # prefix caching is off
-    PROMPT_BELOW_MINIMUM = "prompt_below_minimum"  # prompt < min_prompt_tokens: not looked up
     NOT_FOUND = "not_found"  # not even the first block of the prompt was cached
-    MATCH_BELOW_MINIMUM = "match_below_minimum"  # matched, but less than the minimum counts
-    ROUNDED = "rounded"  # hit = match rounded down to the increment (or short of the last token)
     FULL = "full"  # the whole match is reused
+    LAST_TOKEN = "last_token"  # the match reached the last block: its last token is computed
     WAITING = "waiting"  # a running request computes more of this prefix: retry next step
     RESUMED = "resumed"  # re-admitted after preemption: reuses what survived, block by block
 
@@ -33,8 +31,8 @@ class CacheMatch:
     """What admission may reuse for a request."""
 
     block_ids: list[int]  # cached blocks to share, in order
-    hit_tokens: int  # == len(block_ids) * block_size
-    matched_tokens: int  # tokens of the longest cached run, before rounding and limits
+    hit_tokens: int  # tokens reused physically == len(block_ids) * block_size
+    matched_tokens: int  # tokens of the longest cached run, before the last-token limit
     reason: MatchReason
 
     @property
@@ -63,8 +61,8 @@ class CacheHandle:
     first_reason: MatchReason  # why the request is (not) cached, until it is admitted
     block_hashes: list[BlockHash] = field(default_factory=list)  # full blocks hashed so far
     num_registered_blocks: int = 0  # leading blocks of the block table already indexed
-    hit_tokens: int | None = None  # prompt tokens reused, fixed at first admission
-    write_tokens: int = 0  # prompt tokens this request added to the cache
+    hit_tokens: int | None = None  # prompt tokens reused physically, fixed at first admission
+    write_tokens: int = 0  # prompt tokens this request added to the cache (physically)
     admission: CacheMatch | None = None  # the first admission's match
     waited_steps: int = 0  # steps spent waiting for a prefix another request computed
 

@@ -1,12 +1,22 @@
-"""OpenAI's prompt-caching granularity: which prompts are cached and how much of a match counts.
+"""What is reused and what is reported.
 
-With the defaults (min_prompt_tokens 1024, increment 128) a hit is 0 or 1024, 1152, 1280 …
-and never covers the prompt's last token, whose logits start decoding (docs/caching.md).
+Reuse is physical and maximal: every request reuses the longest run of cached full blocks
+its prompt starts with, whatever the prompt's length, short of the prompt's last token
+(whose logits start decoding). Reporting follows the usage rules: under `openai` (the
+default) `cached_tokens` is what OpenAI's API would report for the same reuse — 0 below
+`min_prompt_tokens`, else the reused count rounded down to `increment` (0 or 1024, 1152,
+1280 …); under `exact` it is the physical reuse. See docs/caching.md.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class UsageRules(enum.Enum):
+    OPENAI = "openai"  # report as OpenAI's API would: minimum and increment
+    EXACT = "exact"  # report what was physically reused and written
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,14 +24,17 @@ class CachePolicy:
     enabled: bool
     min_prompt_tokens: int
     increment: int
+    rules: UsageRules = UsageRules.OPENAI
 
-    def cacheable(self, prompt_len: int) -> bool:
-        """Prompts shorter than the minimum are neither looked up nor written."""
-        return self.enabled and prompt_len >= self.min_prompt_tokens
+    def reported(self, prefix_tokens: int) -> int:
+        """The reported size of a cached prefix of `prefix_tokens` physical tokens."""
+        if self.rules is UsageRules.EXACT:
+            return prefix_tokens
+        rounded = prefix_tokens // self.increment * self.increment
+        return rounded if rounded >= self.min_prompt_tokens else 0
 
-    def hit_tokens(self, matched_tokens: int, prompt_len: int) -> int:
-        """Reusable tokens for a match of `matched_tokens`: rounded down to the increment,
-        at most `prompt_len - 1`, and 0 below the minimum."""
-        usable = min(matched_tokens, prompt_len - 1)
-        hit = usable // self.increment * self.increment
-        return hit if hit >= self.min_prompt_tokens else 0
+    def reported_write(self, reused: int, written: int) -> int:
+        """Reported cache writes: how far the reported cached prefix grew by this request."""
+        if self.rules is UsageRules.EXACT:
+            return written
+        return max(0, self.reported(reused + written) - self.reported(reused))

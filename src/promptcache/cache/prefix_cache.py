@@ -2,9 +2,11 @@
 compute, release.
 
     prompt:   | b0 | b1 | b2 | b3 | b4 | b5 |..|     full blocks hashed as a chain
-    index:    | b0 | b1 | b2 | b3 |                   longest run found (4 blocks)
-    hit:      | b0 | b1 | b2 |                        rounded down to the increment,
-                                                      capped at len(prompt) - 1
+    index:    | b0 | b1 | b2 | b3 |                   longest run found (4 blocks): reused,
+                                                      short of the prompt's last token
+
+Reuse is physical and maximal, at block granularity, for prompts of any length; what
+usage *reports* follows the usage rules (`CachePolicy.reported`), applied by the engine.
 
 Requests share hit blocks by reference count; nothing is copied. While a request computes
 prompt blocks nobody has cached yet, it *claims* their hashes, so a second request with
@@ -47,13 +49,11 @@ class PrefixCache:
         self.counters = CacheCounters()
         self._claims: dict[BlockHash, CacheHandle] = {}
 
-    def open(self, settings: CacheSettings, prompt_len: int) -> CacheHandle:
-        """A handle for a new request; cached only if caching is on and the prompt is long
-        enough (its seed folds in the KV identity and the tenant)."""
+    def open(self, settings: CacheSettings) -> CacheHandle:
+        """A handle for a new request; cached whenever caching is on (its seed folds in the
+        KV identity and the tenant)."""
         if not self.policy.enabled:
             return CacheHandle(settings, None, MatchReason.DISABLED)
-        if not self.policy.cacheable(prompt_len):
-            return CacheHandle(settings, None, MatchReason.PROMPT_BELOW_MINIMUM)
         seed = seed_hash(self.kv_identity, settings.tenant)
         return CacheHandle(settings, seed, MatchReason.NOT_FOUND)
 
@@ -66,7 +66,7 @@ class PrefixCache:
         hashes = handle.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
         matched_tokens = len(matched) * self.block_size
-        hit = self._usable(handle, seq, matched_tokens)
+        hit = self._usable(seq, matched_tokens)
         if self._worth_waiting(handle, seq, hashes, len(matched), hit):
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
@@ -116,10 +116,8 @@ class PrefixCache:
                 del self._claims[h]
         handle.num_registered_blocks = 0
 
-    def _usable(self, handle: CacheHandle, seq: TokenSource, matched_tokens: int) -> int:
-        if handle.hit_tokens is None:  # first admission: OpenAI's granularity
-            return self.policy.hit_tokens(matched_tokens, seq.num_prompt_tokens)
-        # Resuming after preemption: reuse whatever survived, block by block.
+    def _usable(self, seq: TokenSource, matched_tokens: int) -> int:
+        """Whole matched blocks, short of the last known token (it is always computed)."""
         last_full = (seq.num_tokens - 1) // self.block_size * self.block_size
         return min(matched_tokens, last_full)
 
@@ -128,9 +126,7 @@ class PrefixCache:
             return MatchReason.RESUMED
         if matched_tokens == 0:
             return MatchReason.NOT_FOUND
-        if hit == 0:
-            return MatchReason.MATCH_BELOW_MINIMUM
-        return MatchReason.FULL if hit == matched_tokens else MatchReason.ROUNDED
+        return MatchReason.FULL if hit == matched_tokens else MatchReason.LAST_TOKEN
 
     def _worth_waiting(
         self,
@@ -143,7 +139,7 @@ class PrefixCache:
         claimed = matched
         while claimed < len(hashes) and self._claims.get(hashes[claimed], handle) is not handle:
             claimed += 1
-        return claimed > matched and self._usable(handle, seq, claimed * self.block_size) > hit
+        return claimed > matched and self._usable(seq, claimed * self.block_size) > hit
 
     def _extend_hashes(self, handle: CacheHandle, seq: TokenSource, n_blocks: int) -> None:
         """Make `handle.block_hashes` cover the first `n_blocks` full blocks (hashed once)."""

@@ -66,6 +66,7 @@ _SIZE_FLAGS = (
     ("--users", int),
     ("--rounds", int),
     ("--system-tokens", int),
+    ("--system-tokens-max", int),
     ("--question-tokens", int),
     ("--output-tokens", int),
 )
@@ -89,8 +90,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         args.api_key or os.environ.get("OPENAI_API_KEY") or "sk-none",
         args.timeout,
     )
-    spec = WorkloadSpec.for_name(args.workload, args.small, **_sizes(args))
     try:
+        spec = WorkloadSpec.for_name(args.workload, args.small, **_sizes(args))
         model = args.model or discover_model(endpoint)
         price = price_for(model, args.price_model, args.prices)
         tokenizer = load_tokenizer(args.tokenizer)

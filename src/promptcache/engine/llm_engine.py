@@ -20,7 +20,7 @@ import torch
 
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.handle import CacheHandle, MatchReason
-from promptcache.cache.policy import CachePolicy
+from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheSettings
 from promptcache.config import EngineConfig
@@ -62,7 +62,9 @@ class LLMEngine:
             model.spec, c.block_size, c.kv_cache_bytes, model.dtype, model.device
         )
         self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history)
-        self.policy = CachePolicy(c.enable_prefix_caching, c.min_prompt_tokens, c.increment)
+        self.policy = CachePolicy(
+            c.enable_prefix_caching, c.min_prompt_tokens, c.increment, UsageRules(c.usage_rules)
+        )
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
         self.cache = PrefixCache(self.pool, self.policy, c.block_size, self.kv_identity)
         self.scheduler = Scheduler(c, self.pool, self.cache)
@@ -139,7 +141,7 @@ class LLMEngine:
         if not params.greedy:
             generator = torch.Generator(device=self.model.device).manual_seed(seed)
         token_ids = request.token_ids
-        handle = self.cache.open(request.cache, len(token_ids))
+        handle = self.cache.open(request.cache)
         seq = Sequence(
             request_id, token_ids, params, prepared.max_tokens, generator, handle, request.messages
         )
@@ -243,17 +245,23 @@ class LLMEngine:
             new_token_ids=new_tokens,
             finished=finished,
             finish_reason=seq.finish_reason.value if seq.finish_reason else None,
-            usage=Usage(
-                prompt_tokens=len(seq.prompt_token_ids),
-                cached_tokens=seq.cache.hit_tokens or 0,
-                cache_write_tokens=seq.cache.write_tokens,
-                completion_tokens=len(seq.output_token_ids),
-            ),
+            usage=self._usage(seq),
             ttft_s=ttft,
             total_s=total,
             # A finished sequence's list no longer changes: handed over without a copy.
             token_ids=seq.output_token_ids if finished else [],
             cache=CacheReport.of(seq.cache) if finished else None,
+        )
+
+    def _usage(self, seq: Sequence) -> Usage:
+        reused, written = seq.cache.hit_tokens or 0, seq.cache.write_tokens
+        return Usage(
+            prompt_tokens=len(seq.prompt_token_ids),
+            cached_tokens=self.policy.reported(reused),
+            cache_write_tokens=self.policy.reported_write(reused, written),
+            completion_tokens=len(seq.output_token_ids),
+            reused_tokens=reused,
+            written_tokens=written,
         )
 
     # -- convenience ----------------------------------------------------------------------
@@ -306,7 +314,7 @@ class LLMEngine:
             "blocks_cached": self.pool.num_cached,
             "bytes_in_use": self.pool.num_in_use * self.kv_cache.bytes_per_block,
             "prompt_tokens_queried": cc.queried_tokens,
-            "prompt_tokens_hit": cc.hit_tokens,
+            "prompt_tokens_reused": cc.hit_tokens,
             "prompt_tokens_written": cc.write_tokens,
             "blocks_cached_total": pc.blocks_cached,
             "blocks_evicted_total": pc.blocks_evicted,

@@ -11,10 +11,15 @@ from promptcache.cache.handle import CacheHandle
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts of a request. `cached_tokens` and `cache_write_tokens` follow the usage
+    rules (OpenAI's by default); `reused_tokens` and `written_tokens` are physical."""
+
     prompt_tokens: int
-    cached_tokens: int  # prompt tokens whose K/V was reused from the prefix cache
-    cache_write_tokens: int  # prompt tokens this request newly added to the cache
+    cached_tokens: int  # reported: prompt tokens served from the prefix cache
+    cache_write_tokens: int  # reported: prompt tokens this request added to the cache
     completion_tokens: int
+    reused_tokens: int = 0  # physical: prompt tokens whose K/V was reused, not computed
+    written_tokens: int = 0  # physical: prompt tokens of blocks this request newly cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +29,7 @@ class CacheReport:
     tenant: str | None
     retention: str  # "in_memory" | "24h"
     prompt_cache_key: str | None
-    matched_tokens: int  # longest cached run found, before OpenAI's rounding
+    matched_tokens: int  # longest cached run found (reuse stops short of the last token)
     reason: str  # a `promptcache.cache.handle.MatchReason` value
     waited_steps: int  # steps waited for a prefix another request was computing
 

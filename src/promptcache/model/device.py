@@ -31,6 +31,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its bfloat16-relevant ISA flags, for benchmark reports."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+        "unknown CPU",
+    )
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
+    return f"{name} ({', '.join(flags) or 'no AVX2'})"
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU advertises AMX-BF16 or AVX512-BF16."""
     try:
