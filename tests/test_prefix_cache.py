@@ -324,3 +324,19 @@ def test_cache_settings_reach_the_sequence_and_its_blocks(
             assert out.cache is None or out.cache.prompt_cache_key == "k"
     assert len(table) == 82  # 1,301 tokens
     assert {engine.pool.block_retention(b) for b in table[:81]} == {Retention.EXTENDED}
+
+
+def test_shared_prefix_below_the_minimum_is_reused_with_identical_outputs(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    shared = _tokens(1000)
+    prompts = [shared + _tokens(60, seed=20 + i) for i in range(3)]
+    params = SamplingParams(max_tokens=12, temperature=0)
+    off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
+    expected = [_run(off, p, params=params).token_ids for p in prompts]
+    on = make_engine(tiny_long, kv_cache_bytes=16 << 20)
+    got = [_run(on, p, params=params) for p in prompts]
+    assert [o.token_ids for o in got] == expected
+    assert [o.usage.reused_tokens for o in got] == [0, 992, 992]  # 62 shared blocks
+    assert [o.usage.cached_tokens for o in got] == [0, 0, 0]  # under 1,024: reported as 0
+    assert on.stats()["prompt_tokens_reused"] == 1984
