@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from promptcache.bench.prices import OPENAI_PRICES, Price, price_for
 from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import markdown, summarize
 from promptcache.bench.run import load_tokenizer
 from promptcache.bench.workloads import WorkloadSpec, build_sessions, describe
+from promptcache.ledger.prices import OPENAI_PRICES, Price, price_for
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,15 @@ class ServerConfig:
             bundled model, else the model folder's name.
         api_keys_file: JSON file of API key -> tenant; None accepts every request as one
             tenant ("default").
-        data_dir: where stored responses live (responses.sqlite3); None = the user's data
-            folder (~/.local/share/promptcache on Linux) or $PROMPTCACHE_DATA_DIR.
+        data_dir: where stored responses (responses.sqlite3) and the usage ledger
+            (ledger.sqlite3) live; None = the user's data folder
+            (~/.local/share/promptcache on Linux) or $PROMPTCACHE_DATA_DIR.
         max_queue: most requests queued or running; more get HTTP 429. Default 256.
+        enable_ledger: keep the usage ledger (one row per request). Default on.
+        price_model: the price row for a served model with no row of its own (the built-in
+            rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
+            rows). Default gpt-5-mini.
+        admin_api_key: a key that may read every tenant's usage (None: none may).
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +107,9 @@ class ServerConfig:
     api_keys_file: str | None = None
     data_dir: str | None = None
     max_queue: int = 256
+    enable_ledger: bool = True
+    price_model: str = "gpt-5-mini"
+    admin_api_key: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -28,6 +28,9 @@ from promptcache.engine.lifecycle import Outcome, RequestHooks, RequestRecord
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.request import PreparedRequest
 from promptcache.engine.sequence import Sequence
+from promptcache.ledger.books import Books
+from promptcache.ledger.prices import OPENAI_PRICES
+from promptcache.ledger.store import Ledger
 from promptcache.model.loader import LoadedModel
 
 MODEL = "smollm2-135m-instruct"
@@ -39,9 +42,10 @@ class Running:
     engine: LLMEngine
     sequences: list[Sequence]
     records: list[RequestRecord]
+    ledger: Ledger
 
-    def client(self) -> OpenAI:
-        return OpenAI(base_url=f"{self.base_url}/v1", api_key="k", max_retries=0, timeout=120)
+    def client(self, key: str = "k") -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=120)
 
     def metrics(self) -> str:
         return httpx.get(f"{self.base_url}/metrics", timeout=10).text
@@ -57,7 +61,18 @@ def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
     yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact"))
 
 
-def _serve(bundled: LoadedModel, tmp_path: Path, config: EngineConfig) -> Iterator[Running]:
+TENANT_KEYS = {"sk-a": "tenant-a", "sk-b": "tenant-b"}
+
+
+@pytest.fixture
+def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    keys = KeyRing(TENANT_KEYS, admin_key="sk-admin")
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
+
+
+def _serve(
+    bundled: LoadedModel, tmp_path: Path, config: EngineConfig, keys: KeyRing | None = None
+) -> Iterator[Running]:
     engine = LLMEngine(bundled, config)
     sequences: list[Sequence] = []
     add = engine.add
@@ -72,7 +87,10 @@ def _serve(bundled: LoadedModel, tmp_path: Path, config: EngineConfig) -> Iterat
     records: list[RequestRecord] = []
     hooks.subscribe(records.append)
     store = ResponseStore(tmp_path / "responses.sqlite3")
-    app = create_app(engine, MODEL, KeyRing(None), store, max_queue=8, hooks=hooks)
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    books = Books(ledger, MODEL, "gpt-5-mini", OPENAI_PRICES["gpt-5-mini"])
+    keys = keys or KeyRing(None)
+    app = create_app(engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -83,7 +101,7 @@ def _serve(bundled: LoadedModel, tmp_path: Path, config: EngineConfig) -> Iterat
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield Running(f"http://127.0.0.1:{port}", engine, sequences, records)
+    yield Running(f"http://127.0.0.1:{port}", engine, sequences, records, ledger)
     server.should_exit = True
     thread.join(60)
 
@@ -99,16 +117,37 @@ def _wait_for(predicate: object, timeout: float = 30) -> None:
 
 def test_cache_settings_reach_the_engine_sequence(running: Running) -> None:
     client = running.client()
-    client.chat.completions.create(
+    chat_out = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Hi"}],
         max_tokens=2,
         prompt_cache_key="chat-key",
         prompt_cache_retention="24h",
     )
-    client.responses.create(
-        model=MODEL, input="Hi", max_output_tokens=2, prompt_cache_key="resp-key"
+    # The ledger row was committed before the response was sent: no waiting here.
+    [chat_row] = running.ledger.rows()
+    assert chat_out.usage is not None and chat_out.usage.prompt_tokens_details is not None
+    assert (chat_row.outcome, chat_row.endpoint, chat_row.model) == (
+        "finished",
+        "chat.completions",
+        MODEL,
     )
+    assert chat_row.prompt_tokens == chat_out.usage.prompt_tokens
+    assert chat_row.output_tokens == chat_out.usage.completion_tokens == 2
+    assert chat_row.cached_tokens == chat_out.usage.prompt_tokens_details.cached_tokens
+    assert (chat_row.retention, chat_row.prompt_cache_key) == ("24h", "chat-key")
+    assert chat_row.cost_usd == pytest.approx(
+        OPENAI_PRICES["gpt-5-mini"].cost(chat_row.prompt_tokens, 0, 0, 2)
+    )
+    stream = client.responses.create(
+        model=MODEL, input="Hi", max_output_tokens=2, prompt_cache_key="resp-key", stream=True
+    )
+    for event in stream:
+        if event.type == "response.completed":  # the row is durable before this event
+            [_, resp_row] = running.ledger.rows()
+            assert resp_row.endpoint == "responses" and resp_row.outcome == "finished"
+            assert event.response.usage is not None
+            assert resp_row.output_tokens == event.response.usage.output_tokens
     chat, resp = running.sequences
     assert chat.cache.settings.retention is Retention.EXTENDED
     assert chat.cache.settings.prompt_cache_key == "chat-key"
@@ -146,6 +185,12 @@ def test_rejected_and_aborted_requests_are_recorded(running: Running) -> None:
     _wait_for(lambda: len(running.records) == 2)
     rejected, aborted = running.records
     assert rejected.outcome is Outcome.REJECTED and "context length" in (rejected.error or "")
+    _wait_for(lambda: len(running.ledger.rows()) == 2)
+    rows = running.ledger.rows()
+    assert [r.outcome for r in rows] == ["rejected", "aborted"]
+    assert rows[0].cost_usd == 0.0 and rows[0].output_tokens == 0 and rows[0].error
+    assert aborted.usage is not None
+    assert rows[1].output_tokens == aborted.usage.completion_tokens >= 1
     assert aborted.outcome is Outcome.ABORTED and aborted.usage is not None
     assert 1 <= aborted.usage.completion_tokens < 500 and aborted.ttft_s is not None
     metrics = running.metrics()
@@ -183,6 +228,9 @@ def test_a_request_that_fails_mid_stream_is_counted(running: Running) -> None:
     [failed] = running.records
     assert failed.outcome is Outcome.FAILED and "injected fault" in (failed.error or "")
     assert failed.usage is not None and failed.usage.completion_tokens == 2
+    _wait_for(lambda: len(running.ledger.rows()) == 1)
+    [row] = running.ledger.rows()
+    assert (row.outcome, row.output_tokens) == ("failed", 2) and "injected" in (row.error or "")
     line = (
         'promptcache_requests_total{endpoint="chat.completions",finish_reason="",'
         'outcome="failed"} 1.0'
@@ -234,3 +282,36 @@ def test_exact_usage_rules_report_the_physical_reuse(running_exact: Running) -> 
     assert details.cached_tokens == details.model_extra["reused_tokens"] >= 912
     assert first.prompt_tokens_details is not None
     assert first.prompt_tokens_details.cache_write_tokens == first.prompt_tokens // 16 * 16
+
+
+def test_usage_endpoint_shows_a_tenant_only_its_own(running_keys: Running) -> None:
+    for key, n in (("sk-a", 2), ("sk-b", 1)):
+        for _ in range(n):
+            running_keys.client(key).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+            )
+    rows = running_keys.ledger.rows()
+    assert [r.tenant for r in rows] == ["tenant-a", "tenant-a", "tenant-b"]
+    assert rows[0].api_key_id is not None and "sk-a" not in rows[0].api_key_id
+
+    def get(key: str, **params: str) -> httpx.Response:
+        return httpx.get(
+            f"{running_keys.base_url}/v1/promptcache/usage",
+            params=params,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+
+    mine = get("sk-b", by="tenant").json()
+    assert mine["tenant"] == "tenant-b"
+    assert [(g["group"], g["requests"]) for g in mine["data"]] == [("tenant-b", 1)]
+    assert get("sk-b", tenant="tenant-a").status_code == 403
+    assert get("sk-nope").status_code == 401
+    everyone = get("sk-admin", by="tenant").json()
+    assert [(g["group"], g["requests"]) for g in everyone["data"]] == [
+        ("tenant-a", 2),
+        ("tenant-b", 1),
+    ]
+    assert everyone["total"]["prompt_tokens"] == sum(r.prompt_tokens for r in rows)
+    assert get("sk-admin", tenant="tenant-a").json()["total"]["requests"] == 2
+    assert get("sk-a", by="week").status_code == 400

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
@@ -21,9 +22,11 @@ from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
+from promptcache.api.usage import usage_report
 from promptcache.engine.async_engine import AsyncEngine
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
+from promptcache.ledger.books import Books
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +40,19 @@ def create_app(
     store: ResponseStore,
     max_queue: int,
     hooks: RequestHooks | None = None,
+    books: Books | None = None,
 ) -> FastAPI:
     """Build the app; the engine thread starts and stops with the app's lifespan.
 
-    Every request's end is reported to `hooks` (metrics subscribe here; pass your own
-    `RequestHooks` to subscribe more).
+    Every request's end is reported to `hooks` (metrics and the ledger in `books`
+    subscribe here; pass your own `RequestHooks` to subscribe more).
     """
     hooks = hooks or RequestHooks()
     client = TrackedClient(AsyncEngine(engine, max_queue), hooks)
     metrics = Metrics(client.stats)
     hooks.subscribe(metrics.on_request_end)
+    if books is not None:
+        hooks.subscribe(books.on_request_end)
     ctx = ServerContext(
         client, engine.tokenizer, model_name, store, metrics, created=int(time.time())
     )
@@ -59,6 +65,8 @@ def create_app(
         finally:
             client.shutdown()
             store.close()
+            if books is not None:
+                books.ledger.close()
 
     app = FastAPI(title="promptcache", lifespan=lifespan)
     app.state.ctx = ctx
@@ -67,7 +75,22 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(Exception, errors.unhandled_error_handler)
     _routes(app, ctx, keys)
+    _usage_route(app, keys, books.ledger.path if books else None)
     return app
+
+
+def _usage_route(app: FastAPI, keys: KeyRing, ledger: Path | None) -> None:
+    @app.get("/v1/promptcache/usage")
+    async def usage(
+        authorization: Authorization = None,
+        since: str | None = None,
+        until: str | None = None,
+        model: str | None = None,
+        by: str = "day",
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        caller = keys.caller(authorization)
+        return usage_report(ledger, caller, since, until, model, by, tenant)
 
 
 def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
@@ -75,15 +98,15 @@ def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
     async def chat(
         req: ChatCompletionRequest, request: Request, authorization: Authorization = None
     ) -> Any:
-        tenant = keys.tenant(authorization)
-        return await create_chat_completion(req, ctx, tenant, request.is_disconnected)
+        caller = keys.caller(authorization)
+        return await create_chat_completion(req, ctx, caller, request.is_disconnected)
 
     @app.post("/v1/responses", response_model=None)
     async def responses(
         req: ResponsesRequest, request: Request, authorization: Authorization = None
     ) -> Any:
-        tenant = keys.tenant(authorization)
-        return await create_response(req, ctx, tenant, request.is_disconnected)
+        caller = keys.caller(authorization)
+        return await create_response(req, ctx, caller, request.is_disconnected)
 
     @app.get("/v1/responses/{response_id}", response_model=None)
     async def retrieve(response_id: str, authorization: Authorization = None) -> Any:

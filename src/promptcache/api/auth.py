@@ -1,27 +1,47 @@
 """API keys and tenants: `Authorization: Bearer KEY` -> the tenant that salts the cache.
 
 The keys file is JSON, `{"sk-key": "tenant-name", ...}`. With no keys file every request
-is accepted as the single tenant "default".
+is accepted as the single tenant "default". An admin key (`admin_api_key`), if set, may
+read every tenant's usage; its own requests run as tenant "admin".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from promptcache.api.errors import APIError
 
 DEFAULT_TENANT = "default"
+ADMIN_TENANT = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the tenant, a digest naming the key (never the key itself),
+    and whether the key is the admin key."""
+
+    tenant: str
+    key_id: str | None
+    admin: bool = False
+
+
+def key_id(key: str) -> str:
+    """A stable, non-reversible name for an API key (for the books and reports)."""
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class KeyRing:
-    def __init__(self, keys: dict[str, str] | None) -> None:
+    def __init__(self, keys: dict[str, str] | None, admin_key: str | None = None) -> None:
         self.keys = keys
+        self.admin_key = admin_key
 
     @classmethod
-    def from_file(cls, path: Path | None) -> KeyRing:
+    def from_file(cls, path: Path | None, admin_key: str | None = None) -> KeyRing:
         if path is None:
-            return cls(None)
+            return cls(None, admin_key)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -30,7 +50,7 @@ class KeyRing:
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in data.items()
         ):
             raise ValueError(f"{path} must be a JSON object of key -> tenant strings")
-        return cls(data)
+        return cls(data, admin_key)
 
     @property
     def open(self) -> bool:
@@ -38,10 +58,20 @@ class KeyRing:
 
     def tenant(self, authorization: str | None) -> str:
         """The caller's tenant, or a 401 in OpenAI's shape."""
-        if self.keys is None:
-            return DEFAULT_TENANT
+        return self.caller(authorization).tenant
+
+    def caller(self, authorization: str | None) -> Caller:
+        """The caller (tenant, key id, admin), or a 401 in OpenAI's shape."""
         scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        if self.admin_key and key == self.admin_key:
+            return Caller(ADMIN_TENANT, key_id(key), admin=True)
+        if self.keys is None:
+            return Caller(DEFAULT_TENANT, None)
+        return Caller(self._tenant_of(key), key_id(key))
+
+    def _tenant_of(self, key: str) -> str:
+        if not key:
             raise APIError(
                 401,
                 "You didn't provide an API key. You need to provide your API "
@@ -50,7 +80,8 @@ class KeyRing:
                 None,
                 "missing_api_key",
             )
-        tenant = self.keys.get(key.strip())
+        assert self.keys is not None
+        tenant = self.keys.get(key)
         if tenant is None:
             raise APIError(
                 401, "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"

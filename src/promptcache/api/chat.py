@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext, cache_settings, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.prompts import render_prompt
@@ -45,7 +46,7 @@ def chat_usage(u: Usage) -> dict[str, Any]:
 async def create_chat_completion(
     req: ChatCompletionRequest,
     ctx: ServerContext,
-    tenant: str,
+    caller: Caller,
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
@@ -60,9 +61,10 @@ async def create_chat_completion(
     request = GenerationRequest(
         token_ids=rendered.token_ids,
         params=params,
-        cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
+        cache=cache_settings(caller.tenant, req.prompt_cache_retention, req.prompt_cache_key),
         messages=rendered.messages,
         endpoint=ENDPOINT,
+        api_key_id=caller.key_id,
     )
     handle = ctx.submit(request, "messages")
     head = {

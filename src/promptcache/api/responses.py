@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext, cache_settings, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.prompts import render_prompt
@@ -113,10 +114,11 @@ def _present(**fields: Any) -> dict[str, Any]:
 async def create_response(
     req: ResponsesRequest,
     ctx: ServerContext,
-    tenant: str,
+    caller: Caller,
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
+    tenant = caller.tenant
     history = _history(req, ctx, tenant)
     new_input = _input_messages(req)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
@@ -127,6 +129,7 @@ async def create_response(
         cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
         messages=rendered.messages,
         endpoint=ENDPOINT,
+        api_key_id=caller.key_id,
     )
     handle = ctx.submit(request, "input")
     draft = _Draft(req, ctx.model_name)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from promptcache.bench.prices import Price
 from promptcache.bench.records import RequestRecord
+from promptcache.ledger.prices import Price
 
 PERCENTILES = (50, 90, 99)
 
@@ -51,8 +51,6 @@ def summarize(
     prompt = sum(r.prompt_tokens for r in ok)
     cached = sum(r.cached_tokens for r in ok)
     out = sum(r.completion_tokens for r in ok)
-    full = (prompt * price.input + out * price.output) / 1e6
-    billed = ((prompt - cached) * price.input + cached * price.cached_input) / 1e6
     return Summary(
         requests=len(records),
         ok=len(ok),
@@ -69,8 +67,8 @@ def summarize(
         requests_per_s=len(ok) / wall_s if wall_s else 0.0,
         output_tokens_per_s=out / wall_s if wall_s else 0.0,
         price_model=price_model,
-        cost_usd=billed + out * price.output / 1e6,
-        cost_no_cache_usd=full,
+        cost_usd=price.cost(prompt, cached, 0, out),
+        cost_no_cache_usd=price.cost_without_cache(prompt, out),
     )
 
 

@@ -18,10 +18,10 @@ import openai
 from tqdm import tqdm
 
 from promptcache.bench.loadgen import Runner, RunOptions
-from promptcache.bench.prices import Price
 from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import Summary, markdown, summarize, write_json
 from promptcache.bench.workloads import Session, WorkloadSpec, build_sessions, describe
+from promptcache.ledger.prices import Price
 from promptcache.model.chat import chat_prompt_ids
 
 

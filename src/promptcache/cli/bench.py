@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from promptcache.bench.loadgen import RunOptions
-from promptcache.bench.prices import DEFAULT_PRICE_MODEL, OPENAI_PRICES, price_for
 from promptcache.bench.report import markdown
 from promptcache.bench.workloads import WORKLOADS, WorkloadSpec
+from promptcache.ledger.prices import DEFAULT_PRICE_MODEL, OPENAI_PRICES, price_for
 
 
 def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

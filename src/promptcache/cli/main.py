@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from promptcache.cli.bench import add_bench_parser, run_bench_command
-from promptcache.cli.settings import add_config_file_flag, add_config_flags, build_config
+from promptcache.cli.settings import (
+    add_config_file_flag,
+    add_config_flags,
+    build_config,
+    price_tables,
+)
+from promptcache.cli.usage import add_usage_parser, run_usage_command
 from promptcache.config import EngineConfig, ServerConfig
 from promptcache.model.device import (
     DTYPE_CHOICES,
@@ -47,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     prep = sub.add_parser("prepare", help="convert the model once and print its folder")
     _add_model_flags(prep)
+    add_usage_parser(sub)
     return parser
 
 
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "bench":
             return run_bench_command(args)
+        if args.command == "usage":
+            return run_usage_command(args)
         return _generate(args)
     except (ModelLoadError, ValueError) as exc:
         print(f"promptcache: error: {exc}", file=sys.stderr)
@@ -139,18 +148,28 @@ def _serve(args: argparse.Namespace) -> int:
     from promptcache.config import default_data_dir
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.openmp import run_on_temporary_thread
+    from promptcache.ledger.books import Books
+    from promptcache.ledger.prices import PriceTable
+    from promptcache.ledger.store import LEDGER_FILE, Ledger
     from promptcache.model.bundled import BUNDLED_MODEL_ID
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")
-    keys = KeyRing.from_file(Path(server.api_keys_file) if server.api_keys_file else None)
+    prices = PriceTable.from_config(price_tables(args))
+    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
+    keys = KeyRing.from_file(keys_file, server.admin_api_key)
     # tensors are built off the main thread: one OpenMP team in the process (engine/openmp.py)
     engine = run_on_temporary_thread(lambda: LLMEngine(_load(args), engine_config))
     model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
     data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
     store = ResponseStore(data_dir / "responses.sqlite3")
-    app = create_app(engine, name, keys, store, server.max_queue)
+    books = None
+    if server.enable_ledger:
+        row, price = prices.for_model(name, server.price_model)
+        books = Books(Ledger(data_dir / LEDGER_FILE), name, row, price)
+        log.info("usage ledger in %s (prices: %s)", data_dir / LEDGER_FILE, row)
+    app = create_app(engine, name, keys, store, server.max_queue, books=books)
     if keys.open:
         log.warning(
             "no API keys configured: accepting every request as tenant 'default' "

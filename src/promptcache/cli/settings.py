@@ -84,7 +84,7 @@ def add_config_file_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help=f"TOML file with [engine] and [server] tables; env {CONFIG_ENV}",
+        help=f"TOML file with [engine], [server] and [prices] tables; env {CONFIG_ENV}",
     )
 
 
@@ -105,6 +105,14 @@ def build_config(cls: type[C], args: argparse.Namespace, table: str) -> C:
         elif f.name in file_values:
             values[f.name] = _converter(f)(file_values[f.name])
     return cls(**values)
+
+
+def price_tables(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's `[prices]` table: one `[prices."MODEL"]` table per model."""
+    tables = _config_file(getattr(args, "config", None)).get("prices", {})
+    if not isinstance(tables, dict):
+        raise ValueError("[prices] in the config file must be a table")
+    return tables
 
 
 def _config_file(path: str | None) -> dict[str, Any]:

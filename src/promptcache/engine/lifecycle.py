@@ -3,16 +3,21 @@
 `TrackedClient` wraps any `EngineClient` and fires `RequestHooks` exactly once per request:
 finished (a finish reason), aborted (the caller stopped listening), failed (an error after
 it was accepted, e.g. the engine died mid-stream) or rejected (refused at submission:
-invalid for the engine, queue full, engine down). Metrics subscribe today; the usage
-ledger next. A hook that raises is logged and never disturbs the request or other hooks.
+invalid for the engine, queue full, engine down). Metrics and the usage ledger subscribe.
+A hook that raises is logged and never disturbs the request or other hooks.
+
+A hook may return an awaitable (the ledger returns its row's commit). For a finished
+request the hooks fire *before* its final output is handed on, and the stream awaits those
+awaitables first: the caller sees the end of a request only once its row is durable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +63,7 @@ class RequestRecord:
         return len(self.request.token_ids)
 
 
-RequestHook = Callable[[RequestRecord], None]
+RequestHook = Callable[[RequestRecord], Awaitable[None] | None]
 
 
 class RequestHooks:
@@ -70,12 +75,25 @@ class RequestHooks:
     def subscribe(self, hook: RequestHook) -> None:
         self._hooks.append(hook)
 
-    def fire(self, record: RequestRecord) -> None:
+    def fire(self, record: RequestRecord) -> list[Awaitable[None]]:
+        """Call every hook; returns the awaitables some of them handed back."""
+        pending = []
         for hook in self._hooks:
             try:
-                hook(record)
+                result = hook(record)
             except Exception:
                 log.exception("end-of-request hook %r failed", hook)
+                continue
+            if result is not None:
+                pending.append(result)
+        return pending
+
+    @staticmethod
+    async def settle(pending: list[Awaitable[None]]) -> None:
+        """Await the hooks' awaitables; a failure is logged, never raised."""
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.error("end-of-request hook failed: %r", result)
 
 
 class TrackedStream:
@@ -102,6 +120,7 @@ class TrackedStream:
                     self._seen(out)
                     if out.finished:
                         outcome = Outcome.FINISHED
+                        await self._hooks.settle(self._fire(outcome, None))
                     yield out
         except Exception as exc:
             outcome, error = Outcome.FAILED, str(exc) or type(exc).__name__
@@ -117,9 +136,9 @@ class TrackedStream:
             self._first = time.perf_counter()
         self._last = out
 
-    def _fire(self, outcome: Outcome, error: str | None) -> None:
+    def _fire(self, outcome: Outcome, error: str | None) -> list[Awaitable[None]]:
         if self._fired:
-            return
+            return []
         self._fired = True
         last = self._last
         finished = outcome is Outcome.FINISHED and last is not None
@@ -135,7 +154,7 @@ class TrackedStream:
             latency_s=time.perf_counter() - self._start,
             error=error,
         )
-        self._hooks.fire(record)
+        return self._hooks.fire(record)
 
 
 class TrackedClient:

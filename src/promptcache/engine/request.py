@@ -28,6 +28,7 @@ class GenerationRequest:
             empty for a raw prompt.
         request_id: None lets the engine client assign one.
         endpoint: the API that built it (e.g. "chat.completions"), for metrics and books.
+        api_key_id: a digest naming the caller's API key (never the key), for the books.
     """
 
     token_ids: list[int]
@@ -36,6 +37,7 @@ class GenerationRequest:
     messages: tuple[MessageSpan, ...] = ()
     request_id: str | None = None
     endpoint: str = ""
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

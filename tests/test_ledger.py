@@ -1,0 +1,153 @@
+"""The usage ledger without a server: prices and cost arithmetic, the SQLite file (schema
+version, migrations, writer thread), and `promptcache usage` on a seeded ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from promptcache.cli.main import main
+from promptcache.ledger.prices import OPENAI_PRICES, Price, PriceTable
+from promptcache.ledger.report import UsageQuery, parse_time, usage
+from promptcache.ledger.rows import LedgerRow
+from promptcache.ledger.store import LEDGER_FILE, SCHEMA_VERSION, Ledger
+
+
+def test_cost_arithmetic_for_two_models() -> None:
+    # 2,000 prompt tokens: 1,024 cached, 896 written, 80 plain; 100 output tokens.
+    mini, big = OPENAI_PRICES["gpt-5-mini"], OPENAI_PRICES["gpt-4.1"]
+    assert mini.cost(2000, 1024, 896, 100) == pytest.approx(469.6e-6)
+    assert mini.cost_without_cache(2000, 100) == pytest.approx(700e-6)
+    assert big.cost(2000, 1024, 896, 100) == pytest.approx(3264e-6)
+    assert big.cost_without_cache(2000, 100) == pytest.approx(4800e-6)
+
+
+def test_price_table_from_config() -> None:
+    table = PriceTable.from_config(
+        {
+            "my-model": {"input": 1.0, "output": 4.0},
+            "gpt-5": {"input": 2, "output": 8, "cache_write": 2.5},
+        }
+    )
+    assert table.for_model("my-model") == ("my-model", Price(1.0, 0.1, 4.0))  # 10 % cached
+    assert table.for_model("gpt-5")[1].write == 2.5  # the config replaced the built-in row
+    assert table.for_model("other") == ("gpt-5-mini", OPENAI_PRICES["gpt-5-mini"])
+    assert table.for_model("other", "gpt-4o")[0] == "gpt-4o"
+    with pytest.raises(ValueError, match="needs input and output"):
+        PriceTable.from_config({"m": {"input": 1.0, "outptu": 2.0}})
+
+
+def _row(t: float, tenant: str, model: str = "m", **kw: object) -> LedgerRow:
+    base = LedgerRow(
+        time=t,
+        request_id="r",
+        tenant=tenant,
+        api_key_id=f"key_{tenant}",
+        endpoint="chat.completions",
+        model=model,
+        retention="in_memory",
+        prompt_cache_key=None,
+        outcome="finished",
+        finish_reason="stop",
+        prompt_tokens=2000,
+        cached_tokens=1024,
+        cache_write_tokens=896,
+        output_tokens=100,
+        reused_tokens=1024,
+        written_tokens=960,
+        ttft_s=0.1,
+        latency_s=1.0,
+        price_row="gpt-5-mini",
+        cost_usd=469.6e-6,
+        cost_without_cache_usd=700e-6,
+        cache_reason="full",
+        matched_tokens=1024,
+        error=None,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+DAY1 = parse_time("2026-11-26T10:00")
+DAY2 = parse_time("2026-11-27T09:30")
+
+
+def _seeded(path: Path) -> None:
+    ledger = Ledger(path)
+    assert ledger.record(_row(DAY1, "a")) is None  # no event loop: nothing to await
+    ledger.record(_row(DAY1 + 60, "b", model="n"))
+    ledger.record(_row(DAY2, "a"))
+    no_usage = {"cached_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0}
+    no_cost = {"cost_usd": 0.0, "cost_without_cache_usd": 0.0, "finish_reason": None}
+    ledger.record(_row(DAY2 + 1, "a", outcome="rejected", prompt_tokens=9, **no_usage, **no_cost))
+    ledger.record(_row(DAY2 + 2, "b"))
+    ledger.close()
+
+
+def test_file_schema_and_rows(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    _seeded(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    rows = Ledger(path).rows("tenant = ?", ["a"])
+    assert [r.time for r in rows] == [DAY1, DAY2, DAY2 + 1]
+    assert rows[0] == _row(DAY1, "a")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="newer than this promptcache"):
+        Ledger(path)
+
+
+def test_record_in_an_event_loop_resolves_once_committed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / LEDGER_FILE)
+
+    async def write() -> None:
+        done = ledger.record(_row(DAY1, "a"))
+        assert done is not None
+        await asyncio.wait_for(done, 30)
+        assert len(ledger.rows()) == 1  # visible to another connection once resolved
+
+    asyncio.run(write())
+    ledger.close()
+
+
+def test_usage_groups(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    _seeded(path)
+    by_day = usage(path, UsageQuery(by="day"))
+    assert [(g.group, g.requests, g.prompt_tokens) for g in by_day] == [
+        ("2026-11-26", 2, 4000),
+        ("2026-11-27", 3, 4000),  # the rejected request counts, its tokens don't
+    ]
+    only_a = usage(path, UsageQuery(tenant="a", by="model"))
+    assert [(g.group, g.requests) for g in only_a] == [("m", 3)]
+    since = usage(path, UsageQuery(since=DAY2, until=DAY2 + 2, by="key"))
+    assert [(g.group, g.requests) for g in since] == [("key_a", 2)]
+    assert usage(tmp_path / "none.sqlite3", UsageQuery()) == []
+
+
+def test_usage_command_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _seeded(tmp_path / LEDGER_FILE)
+    assert main(["usage", "--data-dir", str(tmp_path), "--by", "tenant"]) == 0
+    assert capsys.readouterr().out == (
+        "| tenant | requests | prompt tokens | cached tokens | hit rate | output tokens "
+        "| cost (USD) | without cache (USD) | saved (USD) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        "| a | 3 | 4000 | 2048 | 51.2% | 200 | 0.000939 | 0.001400 | 0.000461 |\n"
+        "| b | 2 | 4000 | 2048 | 51.2% | 200 | 0.000939 | 0.001400 | 0.000461 |\n"
+        "| total | 5 | 8000 | 4096 | 51.2% | 400 | 0.001878 | 0.002800 | 0.000922 |\n"
+    )
+    assert main(["usage", "--data-dir", str(tmp_path), "--since", "2026-11-27", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["by"] == "day" and [g["group"] for g in body["data"]] == ["2026-11-27"]
+    assert body["total"]["requests"] == 3 and body["total"]["saved_usd"] == pytest.approx(
+        2 * (700e-6 - 469.6e-6)
+    )
