@@ -46,6 +46,8 @@ def test_generate_json() -> None:
         "matched_tokens": 0,
         "reason": "not_found",
         "waited_steps": 0,
+        "evicted_at": None,
+        "evicted_retention": None,
     }
     assert 0 < out["ttft_s"] <= out["total_s"]
     assert "dtype float32" in done.stderr

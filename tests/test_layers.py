@@ -15,7 +15,7 @@ ALLOWED = {
     "cache": {"util"},
     "model": {"util"},
     "engine": {"util", "config", "cache", "model"},
-    "ledger": {"util", "config", "cache", "engine"},
+    "ledger": {"util", "config", "cache", "engine", "model"},
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from promptcache.cli.main import main
+from promptcache.ledger.diagnosis import Diagnosis
 from promptcache.ledger.prices import OPENAI_PRICES, Price, PriceTable
 from promptcache.ledger.report import UsageQuery, parse_time, usage
 from promptcache.ledger.rows import LedgerRow
@@ -151,3 +152,50 @@ def test_usage_command_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert body["total"]["requests"] == 3 and body["total"]["saved_usd"] == pytest.approx(
         2 * (700e-6 - 469.6e-6)
     )
+
+
+def test_diagnose_a_ledger_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    found = Diagnosis(
+        "diverged",
+        "this prompt left the closest earlier prompt of this tenant at token 9",
+        prompt_tokens=2000,
+        cached_tokens=0,
+        reused_tokens=0,
+        matched_tokens=0,
+        diverged_at=9,
+        earlier_request_id="chatcmpl-1",
+        this_text="at 10:16",
+        earlier_text="at 10:15",
+        dynamic=("time",),
+    )
+    ledger = Ledger(tmp_path / LEDGER_FILE)
+    ledger.record(_row(DAY1, "a", request_id="chatcmpl-2", diagnosis=found.to_json()))
+    ledger.close()
+    assert main(["diagnose", "chatcmpl-2", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "reason: diverged - this prompt left" in out
+    assert "'at 10:16'" in out and "(chatcmpl-1)" in out
+    assert main(["diagnose", "chatcmpl-2", "--data-dir", str(tmp_path), "--json"]) == 0
+    assert (
+        Diagnosis(**{**json.loads(capsys.readouterr().out)["diagnosis"], "dynamic": ("time",)})
+        == found
+    )
+    assert main(["diagnose", "nope", "--data-dir", str(tmp_path)]) == 1
+
+
+def test_diagnose_two_prompts_and_lint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = "You answer questions about invoices for ACME Corp, briefly and exactly. " * 20
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(body + "Today is 2026-11-26. What is due?")
+    b.write_text(body + "Today is 2026-11-27. What is due?")
+    assert main(["diagnose", "--prompts", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "they diverge at token" in out and "looks dynamic there: date" in out
+    assert "report cached_tokens 0 under OpenAI's rules" in out  # under 1,024 tokens
+    stamped = tmp_path / "stamped.txt"
+    stamped.write_text("Current time: 2026-11-27T10:15:02Z\n" + body)
+    assert main(["lint", str(stamped)]) == 1
+    out = capsys.readouterr().out
+    assert f"{stamped}:1: timestamp '2026-11-27T10:15:02Z'" in out
+    assert main(["lint", str(a), "--min-prompt-tokens", "64"]) == 0  # the date comes later
+    assert "no dynamic content in the first 64 tokens" in capsys.readouterr().out

@@ -99,6 +99,8 @@ class ServerConfig:
             rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
             rows). Default gpt-5-mini.
         admin_api_key: a key that may read every tenant's usage (None: none may).
+        diagnosis_history: recent prompts remembered per tenant (in memory) to tell where a
+            prompt diverged from the closest earlier one; 0 turns that part off. Default 64.
     """
 
     host: str = "127.0.0.1"
@@ -110,10 +112,13 @@ class ServerConfig:
     enable_ledger: bool = True
     price_model: str = "gpt-5-mini"
     admin_api_key: str | None = None
+    diagnosis_history: int = 64
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.diagnosis_history < 0:
+            raise ValueError(f"diagnosis_history must be >= 0, got {self.diagnosis_history}")
         if self.max_queue <= 0:
             raise ValueError(f"max_queue must be positive, got {self.max_queue}")
 

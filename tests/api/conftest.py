@@ -16,6 +16,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.api.inprocess import running, running_exact, running_keys  # noqa: F401 (fixtures)
+
 KEYS = {"sk-tenant-a": "tenant-a", "sk-tenant-b": "tenant-b"}
 MODEL = "smollm2-135m-instruct"
 

@@ -5,114 +5,15 @@ that fails mid-stream."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import httpx
 import openai
 import pytest
-import uvicorn
-from openai import OpenAI
 from openai.types import CompletionUsage
 
-from promptcache.api.app import create_app
-from promptcache.api.auth import KeyRing
-from promptcache.api.store import ResponseStore
 from promptcache.cache.settings import Retention
-from promptcache.config import EngineConfig
-from promptcache.engine.lifecycle import Outcome, RequestHooks, RequestRecord
-from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.request import PreparedRequest
-from promptcache.engine.sequence import Sequence
-from promptcache.ledger.books import Books
+from promptcache.engine.lifecycle import Outcome
 from promptcache.ledger.prices import OPENAI_PRICES
-from promptcache.ledger.store import Ledger
-from promptcache.model.loader import LoadedModel
-
-MODEL = "smollm2-135m-instruct"
-
-
-@dataclass
-class Running:
-    base_url: str
-    engine: LLMEngine
-    sequences: list[Sequence]
-    records: list[RequestRecord]
-    ledger: Ledger
-
-    def client(self, key: str = "k") -> OpenAI:
-        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=120)
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.base_url}/metrics", timeout=10).text
-
-
-@pytest.fixture
-def running(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20))
-
-
-@pytest.fixture
-def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact"))
-
-
-TENANT_KEYS = {"sk-a": "tenant-a", "sk-b": "tenant-b"}
-
-
-@pytest.fixture
-def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    keys = KeyRing(TENANT_KEYS, admin_key="sk-admin")
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
-
-
-def _serve(
-    bundled: LoadedModel, tmp_path: Path, config: EngineConfig, keys: KeyRing | None = None
-) -> Iterator[Running]:
-    engine = LLMEngine(bundled, config)
-    sequences: list[Sequence] = []
-    add = engine.add
-
-    def spy(prepared: PreparedRequest) -> Sequence:  # the real `add`, remembering its result
-        seq = add(prepared)
-        sequences.append(seq)
-        return seq
-
-    engine.add = spy  # type: ignore[method-assign]
-    hooks = RequestHooks()
-    records: list[RequestRecord] = []
-    hooks.subscribe(records.append)
-    store = ResponseStore(tmp_path / "responses.sqlite3")
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    books = Books(ledger, MODEL, "gpt-5-mini", OPENAI_PRICES["gpt-5-mini"])
-    keys = keys or KeyRing(None)
-    app = create_app(engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield Running(f"http://127.0.0.1:{port}", engine, sequences, records, ledger)
-    server.should_exit = True
-    thread.join(60)
-
-
-def _wait_for(predicate: object, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+from tests.api.inprocess import MODEL, Running, wait_for
 
 
 def test_cache_settings_reach_the_engine_sequence(running: Running) -> None:
@@ -159,7 +60,7 @@ def test_cache_settings_reach_the_engine_sequence(running: Running) -> None:
     assert span.role == "user" and span.content_end is not None
     tokenizer = running.engine.tokenizer
     assert tokenizer.decode(chat.prompt_token_ids[span.content_start : span.content_end]) == "Hi"
-    _wait_for(lambda: len(running.records) == 2)
+    wait_for(lambda: len(running.records) == 2)
     assert [r.endpoint for r in running.records] == ["chat.completions", "responses"]
     assert all(r.outcome is Outcome.FINISHED for r in running.records)
     assert running.records[0].request.cache.prompt_cache_key == "chat-key"
@@ -182,10 +83,10 @@ def test_rejected_and_aborted_requests_are_recorded(running: Running) -> None:
     while not next(chunks).choices[0].delta.content:  # the role chunk comes first
         pass
     stream.close()  # the client goes away mid-stream
-    _wait_for(lambda: len(running.records) == 2)
+    wait_for(lambda: len(running.records) == 2)
     rejected, aborted = running.records
     assert rejected.outcome is Outcome.REJECTED and "context length" in (rejected.error or "")
-    _wait_for(lambda: len(running.ledger.rows()) == 2)
+    wait_for(lambda: len(running.ledger.rows()) == 2)
     rows = running.ledger.rows()
     assert [r.outcome for r in rows] == ["rejected", "aborted"]
     assert rows[0].cost_usd == 0.0 and rows[0].output_tokens == 0 and rows[0].error
@@ -224,11 +125,11 @@ def test_a_request_that_fails_mid_stream_is_counted(running: Running) -> None:
     with pytest.raises(openai.APIError, match="generation failed"):
         for _ in stream:
             pass
-    _wait_for(lambda: len(running.records) == 1)
+    wait_for(lambda: len(running.records) == 1)
     [failed] = running.records
     assert failed.outcome is Outcome.FAILED and "injected fault" in (failed.error or "")
     assert failed.usage is not None and failed.usage.completion_tokens == 2
-    _wait_for(lambda: len(running.ledger.rows()) == 1)
+    wait_for(lambda: len(running.ledger.rows()) == 1)
     [row] = running.ledger.rows()
     assert (row.outcome, row.output_tokens) == ("failed", 2) and "injected" in (row.error or "")
     line = (

@@ -22,7 +22,7 @@ from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
-from promptcache.api.usage import usage_report
+from promptcache.api.usage import request_cache, usage_report
 from promptcache.engine.async_engine import AsyncEngine
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
@@ -91,6 +91,12 @@ def _usage_route(app: FastAPI, keys: KeyRing, ledger: Path | None) -> None:
     ) -> dict[str, Any]:
         caller = keys.caller(authorization)
         return usage_report(ledger, caller, since, until, model, by, tenant)
+
+    @app.get("/v1/promptcache/requests/{request_id}/cache")
+    async def request_cache_route(
+        request_id: str, authorization: Authorization = None
+    ) -> dict[str, Any]:
+        return request_cache(ledger, keys.caller(authorization), request_id)
 
 
 def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:

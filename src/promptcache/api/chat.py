@@ -58,7 +58,9 @@ async def create_chat_completion(
     rendered = render_prompt(ctx.tokenizer, messages)
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
+    completion_id = new_id("chatcmpl-")
     request = GenerationRequest(
+        request_id=completion_id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
         params=params,
         cache=cache_settings(caller.tenant, req.prompt_cache_retention, req.prompt_cache_key),
@@ -68,7 +70,7 @@ async def create_chat_completion(
     )
     handle = ctx.submit(request, "messages")
     head = {
-        "id": new_id("chatcmpl-"),
+        "id": completion_id,
         "created": now(),
         "model": ctx.model_name,
         "system_fingerprint": FINGERPRINT,

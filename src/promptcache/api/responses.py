@@ -123,7 +123,9 @@ async def create_response(
     new_input = _input_messages(req)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
     rendered = render_prompt(ctx.tokenizer, system + history + new_input)
+    draft = _Draft(req, ctx.model_name)
     request = GenerationRequest(
+        request_id=draft.id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
         params=sampling_params(req.max_output_tokens, req.temperature, req.top_p),
         cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
@@ -132,7 +134,6 @@ async def create_response(
         api_key_id=caller.key_id,
     )
     handle = ctx.submit(request, "input")
-    draft = _Draft(req, ctx.model_name)
     conversation = history + new_input
     if req.stream:
         events = _stream(handle.outputs(), draft, ctx, tenant, conversation)

@@ -1,8 +1,10 @@
-"""`GET /v1/promptcache/usage`: the ledger's report over HTTP (an extension of OpenAI's API).
+"""The ledger over HTTP (extensions of OpenAI's API).
 
-Query parameters as `promptcache usage`: `since`, `until` (ISO date/time in UTC, or unix
-seconds), `model`, `by` (day | tenant | model | key), and `tenant` for the admin key.
-A tenant sees only its own requests; only the admin key sees every tenant's.
+`GET /v1/promptcache/usage`: query parameters as `promptcache usage`: `since`, `until`
+(ISO date/time in UTC, or unix seconds), `model`, `by` (day | tenant | model | key), and
+`tenant` for the admin key. `GET /v1/promptcache/requests/{id}/cache`: one request's usage
+and miss diagnosis. A tenant sees only its own requests; only the admin key sees every
+tenant's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 
 from promptcache.api.auth import Caller
 from promptcache.api.errors import APIError, invalid
+from promptcache.ledger.diagnosis import Diagnosis
 from promptcache.ledger.report import GROUPS, UsageQuery, parse_time, total, usage
+from promptcache.ledger.store import read_rows
 
 
 def usage_report(
@@ -46,6 +50,37 @@ def usage_report(
         "tenant": query.tenant,
         "data": [g.to_dict() for g in groups],
         "total": total(groups).to_dict(),
+    }
+
+
+def request_cache(path: Path | None, caller: Caller, request_id: str) -> dict[str, Any]:
+    """One request's cache usage and diagnosis (404 for another tenant's, as for none)."""
+    rows = read_rows(path, "request_id = ?", [request_id]) if path is not None else []
+    mine = [r for r in rows if caller.admin or r.tenant == caller.tenant]
+    if not mine:
+        raise APIError(
+            404,
+            f"No request with id '{request_id}' in the usage ledger.",
+            "invalid_request_error",
+            "request_id",
+            "not_found",
+        )
+    row = mine[-1]
+    found = Diagnosis.from_json(row.diagnosis).to_dict() if row.diagnosis else None
+    return {
+        "object": "promptcache.request_cache",
+        "request_id": row.request_id,
+        "outcome": row.outcome,
+        "retention": row.retention,
+        "prompt_cache_key": row.prompt_cache_key,
+        "usage": {
+            "prompt_tokens": row.prompt_tokens,
+            "cached_tokens": row.cached_tokens,
+            "cache_write_tokens": row.cache_write_tokens,
+            "reused_tokens": row.reused_tokens,
+            "output_tokens": row.output_tokens,
+        },
+        "diagnosis": found,
     }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.evictions import EvictedBlock
 from promptcache.cache.settings import CacheSettings
 
 
@@ -34,6 +35,7 @@ class CacheMatch:
     hit_tokens: int  # tokens reused physically == len(block_ids) * block_size
     matched_tokens: int  # tokens of the longest cached run, before the last-token limit
     reason: MatchReason
+    evicted: EvictedBlock | None = None  # the block after the match, if it was evicted lately
 
     @property
     def wait(self) -> bool:

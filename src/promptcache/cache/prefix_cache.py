@@ -71,7 +71,11 @@ class PrefixCache:
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
         reason = self._reason(handle, matched_tokens, hit)
-        return CacheMatch(matched[: hit // self.block_size], hit, matched_tokens, reason)
+        evicted = None
+        if len(matched) < len(hashes):  # did the prefix go on, and leave for room?
+            evicted = self.pool.recently_evicted(hashes[len(matched)])
+        blocks = matched[: hit // self.block_size]
+        return CacheMatch(blocks, hit, matched_tokens, reason, evicted)
 
     def on_admit(self, handle: CacheHandle, match: CacheMatch, prompt_len: int) -> None:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's

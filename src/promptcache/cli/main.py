@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from promptcache.cli.bench import add_bench_parser, run_bench_command
+from promptcache.cli.diagnose import (
+    add_diagnose_parsers,
+    run_diagnose_command,
+    run_lint_command,
+)
 from promptcache.cli.settings import (
     add_config_file_flag,
     add_config_flags,
@@ -54,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="convert the model once and print its folder")
     _add_model_flags(prep)
     add_usage_parser(sub)
+    add_diagnose_parsers(sub)
     return parser
 
 
@@ -84,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_bench_command(args)
         if args.command == "usage":
             return run_usage_command(args)
+        if args.command == "diagnose":
+            return run_diagnose_command(args)
+        if args.command == "lint":
+            return run_lint_command(args)
         return _generate(args)
     except (ModelLoadError, ValueError) as exc:
         print(f"promptcache: error: {exc}", file=sys.stderr)
@@ -149,6 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.openmp import run_on_temporary_thread
     from promptcache.ledger.books import Books
+    from promptcache.ledger.diagnosis import PromptHistory, Rules
     from promptcache.ledger.prices import PriceTable
     from promptcache.ledger.store import LEDGER_FILE, Ledger
     from promptcache.model.bundled import BUNDLED_MODEL_ID
@@ -167,7 +178,21 @@ def _serve(args: argparse.Namespace) -> int:
     books = None
     if server.enable_ledger:
         row, price = prices.for_model(name, server.price_model)
-        books = Books(Ledger(data_dir / LEDGER_FILE), name, row, price)
+        books = Books(
+            Ledger(data_dir / LEDGER_FILE),
+            name,
+            row,
+            price,
+            rules=Rules(
+                engine_config.block_size,
+                engine_config.min_prompt_tokens,
+                engine_config.increment,
+                engine_config.usage_rules == "openai",
+                engine_config.enable_prefix_caching,
+            ),
+            decode=lambda ids: str(model.tokenizer.decode(ids)),
+            history=PromptHistory(server.diagnosis_history),
+        )
         log.info("usage ledger in %s (prices: %s)", data_dir / LEDGER_FILE, row)
     app = create_app(engine, name, keys, store, server.max_queue, books=books)
     if keys.open:

@@ -32,10 +32,13 @@ class CacheReport:
     matched_tokens: int  # longest cached run found (reuse stops short of the last token)
     reason: str  # a `promptcache.cache.handle.MatchReason` value
     waited_steps: int  # steps waited for a prefix another request was computing
+    evicted_at: float | None = None  # the match's next block was evicted then (unix time)
+    evicted_retention: str | None = None  # ... and had this retention
 
     @classmethod
     def of(cls, handle: CacheHandle) -> CacheReport:
         s = handle.settings
+        evicted = handle.admission.evicted if handle.admission is not None else None
         return cls(
             tenant=s.tenant,
             retention=s.retention.value,
@@ -43,6 +46,8 @@ class CacheReport:
             matched_tokens=handle.matched_tokens,
             reason=handle.reason.value,
             waited_steps=handle.waited_steps,
+            evicted_at=evicted.evicted_at if evicted else None,
+            evicted_retention=evicted.retention.value if evicted else None,
         )
 
 

@@ -1,12 +1,14 @@
 """The books of one server: its ledger, its served model's name and price, and the
-end-of-request hook that turns every request into a row."""
+end-of-request hook that turns every request into a row with its miss diagnosis."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from promptcache.engine.lifecycle import RequestRecord
+from promptcache.ledger.diagnosis import PromptHistory, Rules, diagnose
 from promptcache.ledger.prices import Price
 from promptcache.ledger.rows import LedgerRow
 from promptcache.ledger.store import Ledger
@@ -18,7 +20,19 @@ class Books:
     model: str  # the served model's name, as clients ask for it
     price_row: str  # the name of the price row that applies
     price: Price
+    rules: Rules | None = None  # the cache's rules; None: no diagnosis
+    decode: Callable[[list[int]], str] = field(default=lambda ids: "")
+    history: PromptHistory = field(default_factory=lambda: PromptHistory(64))
 
     def on_request_end(self, record: RequestRecord) -> asyncio.Future[None] | None:
-        """The end-of-request hook: queue the row; the future resolves once committed."""
-        return self.ledger.record(LedgerRow.of(record, self.model, self.price_row, self.price))
+        """The end-of-request hook: diagnose, then queue the row; the future resolves once
+        the row is committed."""
+        found = None
+        if self.rules is not None:
+            found = diagnose(record, self.rules, self.history, self.decode)
+            if record.usage is not None:
+                tenant = record.request.cache.tenant
+                self.history.add(tenant, record.request_id, record.request.token_ids)
+        text = found.to_json() if found is not None else None
+        row = LedgerRow.of(record, self.model, self.price_row, self.price, text)
+        return self.ledger.record(row)

@@ -40,9 +40,17 @@ class LedgerRow:
     matched_tokens: int | None
     error: str | None
     worker: str | None = None
+    diagnosis: str | None = None  # JSON of `promptcache.ledger.diagnosis.Diagnosis`
 
     @classmethod
-    def of(cls, record: RequestRecord, model: str, price_row: str, price: Price) -> LedgerRow:
+    def of(
+        cls,
+        record: RequestRecord,
+        model: str,
+        price_row: str,
+        price: Price,
+        diagnosis: str | None = None,
+    ) -> LedgerRow:
         req, u = record.request, record.usage
         prompt = u.prompt_tokens if u else len(req.token_ids)
         cached, write = (u.cached_tokens, u.cache_write_tokens) if u else (0, 0)
@@ -73,6 +81,7 @@ class LedgerRow:
             cache_reason=record.cache.reason if record.cache else None,
             matched_tokens=record.cache.matched_tokens if record.cache else None,
             error=record.error,
+            diagnosis=diagnosis,
         )
 
     @staticmethod

@@ -57,6 +57,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_tenant_time ON requests (tenant, time);
     CREATE INDEX requests_request_id ON requests (request_id);
     """,
+    "ALTER TABLE requests ADD COLUMN diagnosis TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 LEDGER_FILE = "ledger.sqlite3"  # under the server's data dir
@@ -160,18 +161,25 @@ class Ledger:
     # -- reading --------------------------------------------------------------------------
 
     def rows(self, where: str = "", args: Sequence[object] = ()) -> list[LedgerRow]:
-        """Rows matching an SQL condition over the columns, oldest first (for tests and
-        diagnosis)."""
-        cols = LedgerRow.columns()
-        sql = f"SELECT {', '.join(cols)} FROM requests"
-        if where:
-            sql += f" WHERE {where}"
-        reader = sqlite3.connect(str(self.path), timeout=30)
-        try:
-            found = reader.execute(sql + " ORDER BY id", tuple(args)).fetchall()
-        finally:
-            reader.close()
-        return [LedgerRow(*r) for r in found]
+        """Rows matching an SQL condition over the columns, oldest first."""
+        return read_rows(self.path, where, args)
+
+
+def read_rows(path: Path, where: str = "", args: Sequence[object] = ()) -> list[LedgerRow]:
+    """Rows of the ledger at `path` matching an SQL condition, oldest first (none when the
+    file does not exist yet)."""
+    if not path.exists():
+        return []
+    cols = LedgerRow.columns()
+    sql = f"SELECT {', '.join(cols)} FROM requests"
+    if where:
+        sql += f" WHERE {where}"
+    reader = sqlite3.connect(str(path), timeout=30)
+    try:
+        found = reader.execute(sql + " ORDER BY id", tuple(args)).fetchall()
+    finally:
+        reader.close()
+    return [LedgerRow(*r) for r in found]
 
 
 def _resolve(done: asyncio.Future[None]) -> None:

@@ -1,0 +1,259 @@
+"""Why a request's `cached_tokens` is what it is: the miss diagnosis.
+
+Inputs: the request's prompt and message spans, its usage, the cache's report (the longest
+cached run, whether the block after it was evicted lately, steps waited), the usage rules,
+and this tenant's recent prompts (`PromptHistory`, in memory, per tenant). Never another
+tenant's: the history is keyed by tenant and the cache's chains are salted by it.
+
+Reasons, first that applies:
+    disabled        prefix caching is off
+    below_minimum   the prompt is shorter than min_prompt_tokens: reported as 0 (OpenAI's
+                    rules), whatever was reused physically
+    hit             everything reusable was reused and reported (the whole prompt, or all it
+                    shared with an earlier prompt up to its last message, the new input)
+    rounded         as `hit`, but the report is rounded down to the increment
+    waited          a hit, after waiting for a request in flight that computed the prefix
+    evicted         the prefix went on in the cache, but its next block was evicted for room
+    no_prefix       nothing of this tenant's matched the prompt's start (no earlier prompt
+                    of this tenant is remembered, or none shares even its first token)
+    diverged        the closest earlier prompt of this tenant agreed up to token K, then the
+                    two differ: the message, a text window around K in both, and what looks
+                    dynamic there (a timestamp, date, UUID, counter, random id)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from promptcache.engine.lifecycle import RequestRecord
+from promptcache.ledger.dynamic import changed_kinds
+from promptcache.model.chat import MessageSpan
+
+WINDOW_TOKENS = 24  # tokens of text shown on each side of a divergence
+MAX_TENANTS = 1024  # tenants whose recent prompts are remembered (least recent dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The cache's rules the diagnosis explains."""
+
+    block_size: int
+    min_prompt_tokens: int
+    increment: int
+    openai_rules: bool  # usage_rules == "openai"
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    reason: str
+    summary: str
+    prompt_tokens: int
+    cached_tokens: int
+    reused_tokens: int
+    matched_tokens: int
+    diverged_at: int | None = None  # token position where it left the closest earlier prompt
+    earlier_request_id: str | None = None
+    message_index: int | None = None  # the message holding that position
+    message_role: str | None = None
+    this_text: str | None = None  # text around the divergence, this prompt
+    earlier_text: str | None = None  # ... and the earlier one
+    dynamic: tuple[str, ...] = ()
+    evicted_at: float | None = None
+    waited_steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Diagnosis:
+        data = json.loads(text)
+        data["dynamic"] = tuple(data.get("dynamic", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    request_id: str | None
+    token_ids: list[int]
+
+
+class PromptHistory:
+    """Each tenant's most recent prompts (`per_tenant` of them), for `diverged`."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._tenants: OrderedDict[str | None, deque[_Prompt]] = OrderedDict()
+
+    def closest(self, tenant: str | None, token_ids: list[int]) -> tuple[_Prompt | None, int]:
+        """The remembered prompt of `tenant` sharing the longest token prefix, and its length."""
+        best, best_len = None, 0
+        for p in self._tenants.get(tenant, ()):
+            n = common_prefix(p.token_ids, token_ids)
+            if best is None or n > best_len:
+                best, best_len = p, n
+        return best, best_len
+
+    def add(self, tenant: str | None, request_id: str | None, token_ids: list[int]) -> None:
+        if self.per_tenant <= 0:
+            return
+        prompts = self._tenants.pop(tenant, None) or deque(maxlen=self.per_tenant)
+        prompts.append(_Prompt(request_id, token_ids))
+        self._tenants[tenant] = prompts
+        while len(self._tenants) > MAX_TENANTS:
+            self._tenants.popitem(last=False)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix (binary search over C-speed slice compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+Decode = Callable[[list[int]], str]
+
+
+def diagnose(
+    record: RequestRecord, rules: Rules, history: PromptHistory, decode: Decode
+) -> Diagnosis | None:
+    """The diagnosis of a request that ran (None for one rejected before any output)."""
+    u, report = record.usage, record.cache
+    if u is None or report is None:
+        return None
+    base = {
+        "prompt_tokens": u.prompt_tokens,
+        "cached_tokens": u.cached_tokens,
+        "reused_tokens": u.reused_tokens,
+        "matched_tokens": report.matched_tokens,
+        "waited_steps": report.waited_steps,
+    }
+    found = _first_reason(record, rules, history, decode, base)
+    if found.reason in ("hit", "rounded") and report.waited_steps:
+        summary = (
+            f"reused {u.reused_tokens} tokens (reported {u.cached_tokens}) after waiting "
+            f"{report.waited_steps} step(s) for a request in flight that computed the prefix"
+        )
+        return replace(found, reason="waited", summary=summary)
+    return found
+
+
+def _first_reason(
+    record: RequestRecord,
+    rules: Rules,
+    history: PromptHistory,
+    decode: Decode,
+    base: dict[str, int],
+) -> Diagnosis:
+    assert record.usage is not None and record.cache is not None
+    u, report, tokens = record.usage, record.cache, record.request.token_ids
+    reason, summary = _simple_reason(rules, u.prompt_tokens, u.cached_tokens, u.reused_tokens)
+    if reason is not None:
+        return Diagnosis(reason, summary, **base)  # type: ignore[arg-type]
+    if report.evicted_at is not None:
+        summary = (
+            f"reused {u.reused_tokens} tokens; the cached prefix went on but its next block "
+            f"({report.evicted_retention}) was evicted for room"
+        )
+        return Diagnosis("evicted", summary, evicted_at=report.evicted_at, **base)  # type: ignore[arg-type]
+    earlier, k = history.closest(record.request.cache.tenant, tokens)
+    if earlier is None or k == 0:
+        summary = "nothing of this tenant's earlier prompts matched the prompt's start"
+        return Diagnosis("no_prefix", summary, **base)  # type: ignore[arg-type]
+    messages = record.request.messages
+    span = _span_at(messages, k)
+    whole_blocks = k // rules.block_size * rules.block_size
+    if span is not None and span is messages[-1] and u.reused_tokens >= whole_blocks:
+        return _new_input(span, earlier, k, rules, base)
+    return _diverged(span, tokens, earlier, k, decode, base)
+
+
+def _span_at(messages: tuple[MessageSpan, ...], k: int) -> MessageSpan | None:
+    """The message whose content holds token position `k` (or the first one after it)."""
+    return next((m for m in messages if m.content_end is not None and m.content_end > k), None)
+
+
+def _new_input(
+    span: MessageSpan, earlier: _Prompt, k: int, rules: Rules, base: dict[str, int]
+) -> Diagnosis:
+    """The prompt shared everything with an earlier one up to its last message (the new
+    input): the cache reused all of that it could, in whole blocks."""
+    reused, cached = base["reused_tokens"], base["cached_tokens"]
+    reason = "rounded" if cached < reused else "hit"
+    how = f", reported {cached} (rounded down to the {rules.increment}-token increment)"
+    summary = (
+        f"shared {k} tokens with an earlier prompt, up to the new input (message "
+        f"{span.index}, {span.role}); reused all of it in whole blocks: {reused} tokens"
+        f"{how if reason == 'rounded' else ''}"
+    )
+    return Diagnosis(
+        reason,
+        summary,
+        diverged_at=k,
+        earlier_request_id=earlier.request_id,
+        message_index=span.index,
+        message_role=span.role,
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _simple_reason(rules: Rules, prompt: int, cached: int, reused: int) -> tuple[str | None, str]:
+    if not rules.enabled:
+        return "disabled", "prefix caching is off on this server"
+    if rules.openai_rules and prompt < rules.min_prompt_tokens:
+        return "below_minimum", (
+            f"the prompt has {prompt} tokens, under the {rules.min_prompt_tokens}-token minimum: "
+            f"cached_tokens is reported as 0 (reused physically: {reused})"
+        )
+    reusable = (prompt - 1) // rules.block_size * rules.block_size
+    if reused < reusable:
+        return None, ""
+    if cached < reused:
+        return "rounded", (
+            f"reused {reused} tokens; reported {cached}, rounded down to the "
+            f"{rules.increment}-token increment"
+        )
+    return "hit", f"reused every reusable token ({reused}; the last prompt token is computed)"
+
+
+def _diverged(
+    span: MessageSpan | None,
+    tokens: list[int],
+    earlier: _Prompt,
+    k: int,
+    decode: Decode,
+    base: dict[str, int],
+) -> Diagnosis:
+    this_text = decode(tokens[max(0, k - WINDOW_TOKENS) : k + WINDOW_TOKENS])
+    earlier_text = decode(earlier.token_ids[max(0, k - WINDOW_TOKENS) : k + WINDOW_TOKENS])
+    dynamic = tuple(changed_kinds(this_text, earlier_text))
+    where = f" in message {span.index} ({span.role})" if span else ""
+    hint = f"; looks dynamic there: {', '.join(dynamic)}" if dynamic else ""
+    summary = (
+        f"this prompt left the closest earlier prompt of this tenant at token {k}{where}"
+        f"{hint}: keep content that changes at the end of the prompt"
+    )
+    return Diagnosis(
+        "diverged",
+        summary,
+        diverged_at=k,
+        earlier_request_id=earlier.request_id,
+        message_index=span.index if span else None,
+        message_role=span.role if span else None,
+        this_text=this_text,
+        earlier_text=earlier_text,
+        dynamic=dynamic,
+        **base,
+    )

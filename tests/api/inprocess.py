@@ -1,0 +1,126 @@
+"""An in-process server for tests: uvicorn in a thread serving the real app and engine
+(bundled model, float32), with a spy on the engine's sequences, the end-of-request
+records, and the usage ledger with its diagnosis."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from promptcache.api.app import create_app
+from promptcache.api.auth import KeyRing
+from promptcache.api.store import ResponseStore
+from promptcache.config import EngineConfig
+from promptcache.engine.lifecycle import RequestHooks, RequestRecord
+from promptcache.engine.llm_engine import LLMEngine
+from promptcache.engine.request import PreparedRequest
+from promptcache.engine.sequence import Sequence
+from promptcache.ledger.books import Books
+from promptcache.ledger.diagnosis import PromptHistory, Rules
+from promptcache.ledger.prices import OPENAI_PRICES
+from promptcache.ledger.store import Ledger
+from promptcache.model.loader import LoadedModel
+
+MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class Running:
+    base_url: str
+    engine: LLMEngine
+    sequences: list[Sequence]
+    records: list[RequestRecord]
+    ledger: Ledger
+
+    def client(self, key: str = "k") -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=120)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.base_url}/metrics", timeout=10).text
+
+
+@pytest.fixture
+def running(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20))
+
+
+@pytest.fixture
+def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact"))
+
+
+TENANT_KEYS = {"sk-a": "tenant-a", "sk-b": "tenant-b"}
+
+
+@pytest.fixture
+def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    keys = KeyRing(TENANT_KEYS, admin_key="sk-admin")
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
+
+
+def _serve(
+    bundled: LoadedModel, tmp_path: Path, config: EngineConfig, keys: KeyRing | None = None
+) -> Iterator[Running]:
+    engine = LLMEngine(bundled, config)
+    sequences: list[Sequence] = []
+    add = engine.add
+
+    def spy(prepared: PreparedRequest) -> Sequence:  # the real `add`, remembering its result
+        seq = add(prepared)
+        sequences.append(seq)
+        return seq
+
+    engine.add = spy  # type: ignore[method-assign]
+    hooks = RequestHooks()
+    records: list[RequestRecord] = []
+    hooks.subscribe(records.append)
+    store = ResponseStore(tmp_path / "responses.sqlite3")
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    rules = Rules(
+        config.block_size,
+        config.min_prompt_tokens,
+        config.increment,
+        config.usage_rules == "openai",
+    )
+    books = Books(
+        ledger,
+        MODEL,
+        "gpt-5-mini",
+        OPENAI_PRICES["gpt-5-mini"],
+        rules=rules,
+        decode=lambda ids: str(bundled.tokenizer.decode(ids)),
+        history=PromptHistory(16),
+    )
+    keys = keys or KeyRing(None)
+    app = create_app(engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield Running(f"http://127.0.0.1:{port}", engine, sequences, records, ledger)
+    server.should_exit = True
+    thread.join(60)
+
+
+def wait_for(predicate: object, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
