@@ -120,6 +120,7 @@ def test_overload_is_429_and_disconnect_frees_blocks(small_queue: Server) -> Non
     long = {
         **GOOD,
         "max_tokens": 400,
+        "temperature": 0,  # greedy: a 400-token story, never an early stop
         "stream": True,
         "messages": [{"role": "user", "content": "Tell me a very long story."}],
     }
@@ -159,6 +160,7 @@ def test_non_streamed_request_aborts_when_its_client_leaves(small_queue: Server)
     body = {
         **GOOD,
         "max_tokens": 400,
+        "temperature": 0,  # greedy: a 400-token story, never an early stop
         "messages": [{"role": "user", "content": "Tell me a very long story."}],
     }
     client = httpx.Client(base_url=small_queue.base_url, timeout=1.5)

@@ -18,6 +18,7 @@ from promptcache.api import errors
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
 from promptcache.api.context import ServerContext
+from promptcache.api.dashboard import dashboard_response
 from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
@@ -91,6 +92,11 @@ def _usage_route(app: FastAPI, keys: KeyRing, ledger: Path | None) -> None:
     ) -> dict[str, Any]:
         caller = keys.caller(authorization)
         return usage_report(ledger, caller, since, until, model, by, tenant)
+
+    @app.get("/dashboard", response_model=None, include_in_schema=False)
+    async def dashboard(request: Request) -> Response:
+        ctx: ServerContext = request.app.state.ctx
+        return dashboard_response(request, keys, ledger, ctx.engine.stats(), ctx.model_name)
 
     @app.get("/v1/promptcache/requests/{request_id}/cache")
     async def request_cache_route(

@@ -29,6 +29,7 @@ class APIError(Exception):
             param,
             code,
         )
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. WWW-Authenticate)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -46,7 +47,7 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
 
 
 def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
 
 
 async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 tenant, model or API key, for `promptcache usage` and `GET /v1/promptcache/usage`.
 
 Tokens and costs sum the requests that produced output (rejected ones cost nothing and
-have no usage); the request count includes every row. Days are UTC.
+have no usage); the request count includes every row. Hours and days are UTC.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-GroupBy = Literal["day", "tenant", "model", "key"]
+from promptcache.ledger.rows import LedgerRow
+from promptcache.ledger.store import read_rows
+
+GroupBy = Literal["hour", "day", "tenant", "model", "key"]
 GROUPS: dict[str, str] = {
+    "hour": "strftime('%Y-%m-%d %H:00', time, 'unixepoch')",
     "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
     "tenant": "COALESCE(tenant, '-')",
     "model": "model",
@@ -130,3 +134,14 @@ def table(groups: list[UsageGroup], by: str) -> str:
         for g in [*groups, total(groups)]
     ]
     return head + "\n".join(lines) + "\n"
+
+
+def recent_misses(path: Path, tenant: str | None, limit: int = 20) -> list[LedgerRow]:
+    """The newest rows (of `tenant`, or all when None) whose diagnosis is not a hit."""
+    hits = "('hit', 'rounded', 'waited')"
+    where = f"diagnosis IS NOT NULL AND json_extract(diagnosis, '$.reason') NOT IN {hits}"
+    args: list[object] = []
+    if tenant is not None:
+        where += " AND tenant = ?"
+        args.append(tenant)
+    return read_rows(path, where, args, newest=limit)

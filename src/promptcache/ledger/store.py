@@ -165,9 +165,11 @@ class Ledger:
         return read_rows(self.path, where, args)
 
 
-def read_rows(path: Path, where: str = "", args: Sequence[object] = ()) -> list[LedgerRow]:
-    """Rows of the ledger at `path` matching an SQL condition, oldest first (none when the
-    file does not exist yet)."""
+def read_rows(
+    path: Path, where: str = "", args: Sequence[object] = (), newest: int | None = None
+) -> list[LedgerRow]:
+    """Rows of the ledger at `path` matching an SQL condition, oldest first; with `newest`,
+    only the newest that many, newest first (none when the file does not exist yet)."""
     if not path.exists():
         return []
     cols = LedgerRow.columns()
@@ -176,7 +178,8 @@ def read_rows(path: Path, where: str = "", args: Sequence[object] = ()) -> list[
         sql += f" WHERE {where}"
     reader = sqlite3.connect(str(path), timeout=30)
     try:
-        found = reader.execute(sql + " ORDER BY id", tuple(args)).fetchall()
+        order = " ORDER BY id" if newest is None else f" ORDER BY id DESC LIMIT {int(newest)}"
+        found = reader.execute(sql + order, tuple(args)).fetchall()
     finally:
         reader.close()
     return [LedgerRow(*r) for r in found]
