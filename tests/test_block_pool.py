@@ -8,6 +8,7 @@ import pytest
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, hash_block, seed_hash
 from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
+from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
 
@@ -175,3 +176,75 @@ def test_eviction_record_is_bounded() -> None:
     [x] = pool.allocate(1)
     pool.register(x, _h(13), KEEP)
     assert pool.recently_evicted(_h(13)) is None
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _cached_block(pool: BlockPool, h: BlockHash, retention: Retention) -> int:
+    [b] = pool.allocate(1)
+    assert pool.register(b, h, retention)
+    pool.free([b])
+    return b
+
+
+def test_in_memory_block_dropped_after_its_idle_time() -> None:
+    clock = FakeClock()
+    pool = BlockPool(4, eviction_history=8, clock=clock)
+    b = _cached_block(pool, _h(1), KEEP)
+    clock.now += 600  # exactly the ttl: still kept
+    assert pool.match([_h(1)]) == [b]
+    clock.now += 1
+    assert pool.match([_h(1)]) == []  # dropped lazily at lookup
+    assert pool.counters.blocks_expired == 1 and pool.counters.blocks_evicted == 0
+    record = pool.recently_evicted(_h(1))
+    assert record is not None and record.expired
+    pool.check_integrity([])
+
+
+def test_in_memory_block_dropped_after_its_maximum_even_when_reused() -> None:
+    clock = FakeClock()
+    pool = BlockPool(4, clock=clock)
+    b = _cached_block(pool, _h(2), KEEP)
+    for _ in range(11):  # reused every 5 minutes: never idle past 10 minutes
+        clock.now += 300
+        assert pool.match([_h(2)]) == [b]
+        pool.acquire([b], KEEP)
+        pool.free([b])
+    clock.now += 301  # 3,601 s since first cached
+    pool.acquire([b], KEEP)  # even while in use, it is no longer shared
+    assert pool.match([_h(2)]) == []
+    pool.free([b])
+    pool.check_integrity([])
+
+
+def test_24h_block_kept_and_longest_retention_wins() -> None:
+    clock = FakeClock()
+    pool = BlockPool(4, clock=clock)
+    long = _cached_block(pool, _h(3), Retention.EXTENDED)
+    shared = _cached_block(pool, _h(4), KEEP)
+    pool.acquire([shared], Retention.EXTENDED)  # a 24h reader of an in_memory block
+    pool.free([shared])
+    clock.now += 2 * 3600
+    assert pool.match([_h(3)]) == [long] and pool.match([_h(4)]) == [shared]
+    clock.now += 22 * 3600 + 1  # a day and a second since last use
+    assert pool.sweep() == 2  # the sweep drops them without a lookup
+    assert pool.num_cached == 0 and pool.counters.blocks_expired == 2
+    pool.check_integrity([])
+
+
+def test_sweep_runs_at_most_every_interval() -> None:
+    clock = FakeClock()
+    pool = BlockPool(4, retention=RetentionPolicy(in_memory_ttl=1), clock=clock)
+    _cached_block(pool, _h(5), KEEP)
+    clock.now += 2  # expired, but the last sweep (at creation) was 2 s ago
+    assert pool.sweep() == 0 and pool.num_cached == 1
+    assert pool.sweep(force=True) == 1 and pool.num_cached == 0
+    _cached_block(pool, _h(6), KEEP)
+    clock.now += 10
+    assert pool.sweep() == 1

@@ -48,6 +48,7 @@ def test_generate_json() -> None:
         "waited_steps": 0,
         "evicted_at": None,
         "evicted_retention": None,
+        "evicted_expired": False,
     }
     assert 0 < out["ttft_s"] <= out["total_s"]
     assert "dtype float32" in done.stderr

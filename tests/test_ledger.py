@@ -199,3 +199,30 @@ def test_diagnose_two_prompts_and_lint(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"{stamped}:1: timestamp '2026-11-27T10:15:02Z'" in out
     assert main(["lint", str(a), "--min-prompt-tokens", "64"]) == 0  # the date comes later
     assert "no dynamic content in the first 64 tokens" in capsys.readouterr().out
+
+
+def test_expired_and_evicted_reasons() -> None:
+    from promptcache.engine.lifecycle import Outcome, RequestRecord
+    from promptcache.engine.outputs import CacheReport, Usage
+    from promptcache.engine.request import GenerationRequest
+    from promptcache.ledger.diagnosis import PromptHistory, Rules, diagnose
+
+    def record(expired: bool) -> RequestRecord:
+        report = CacheReport(None, "in_memory", None, 512, "full", 0, DAY1, "in_memory", expired)
+        return RequestRecord(
+            request_id="r",
+            endpoint="chat.completions",
+            outcome=Outcome.FINISHED,
+            request=GenerationRequest(list(range(2000))),
+            finish_reason="stop",
+            usage=Usage(2000, 0, 0, 1, reused_tokens=512, written_tokens=1472),
+            cache=report,
+            ttft_s=0.1,
+            latency_s=0.2,
+            error=None,
+        )
+
+    rules = Rules(16, 1024, 128, openai_rules=True)
+    for expired, reason in ((True, "expired"), (False, "evicted")):
+        found = diagnose(record(expired), rules, PromptHistory(4), lambda ids: "")
+        assert found is not None and found.reason == reason and found.evicted_at == DAY1

@@ -340,3 +340,43 @@ def test_shared_prefix_below_the_minimum_is_reused_with_identical_outputs(
     assert [o.usage.reused_tokens for o in got] == [0, 992, 992]  # 62 shared blocks
     assert [o.usage.cached_tokens for o in got] == [0, 0, 0]  # under 1,024: reported as 0
     assert on.stats()["prompt_tokens_reused"] == 1984
+
+
+def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) -> None:
+    from promptcache.cache.settings import CacheSettings, Retention
+    from promptcache.config import EngineConfig
+    from promptcache.engine.request import GenerationRequest
+
+    class Clock:
+        now = 1_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    engine = LLMEngine(tiny_long, EngineConfig(kv_cache_bytes=16 << 20), clock=clock)
+    day, hour = _tokens(1300, seed=30), _tokens(1300, seed=31)
+    params = SamplingParams(max_tokens=4, temperature=0)
+
+    def run(prompt: list[int], retention: Retention) -> RequestOutput:
+        request = GenerationRequest(prompt, params, CacheSettings(retention=retention))
+        rid = engine.submit(request)
+        final = None
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.request_id == rid and out.finished:
+                    final = out
+            engine.check_integrity()
+        assert final is not None
+        return final
+
+    first = run(day, Retention.EXTENDED)
+    run(hour, Retention.IN_MEMORY)
+    clock.now += 2 * 3600  # two idle hours: past in_memory's 10 minutes, well within 24h
+    again = run(day, Retention.EXTENDED)
+    assert again.usage.cached_tokens == 1280 and again.token_ids == first.token_ids
+    gone = run(hour, Retention.IN_MEMORY)
+    assert gone.usage.reused_tokens == 0 and gone.cache is not None
+    assert gone.cache.evicted_expired and gone.cache.evicted_retention == "in_memory"
+    assert engine.stats()["blocks_expired_total"] >= 81  # the in_memory prompt's blocks
+    assert engine.pool.num_in_use == 0

@@ -38,6 +38,12 @@ class EngineConfig:
             to a multiple of this many tokens; a multiple of block_size. Default 128.
         eviction_history: how many recently evicted block hashes the pool remembers (with
             when and at which retention), for miss diagnosis; 0 keeps none. Default 65536.
+        in_memory_ttl: seconds an `in_memory` block may sit idle before it is dropped.
+            Default 600 (10 min).
+        in_memory_max: seconds after it was first cached that an `in_memory` block is
+            dropped, however often it is reused. Default 3600 (1 h).
+        extended_ttl: seconds a `24h` block may sit idle before it is dropped.
+            Default 86400 (24 h).
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -53,6 +59,9 @@ class EngineConfig:
     min_prompt_tokens: int = 1024
     increment: int = 128
     eviction_history: int = 65536
+    in_memory_ttl: int = 600
+    in_memory_max: int = 3600
+    extended_ttl: int = 86400
     tune_host_malloc: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +72,9 @@ class EngineConfig:
             "max_num_batched_tokens",
             "min_prompt_tokens",
             "increment",
+            "in_memory_ttl",
+            "in_memory_max",
+            "extended_ttl",
         )
         for name in positive:
             if getattr(self, name) <= 0:

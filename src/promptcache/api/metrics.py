@@ -78,6 +78,11 @@ class Metrics:
         self.blocks_cached = Gauge(
             "promptcache_kv_blocks_cached", "KV blocks in the prefix index", registry=r
         )
+        self.blocks_expired = Gauge(
+            "promptcache_kv_blocks_expired",
+            "KV blocks dropped since start because their retention ran out",
+            registry=r,
+        )
         self.blocks_total = Gauge(
             "promptcache_kv_blocks_total", "KV blocks in the pool", registry=r
         )
@@ -113,4 +118,5 @@ class Metrics:
         self.blocks_in_use.set(stats["blocks_in_use"])
         self.blocks_cached.set(stats["blocks_cached"])
         self.blocks_total.set(stats["num_blocks"])
+        self.blocks_expired.set(stats["blocks_expired_total"])
         return generate_latest(self.registry)

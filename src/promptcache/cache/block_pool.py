@@ -9,6 +9,8 @@ Every block is in exactly one state:
 Allocation takes the least recently freed block; if it was cached, its hash leaves the
 index (an eviction): the eviction listeners hear of it first, with the block's hash,
 retention and last use, so a slower tier can copy it out before the slot is reused.
+Blocks whose retention ran out are dropped too (`promptcache.cache.expiry`): lazily when a
+lookup finds one, and by a periodic sweep; listeners hear of those as expired.
 Blocks in use are never evicted. A cache hit takes blocks out of the free queue (or adds
 a holder) without copying anything. Pure bookkeeping over ids; the tensors live in
 `promptcache.engine.kv_cache`.
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock, EvictionListener, EvictionRecord
+from promptcache.cache.expiry import SWEEP_INTERVAL_S, RetentionPolicy
 from promptcache.cache.free_queue import Block, FreeQueue
 from promptcache.cache.index import HashIndex, Location, Tier
 from promptcache.cache.settings import Retention
@@ -37,15 +40,25 @@ class PoolCounters:
     """Monotonic counters since start."""
 
     blocks_evicted: int = 0
+    blocks_expired: int = 0  # dropped because their retention ran out
     blocks_cached: int = 0  # registrations into the index
 
 
 class BlockPool:
     """Hands out block ids, counts their holders and indexes full blocks by chain hash."""
 
-    def __init__(self, num_blocks: int, eviction_history: int = 0) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        eviction_history: int = 0,
+        retention: RetentionPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if num_blocks <= 0:
             raise ValueError("the KV pool needs at least one block")
+        self.retention = retention or RetentionPolicy()
+        self.clock = clock
+        self._last_sweep = clock()
         self.num_blocks = num_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_queue = FreeQueue(self.blocks)
@@ -94,7 +107,7 @@ class BlockPool:
 
         Pass a sequence's blocks last-first, so its prefix stays cached longest.
         """
-        now = time.time()
+        now = self.clock()
         for bid in block_ids:
             block = self.blocks[bid]
             if block.ref_count <= 0:
@@ -110,11 +123,17 @@ class BlockPool:
     # -- prefix cache ---------------------------------------------------------------------
 
     def match(self, hashes: Sequence[BlockHash]) -> list[int]:
-        """Block ids of the longest run of `hashes` (from the first) found in the pool."""
+        """Block ids of the longest run of `hashes` (from the first) found in the pool;
+        an expired block found on the way is dropped and ends the run."""
         out = []
+        now = self.clock()
         for h in hashes:
             loc = self.index.where(h)
             if loc is None or loc.tier is not Tier.DEVICE:
+                break
+            block = self.blocks[loc.slot]
+            if self._expired(block, now):
+                self._drop(block, expired=True)
                 break
             out.append(loc.slot)
         return out
@@ -130,7 +149,7 @@ class BlockPool:
     def acquire(self, block_ids: Iterable[int], retention: Retention) -> None:
         """Add a holder to each (cached) block, taking free ones out of the free queue; each
         keeps the longer of its retention and `retention`."""
-        now = time.time()
+        now = self.clock()
         for bid in block_ids:
             block = self.blocks[bid]
             if block.ref_count == 0:
@@ -149,6 +168,7 @@ class BlockPool:
         if block.block_hash is not None or block_hash in self.index:
             return False
         block.block_hash = block_hash
+        block.cached_at = self.clock()
         block.retention = block.retention.longest(retention)
         self.index.add(block_hash, Location(Tier.DEVICE, block_id))
         self.evicted.forget(block_hash)
@@ -168,16 +188,43 @@ class BlockPool:
         """The latest eviction of hash `h` if the bounded record still holds it."""
         return self.evicted.get(h)
 
+    def sweep(self, force: bool = False) -> int:
+        """Drop every expired block from the index (at most every `SWEEP_INTERVAL_S` unless
+        `force`); returns how many were dropped."""
+        now = self.clock()
+        if not force and now - self._last_sweep < SWEEP_INTERVAL_S:
+            return 0
+        self._last_sweep = now
+        expired = [
+            self.blocks[loc.slot]
+            for _, loc in self.index.items()
+            if loc.tier is Tier.DEVICE and self._expired(self.blocks[loc.slot], now)
+        ]
+        for block in expired:
+            self._drop(block, expired=True)
+        return len(expired)
+
+    def _expired(self, block: Block, now: float) -> bool:
+        idle = block.ref_count == 0
+        return self.retention.expired(block.retention, block.cached_at, block.last_use, idle, now)
+
     def _evict(self, block: Block) -> None:
+        self._drop(block, expired=False)
+
+    def _drop(self, block: Block, expired: bool) -> None:
+        """Take a block's hash out of the index, telling the listeners first."""
         assert block.block_hash is not None
         report = EvictedBlock(
-            block.block_id, block.block_hash, block.retention, block.last_use, time.time()
+            block.block_id, block.block_hash, block.retention, block.last_use, self.clock(), expired
         )
         for listener in self._listeners:
             listener(report)
         self.index.remove(block.block_hash)
         block.block_hash = None
-        self.counters.blocks_evicted += 1
+        if expired:
+            self.counters.blocks_expired += 1
+        else:
+            self.counters.blocks_evicted += 1
 
     # -- checks ---------------------------------------------------------------------------
 

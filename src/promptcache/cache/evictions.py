@@ -20,8 +20,9 @@ class EvictedBlock:
     block_id: int
     block_hash: BlockHash
     retention: Retention
-    last_use: float  # time.time() when a request last held or released the block
-    evicted_at: float  # time.time() of the eviction
+    last_use: float  # when a request last held or released the block (unix time)
+    evicted_at: float  # when it left the pool (unix time)
+    expired: bool = False  # its retention ran out (else: evicted for room)
 
 
 EvictionListener = Callable[[EvictedBlock], None]

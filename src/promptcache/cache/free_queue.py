@@ -24,7 +24,8 @@ class Block:
     ref_count: int = 0
     block_hash: BlockHash | None = None
     retention: Retention = Retention.IN_MEMORY
-    last_use: float = 0.0  # time.time() when a holder last acquired or released it
+    last_use: float = 0.0  # the pool's clock when a holder last acquired or released it
+    cached_at: float = 0.0  # the pool's clock when it was indexed under its hash
     prev: Block | None = None
     next: Block | None = None
     in_free_queue: bool = False

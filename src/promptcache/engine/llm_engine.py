@@ -12,13 +12,14 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.handle import CacheHandle, MatchReason
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
@@ -51,7 +52,13 @@ class _Request:
 class LLMEngine:
     """Continuous-batching generation over a paged KV cache."""
 
-    def __init__(self, model: LoadedModel, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        config: EngineConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` (unix seconds) times retention; tests pass a fake one."""
         self.model = model
         self.config = config or EngineConfig()
         self.tokenizer = model.tokenizer
@@ -61,7 +68,8 @@ class LLMEngine:
         self.kv_cache = KVCache(
             model.spec, c.block_size, c.kv_cache_bytes, model.dtype, model.device
         )
-        self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history)
+        retention = RetentionPolicy(c.in_memory_ttl, c.in_memory_max, c.extended_ttl)
+        self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history, retention, clock)
         self.policy = CachePolicy(
             c.enable_prefix_caching, c.min_prompt_tokens, c.increment, UsageRules(c.usage_rules)
         )
@@ -191,6 +199,7 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         """Run one batch step; returns an output for each request that got a token or ended."""
+        self.pool.sweep()  # drops expired blocks (at most every few seconds)
         plan = self.scheduler.schedule()
         self.num_preemptions += len(plan.preempted)
         if not plan.scheduled:
@@ -318,6 +327,7 @@ class LLMEngine:
             "prompt_tokens_written": cc.write_tokens,
             "blocks_cached_total": pc.blocks_cached,
             "blocks_evicted_total": pc.blocks_evicted,
+            "blocks_expired_total": pc.blocks_expired,
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

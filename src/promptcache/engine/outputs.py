@@ -34,6 +34,7 @@ class CacheReport:
     waited_steps: int  # steps waited for a prefix another request was computing
     evicted_at: float | None = None  # the match's next block was evicted then (unix time)
     evicted_retention: str | None = None  # ... and had this retention
+    evicted_expired: bool = False  # ... because its retention ran out (else for room)
 
     @classmethod
     def of(cls, handle: CacheHandle) -> CacheReport:
@@ -48,6 +49,7 @@ class CacheReport:
             waited_steps=handle.waited_steps,
             evicted_at=evicted.evicted_at if evicted else None,
             evicted_retention=evicted.retention.value if evicted else None,
+            evicted_expired=evicted.expired if evicted else False,
         )
 
 

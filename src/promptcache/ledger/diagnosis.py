@@ -13,6 +13,7 @@ Reasons, first that applies:
                     shared with an earlier prompt up to its last message, the new input)
     rounded         as `hit`, but the report is rounded down to the increment
     waited          a hit, after waiting for a request in flight that computed the prefix
+    expired         the prefix went on in the cache, but its next block's retention ran out
     evicted         the prefix went on in the cache, but its next block was evicted for room
     no_prefix       nothing of this tenant's matched the prompt's start (no earlier prompt
                     of this tenant is remembered, or none shares even its first token)
@@ -162,6 +163,12 @@ def _first_reason(
     reason, summary = _simple_reason(rules, u.prompt_tokens, u.cached_tokens, u.reused_tokens)
     if reason is not None:
         return Diagnosis(reason, summary, **base)  # type: ignore[arg-type]
+    if report.evicted_at is not None and report.evicted_expired:
+        summary = (
+            f"reused {u.reused_tokens} tokens; the cached prefix went on but its next block's "
+            f"retention ({report.evicted_retention}) ran out"
+        )
+        return Diagnosis("expired", summary, evicted_at=report.evicted_at, **base)  # type: ignore[arg-type]
     if report.evicted_at is not None:
         summary = (
             f"reused {u.reused_tokens} tokens; the cached prefix went on but its next block "
