@@ -9,6 +9,7 @@ import pytest
 from promptcache.cache.block_hash import BlockHash, chain_hashes, hash_block, seed_hash
 from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
 from promptcache.cache.expiry import RetentionPolicy
+from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
 
@@ -248,3 +249,20 @@ def test_sweep_runs_at_most_every_interval() -> None:
     _cached_block(pool, _h(6), KEEP)
     clock.now += 10
     assert pool.sweep() == 1
+
+
+def test_host_index_lru_pins_and_expiry() -> None:
+    clock = FakeClock()
+    host = HostIndex(2, ttl=100, clock=clock)
+    a, b, c = _h(20), _h(21), _h(22)
+    sa, sb = host.put(a), host.put(b)
+    assert {sa, sb} == {0, 1} and host.put(a) is None  # already held: only touched
+    host.pin([b])
+    assert host.put(c) == sa  # full: the least recently used unpinned entry (a) goes
+    assert host.peek(a) is None and host.peek(b) == sb and host.counters.evicted == 1
+    host.pin([c])
+    assert host.put(_h(23)) is None  # every entry is being loaded: nothing to evict
+    host.unpin([b, c])
+    clock.now += 101
+    assert host.peek(b) is None and host.counters.expired == 1  # idle past its ttl
+    host.check_integrity()

@@ -380,3 +380,73 @@ def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) 
     assert gone.cache.evicted_expired and gone.cache.evicted_retention == "in_memory"
     assert engine.stats()["blocks_expired_total"] >= 81  # the in_memory prompt's blocks
     assert engine.pool.num_in_use == 0
+
+
+def _tiered(tiny_long: LoadedModel, make_engine: Any, pool_blocks: int = 120) -> LLMEngine:
+    per_block = 16 * tiny_long.spec.kv_bytes_per_token * 4
+    return make_engine(  # type: ignore[no-any-return]
+        tiny_long, kv_cache_bytes=pool_blocks * per_block, host_cache_bytes=400 * per_block
+    )
+
+
+def _run_with(
+    engine: LLMEngine, prompt: list[int], retention: str, tenant: str | None = None
+) -> RequestOutput:
+    from promptcache.cache.settings import CacheSettings, Retention
+    from promptcache.engine.request import GenerationRequest
+
+    settings = CacheSettings(tenant=tenant, retention=Retention(retention))
+    rid = engine.submit(
+        GenerationRequest(prompt, SamplingParams(max_tokens=6, temperature=0), settings)
+    )
+    final = None
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.request_id == rid and out.finished:
+                final = out
+        engine.check_integrity()
+    assert final is not None
+    return final
+
+
+def test_24h_prefix_evicted_from_the_pool_hits_from_host(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    a, b = _tokens(1300, seed=40), _tokens(1300, seed=41)
+    off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
+    expected = _run(off, a, params=SamplingParams(max_tokens=6, temperature=0)).token_ids
+    engine = _tiered(tiny_long, make_engine)  # 120 blocks: A (82) and B (82) don't both fit
+    assert _run_with(engine, a, "24h").token_ids == expected
+    _run_with(engine, b, "in_memory")  # evicts most of A: its 24h blocks go to host memory
+    stats = engine.stats()
+    assert stats["host_writes_total"] > 0 and stats["host_blocks"] == stats["host_writes_total"]
+    again = _run_with(engine, a, "24h")
+    assert again.usage.reused_tokens == 1296 and again.usage.cached_tokens == 1280
+    assert again.token_ids == expected  # KV loaded back from host: identical float32 output
+    stats = engine.stats()
+    assert stats["host_loads_total"] > 0
+    assert stats["prompt_tokens_reused_from_host"] == stats["host_loads_total"] * 16
+    engine.host.index.check_integrity()
+
+
+def test_in_memory_blocks_are_just_dropped(tiny_long: LoadedModel, make_engine: Any) -> None:
+    a, b = _tokens(1300, seed=42), _tokens(1300, seed=43)
+    engine = _tiered(tiny_long, make_engine)
+    _run_with(engine, a, "in_memory")
+    _run_with(engine, b, "in_memory")
+    assert engine.stats()["host_writes_total"] == 0
+    assert _run_with(engine, a, "in_memory").usage.reused_tokens < 1296
+
+
+def test_tenants_never_load_each_others_host_blocks(
+    tiny_long: LoadedModel, make_engine: Any
+) -> None:
+    a, b = _tokens(1300, seed=44), _tokens(1300, seed=45)
+    engine = _tiered(tiny_long, make_engine)
+    _run_with(engine, a, "24h", tenant="tenant-a")
+    _run_with(engine, b, "24h", tenant="tenant-a")  # pushes A's blocks to host
+    assert engine.stats()["host_blocks"] > 0
+    other = _run_with(engine, a, "24h", tenant="tenant-b")
+    assert other.usage.reused_tokens == 0 and engine.stats()["host_loads_total"] == 0
+    mine = _run_with(engine, a, "24h", tenant="tenant-a")
+    assert mine.usage.reused_tokens == 1296 and engine.stats()["host_loads_total"] > 0

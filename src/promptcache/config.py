@@ -44,6 +44,9 @@ class EngineConfig:
             dropped, however often it is reused. Default 3600 (1 h).
         extended_ttl: seconds a `24h` block may sit idle before it is dropped.
             Default 86400 (24 h).
+        host_cache_bytes: byte budget of the host tier, where `24h` blocks evicted from
+            the KV pool for room are kept (pinned host memory beside a GPU, RAM on a CPU);
+            0 turns the tier off. Default 4 GiB.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -62,6 +65,7 @@ class EngineConfig:
     in_memory_ttl: int = 600
     in_memory_max: int = 3600
     extended_ttl: int = 86400
+    host_cache_bytes: int = 4 * GIB
     tune_host_malloc: bool = True
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
+        if self.host_cache_bytes < 0:
+            raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.eviction_history < 0:
             raise ValueError(f"eviction_history must be >= 0, got {self.eviction_history}")
         if self.max_model_len is not None and self.max_model_len <= 0:

@@ -83,6 +83,18 @@ class Metrics:
             "KV blocks dropped since start because their retention ran out",
             registry=r,
         )
+        self.host = {
+            key: Gauge(f"promptcache_{key}", text, registry=r)
+            for key, text in (
+                ("host_blocks", "KV blocks held in the host tier"),
+                ("host_bytes", "Bytes held in the host tier"),
+                ("host_writes_total", "Blocks copied from the KV pool to the host tier"),
+                ("host_loads_total", "Blocks copied back from the host tier for a request"),
+                ("host_evicted_total", "Host-tier blocks dropped for room"),
+                ("host_expired_total", "Host-tier blocks dropped because their retention ran out"),
+                ("prompt_tokens_reused_from_host", "Prompt tokens reused from the host tier"),
+            )
+        }
         self.blocks_total = Gauge(
             "promptcache_kv_blocks_total", "KV blocks in the pool", registry=r
         )
@@ -119,4 +131,6 @@ class Metrics:
         self.blocks_cached.set(stats["blocks_cached"])
         self.blocks_total.set(stats["num_blocks"])
         self.blocks_expired.set(stats["blocks_expired_total"])
+        for key, gauge in self.host.items():
+            gauge.set(stats.get(key, 0))
         return generate_latest(self.registry)

@@ -32,10 +32,11 @@ class CacheMatch:
     """What admission may reuse for a request."""
 
     block_ids: list[int]  # cached blocks to share, in order
-    hit_tokens: int  # tokens reused physically == len(block_ids) * block_size
+    hit_tokens: int  # tokens reused physically == (len(block_ids) + len(host_slots)) * size
     matched_tokens: int  # tokens of the longest cached run, before the last-token limit
     reason: MatchReason
     evicted: EvictedBlock | None = None  # the block after the match, if it was evicted lately
+    host_slots: list[int] = field(default_factory=list)  # host copies of the next blocks
 
     @property
     def wait(self) -> bool:

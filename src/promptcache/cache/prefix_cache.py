@@ -17,14 +17,17 @@ read through `TokenSource` and never written. Works on hashes and block ids only
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, seed_hash
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
+from promptcache.cache.host_index import HostIndex
 from promptcache.cache.policy import CachePolicy
 from promptcache.cache.settings import CacheSettings
+
+Loader = Callable[[int, int], None]  # (host slot, pool block id): copy the KV in
 
 
 @dataclass(slots=True)
@@ -34,15 +37,22 @@ class CacheCounters:
     queried_tokens: int = 0  # prompt tokens of requests admitted for the first time
     hit_tokens: int = 0  # of those, tokens reused from the cache
     write_tokens: int = 0  # prompt tokens newly added to the cache
+    host_hit_tokens: int = 0  # of the hit tokens, those loaded from the host tier
 
 
 class PrefixCache:
     """Matching, claiming and registering of full prompt blocks over a `BlockPool`."""
 
     def __init__(
-        self, pool: BlockPool, policy: CachePolicy, block_size: int, kv_identity: str
+        self,
+        pool: BlockPool,
+        policy: CachePolicy,
+        block_size: int,
+        kv_identity: str,
+        host: HostIndex | None = None,
     ) -> None:
         self.pool = pool
+        self.host = host
         self.policy = policy
         self.block_size = block_size
         self.kv_identity = kv_identity
@@ -58,24 +68,40 @@ class PrefixCache:
         return CacheHandle(settings, seed, MatchReason.NOT_FOUND)
 
     def match(self, handle: CacheHandle, seq: TokenSource) -> CacheMatch:
-        """Longest reusable cached prefix of `seq`, or a `WAITING` match."""
+        """Longest reusable cached prefix of `seq` — blocks in the pool, then copies in the
+        host tier — or a `WAITING` match."""
         if handle.seed is None:
             return CacheMatch([], 0, 0, handle.first_reason)
         n_blocks = seq.num_tokens // self.block_size
         self._extend_hashes(handle, seq, n_blocks)
         hashes = handle.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
-        matched_tokens = len(matched) * self.block_size
+        on_host = self._host_run(hashes[len(matched) :])
+        found = len(matched) + len(on_host)
+        matched_tokens = found * self.block_size
         hit = self._usable(seq, matched_tokens)
-        if self._worth_waiting(handle, seq, hashes, len(matched), hit):
+        if self._worth_waiting(handle, seq, hashes, found, hit):
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
         reason = self._reason(handle, matched_tokens, hit)
         evicted = None
-        if len(matched) < len(hashes):  # did the prefix go on, and leave for room?
-            evicted = self.pool.recently_evicted(hashes[len(matched)])
-        blocks = matched[: hit // self.block_size]
-        return CacheMatch(blocks, hit, matched_tokens, reason, evicted)
+        if found < len(hashes):  # did the prefix go on, and leave for room?
+            evicted = self.pool.recently_evicted(hashes[found])
+        n_hit = hit // self.block_size
+        blocks, loads = matched[:n_hit], on_host[: max(0, n_hit - len(matched))]
+        return CacheMatch(blocks, hit, matched_tokens, reason, evicted, loads)
+
+    def _host_run(self, hashes: list[BlockHash]) -> list[int]:
+        """Host slots of the longest run of `hashes` held in the host tier."""
+        slots: list[int] = []
+        if self.host is None:
+            return slots
+        for h in hashes:
+            slot = self.host.peek(h)
+            if slot is None:
+                break
+            slots.append(slot)
+        return slots
 
     def on_admit(self, handle: CacheHandle, match: CacheMatch, prompt_len: int) -> None:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's
@@ -87,10 +113,34 @@ class PrefixCache:
             handle.admission = match
             self.counters.queried_tokens += prompt_len
             self.counters.hit_tokens += match.hit_tokens
+            self.counters.host_hit_tokens += len(match.host_slots) * self.block_size
         if handle.seed is not None:
             prompt_blocks = prompt_len // self.block_size
-            for h in handle.block_hashes[len(match.block_ids) : prompt_blocks]:
+            start = len(match.block_ids) + len(match.host_slots)
+            for h in handle.block_hashes[start:prompt_blocks]:
                 self._claims.setdefault(h, handle)
+
+    def load_from_host(
+        self, handle: CacheHandle, match: CacheMatch, block_table: list[int], loader: Loader
+    ) -> None:
+        """Give the match's host copies pool blocks: allocate them, have `loader(slot,
+        block_id)` copy each in, index them again, and append them to `block_table`."""
+        if not match.host_slots or self.host is None:
+            return
+        first = len(match.block_ids)
+        hashes = handle.block_hashes[first : first + len(match.host_slots)]
+        self.host.pin(hashes)
+        try:
+            fresh = self.pool.allocate(len(hashes))  # may evict others into the host tier
+            for h, slot, block_id in zip(hashes, match.host_slots, fresh, strict=True):
+                loader(slot, block_id)
+                self.host.touch(h)
+                self.pool.register(block_id, h, handle.settings.retention)
+        finally:
+            self.host.unpin(hashes)
+        self.host.counters.loads += len(hashes)
+        block_table.extend(fresh)
+        handle.num_registered_blocks = len(block_table)
 
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int

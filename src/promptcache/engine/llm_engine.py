@@ -21,6 +21,7 @@ import torch
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.handle import CacheHandle, MatchReason
+from promptcache.cache.host_index import HostIndex
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheSettings
@@ -28,6 +29,7 @@ from promptcache.config import EngineConfig
 from promptcache.engine.detokenizer import Detokenizer
 from promptcache.engine.errors import RequestError
 from promptcache.engine.host_memory import tune_host_malloc
+from promptcache.engine.host_tier import HostTier
 from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
@@ -74,14 +76,26 @@ class LLMEngine:
             c.enable_prefix_caching, c.min_prompt_tokens, c.increment, UsageRules(c.usage_rules)
         )
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
-        self.cache = PrefixCache(self.pool, self.policy, c.block_size, self.kv_identity)
-        self.scheduler = Scheduler(c, self.pool, self.cache)
+        self.host = self._host_tier(clock)
+        host_index = self.host.index if self.host else None
+        self.cache = PrefixCache(self.pool, self.policy, c.block_size, self.kv_identity, host_index)
+        loader = self.host.load if self.host else None
+        self.scheduler = Scheduler(c, self.pool, self.cache, loader)
         self.runner = ModelRunner(model.module, self.kv_cache)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_ids()
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
         self.num_preemptions = 0
+
+    def _host_tier(self, clock: Callable[[], float]) -> HostTier | None:
+        c = self.config
+        slots = HostTier.slots_for(self.kv_cache, c.host_cache_bytes)
+        if not c.enable_prefix_caching or slots == 0:
+            return None
+        tier = HostTier(self.kv_cache, c.host_cache_bytes, HostIndex(slots, c.extended_ttl, clock))
+        self.pool.add_eviction_listener(tier.on_evict)
+        return tier
 
     def _max_model_len(self) -> int:
         limit = self.config.max_model_len or self.model.spec.max_position_embeddings
@@ -314,6 +328,21 @@ class LLMEngine:
             if s.status is SequenceStatus.WAITING:
                 assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"
 
+    def _host_stats(self) -> dict[str, int]:
+        if self.host is None:
+            return {"host_blocks": 0, "host_bytes": 0, "host_slots": 0}
+        hc = self.host.index.counters
+        return {
+            "host_blocks": len(self.host.index),
+            "host_bytes": self.host.bytes_used,
+            "host_slots": self.host.index.num_slots,
+            "host_writes_total": hc.writes,
+            "host_loads_total": hc.loads,
+            "host_evicted_total": hc.evicted,
+            "host_expired_total": hc.expired,
+            "prompt_tokens_reused_from_host": self.cache.counters.host_hit_tokens,
+        }
+
     def stats(self) -> dict[str, Any]:
         """Pool, cache and queue figures (counters are totals since start)."""
         cc, pc = self.cache.counters, self.pool.counters
@@ -328,6 +357,7 @@ class LLMEngine:
             "blocks_cached_total": pc.blocks_cached,
             "blocks_evicted_total": pc.blocks_evicted,
             "blocks_expired_total": pc.blocks_expired,
+            **self._host_stats(),
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

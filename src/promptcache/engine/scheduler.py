@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.handle import CacheMatch
-from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.cache.prefix_cache import Loader, PrefixCache
 from promptcache.config import EngineConfig
 from promptcache.engine.sequence import Sequence, SequenceStatus
 from promptcache.util import cdiv
@@ -50,10 +50,17 @@ class SchedulerOutput:
 class Scheduler:
     """Owns the waiting queue, the running list and every sequence's block table."""
 
-    def __init__(self, config: EngineConfig, pool: BlockPool, cache: PrefixCache) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        pool: BlockPool,
+        cache: PrefixCache,
+        loader: Loader | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool
         self.cache = cache
+        self.loader = loader  # copies host-tier blocks into the pool
         self.block_size = config.block_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -123,6 +130,8 @@ class Scheduler:
     def _place(self, seq: Sequence, match: CacheMatch, n: int) -> None:
         self.cache.on_admit(seq.cache, match, seq.num_prompt_tokens)  # holds the hit blocks
         seq.block_table = list(match.block_ids)
+        if match.host_slots and self.loader is not None:
+            self.cache.load_from_host(seq.cache, match, seq.block_table, self.loader)
         seq.num_computed = match.hit_tokens
         self._grow(seq, n)
         seq.status = SequenceStatus.RUNNING
