@@ -226,3 +226,27 @@ def test_expired_and_evicted_reasons() -> None:
     for expired, reason in ((True, "expired"), (False, "evicted")):
         found = diagnose(record(expired), rules, PromptHistory(4), lambda ids: "")
         assert found is not None and found.reason == reason and found.evicted_at == DAY1
+
+
+def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    from promptcache.ledger.store import MIGRATIONS
+
+    path = tmp_path / LEDGER_FILE
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])  # a ledger written by schema version 1
+    db.execute("PRAGMA user_version = 1")
+    v1 = [c for c in LedgerRow.columns() if c not in ("diagnosis", "reused_host_tokens")]
+    row = _row(DAY1, "a")
+    values = [getattr(row, c) for c in v1]
+    db.execute(
+        f"INSERT INTO requests ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})", values
+    )
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    [old] = ledger.rows()
+    ledger.close()
+    assert old == row  # the new columns read as their defaults
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db.close()

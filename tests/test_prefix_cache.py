@@ -426,6 +426,8 @@ def test_24h_prefix_evicted_from_the_pool_hits_from_host(
     stats = engine.stats()
     assert stats["host_loads_total"] > 0
     assert stats["prompt_tokens_reused_from_host"] == stats["host_loads_total"] * 16
+    assert again.cache is not None  # the tier each reused token came from
+    assert again.cache.reused_from_host == stats["prompt_tokens_reused_from_host"]
     engine.host.index.check_integrity()
 
 

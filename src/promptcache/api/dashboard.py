@@ -160,11 +160,15 @@ def _pool_section(pool: dict[str, Any]) -> str:
         ("blocks in the pool", pool.get("num_blocks", 0)),
         ("bytes in use", pool.get("bytes_in_use", 0)),
         ("blocks evicted since start", pool.get("blocks_evicted_total", 0)),
+        ("blocks expired since start", pool.get("blocks_expired_total", 0)),
+        ("host tier: blocks held", pool.get("host_blocks", 0)),
+        ("host tier: slots", pool.get("host_slots", 0)),
+        ("host tier: blocks loaded back", pool.get("host_loads_total", 0)),
     ]
     cells = "".join(f"<tr><td class='l'>{k}</td><td>{v:,}</td></tr>" for k, v in rows)
     used = pool.get("blocks_cached", 0) / total_blocks
     return (
-        "<h2>KV pool (device tier)</h2>"
+        "<h2>KV pool and host tier</h2>"
         f"<table id='pool'>{cells}</table>"
         f"<p class='muted'>{used:.1%} of the pool holds cached prefixes.</p>"
     )

@@ -78,6 +78,10 @@ def request_cache(path: Path | None, caller: Caller, request_id: str) -> dict[st
             "cached_tokens": row.cached_tokens,
             "cache_write_tokens": row.cache_write_tokens,
             "reused_tokens": row.reused_tokens,
+            "reused_tokens_by_tier": {
+                "device": row.reused_tokens - row.reused_host_tokens,
+                "host": row.reused_host_tokens,
+            },
             "output_tokens": row.output_tokens,
         },
         "diagnosis": found,

@@ -35,6 +35,7 @@ class CacheReport:
     evicted_at: float | None = None  # the match's next block was evicted then (unix time)
     evicted_retention: str | None = None  # ... and had this retention
     evicted_expired: bool = False  # ... because its retention ran out (else for room)
+    reused_from_host: int = 0  # of the reused prompt tokens, those loaded from the host tier
 
     @classmethod
     def of(cls, handle: CacheHandle) -> CacheReport:
@@ -50,6 +51,7 @@ class CacheReport:
             evicted_at=evicted.evicted_at if evicted else None,
             evicted_retention=evicted.retention.value if evicted else None,
             evicted_expired=evicted.expired if evicted else False,
+            reused_from_host=_host_tokens(handle),
         )
 
 
@@ -83,3 +85,12 @@ class RequestOutput:
             "ttft_s": self.ttft_s,
             "total_s": self.total_s,
         }
+
+
+def _host_tokens(handle: CacheHandle) -> int:
+    """Prompt tokens the first admission loaded from the host tier (whole blocks)."""
+    match = handle.admission
+    if match is None or not match.host_slots:
+        return 0
+    blocks = len(match.block_ids) + len(match.host_slots)
+    return match.hit_tokens // blocks * len(match.host_slots)

@@ -41,6 +41,7 @@ class LedgerRow:
     error: str | None
     worker: str | None = None
     diagnosis: str | None = None  # JSON of `promptcache.ledger.diagnosis.Diagnosis`
+    reused_host_tokens: int = 0  # of reused_tokens, those loaded from the host tier
 
     @classmethod
     def of(
@@ -82,6 +83,7 @@ class LedgerRow:
             matched_tokens=record.cache.matched_tokens if record.cache else None,
             error=record.error,
             diagnosis=diagnosis,
+            reused_host_tokens=record.cache.reused_from_host if record.cache else 0,
         )
 
     @staticmethod

@@ -58,6 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_request_id ON requests (request_id);
     """,
     "ALTER TABLE requests ADD COLUMN diagnosis TEXT;",
+    "ALTER TABLE requests ADD COLUMN reused_host_tokens INTEGER NOT NULL DEFAULT 0;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 LEDGER_FILE = "ledger.sqlite3"  # under the server's data dir
