@@ -33,7 +33,11 @@ def _tokens(n: int, seed: int = 0) -> list[int]:
 def _run(
     engine: LLMEngine, prompt: list[int], salt: str | None = None, params: SamplingParams = ONE
 ) -> RequestOutput:
-    rid = engine.add_request(prompt, params, cache_salt=salt)
+    return _until_done(engine, engine.add_request(prompt, params, cache_salt=salt))
+
+
+def _until_done(engine: LLMEngine, rid: str) -> RequestOutput:
+    """Step until nothing is left; `rid`'s final output (integrity checked every step)."""
     final = None
     while engine.has_unfinished():
         for out in engine.step():
@@ -360,15 +364,7 @@ def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) 
 
     def run(prompt: list[int], retention: Retention) -> RequestOutput:
         request = GenerationRequest(prompt, params, CacheSettings(retention=retention))
-        rid = engine.submit(request)
-        final = None
-        while engine.has_unfinished():
-            for out in engine.step():
-                if out.request_id == rid and out.finished:
-                    final = out
-            engine.check_integrity()
-        assert final is not None
-        return final
+        return _until_done(engine, engine.submit(request))
 
     first = run(day, Retention.EXTENDED)
     run(hour, Retention.IN_MEMORY)
@@ -399,14 +395,7 @@ def _run_with(
     rid = engine.submit(
         GenerationRequest(prompt, SamplingParams(max_tokens=6, temperature=0), settings)
     )
-    final = None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
-    return final
+    return _until_done(engine, rid)
 
 
 def test_24h_prefix_evicted_from_the_pool_hits_from_host(
