@@ -116,3 +116,13 @@ def test_prices() -> None:
         Price.parse("1,2")
     with pytest.raises(ValueError, match="unknown --price-model"):
         price_for("m", "gpt-0", None)
+
+
+def test_long_tail_revisits_every_prefix_round_robin(tokenizer: Any) -> None:
+    spec = WorkloadSpec.for_name("long-tail", small=True, num_prompts=3, rounds=2)
+    sessions = build_sessions(spec, tokenizer)
+    assert [s.tag for s in sessions] == ["p0/v0", "p1/v0", "p2/v0", "p0/v1", "p1/v1", "p2/v1"]
+    assert sessions[0].system == sessions[3].system != sessions[1].system
+    assert all(_n(tokenizer, s.system) == 1024 for s in sessions)
+    assert sessions[0].questions != sessions[3].questions  # a new question each visit
+    assert describe(spec).startswith("long-tail (num_prompts=3, rounds=2, system_tokens=1024")

@@ -187,3 +187,18 @@ def test_open_loop_and_request_bound(server: Server, tmp_path: Path) -> None:
         *("--requests", "2", "--concurrency", "2", *tiny),
     )
     assert rc == 0 and doc["summary"]["requests"] == 2
+
+
+def test_long_tail_sends_the_retention(server: Server, tmp_path: Path) -> None:
+    from promptcache.ledger.store import LEDGER_FILE, read_rows
+
+    ledger = server.log.parent / "data" / LEDGER_FILE
+    before = len(read_rows(ledger))
+    args = ("--workload", "long-tail", "--small", "--num-prompts", "2", "--rounds", "2")
+    rc, doc = _bench(
+        f"{server.base_url}/v1", tmp_path, *args, "--retention", "24h", "--api-key", "sk-tenant-a"
+    )
+    assert rc == 0 and doc["summary"]["ok"] == 4
+    rows = read_rows(ledger)[before:]
+    assert [r.retention for r in rows] == ["24h"] * 4
+    assert [r.cached_tokens > 0 for r in rows] == [False, False, True, True]  # revisits hit

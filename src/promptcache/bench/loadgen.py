@@ -44,6 +44,7 @@ class RunOptions:
     temperature: float = 0.0
     max_tokens_param: str = "max_tokens"  # or max_completion_tokens (newer OpenAI models)
     seed: int = 0  # arrival times
+    retention: str | None = None  # prompt_cache_retention to send: "in_memory" | "24h"
 
 
 class Runner:
@@ -144,6 +145,11 @@ class Runner:
             rec.prompt_tokens = self.count_prompt(messages) if self.count_prompt else 0
         return rec
 
+    def _retention(self) -> dict[str, Any]:
+        if self.opts.retention is None:
+            return {}
+        return {"extra_body": {"prompt_cache_retention": self.opts.retention}}
+
     async def _stream(self, rec: RequestRecord, messages: list[Any], max_tokens: int) -> None:
         create: Any = self.client.chat.completions.create  # max-tokens field set by name
         stream = await create(
@@ -153,6 +159,7 @@ class Runner:
             stream_options={"include_usage": True},
             temperature=self.opts.temperature,
             **{self.opts.max_tokens_param: max_tokens},
+            **self._retention(),
         )
         rec.streaming = True
         parts: list[str] = []

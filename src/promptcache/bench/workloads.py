@@ -8,6 +8,9 @@ carry their growing history (earlier questions and the server's real answers).
     shared-prefix  G groups x P prompts: a shared S-token system prompt + a Q-token question
     multi-turn     U users x R rounds: a shared system prompt + growing history
     no-reuse       unique prompts: the control, nothing to hit
+    long-tail      N distinct long prefixes, each revisited R times round-robin, so with
+                   N x S tokens well above the KV pool a prefix returns after the pool has
+                   turned over (send it with `--retention 24h` to exercise slower tiers)
 """
 
 from __future__ import annotations
@@ -23,8 +26,14 @@ from promptcache.bench.text import (
     trimmed_text,
 )
 
-WorkloadName = Literal["seed", "shared-prefix", "multi-turn", "no-reuse"]
-WORKLOADS: tuple[WorkloadName, ...] = ("seed", "shared-prefix", "multi-turn", "no-reuse")
+WorkloadName = Literal["seed", "shared-prefix", "multi-turn", "no-reuse", "long-tail"]
+WORKLOADS: tuple[WorkloadName, ...] = (
+    "seed",
+    "shared-prefix",
+    "multi-turn",
+    "no-reuse",
+    "long-tail",
+)
 Order = Literal["interleaved", "grouped"]
 
 
@@ -81,6 +90,13 @@ DEFAULTS: dict[WorkloadName, dict[str, Any]] = {
         "question_tokens": 128,
         "output_tokens": 64,
     },
+    "long-tail": {
+        "num_prompts": 32,
+        "rounds": 3,
+        "system_tokens": 4096,
+        "question_tokens": 64,
+        "output_tokens": 32,
+    },
 }
 SMALL: dict[WorkloadName, dict[str, Any]] = {
     "seed": {},
@@ -93,6 +109,13 @@ SMALL: dict[WorkloadName, dict[str, Any]] = {
     },
     "multi-turn": {"users": 4, "rounds": 3, "question_tokens": 32, "output_tokens": 32},
     "no-reuse": {"num_prompts": 8, "question_tokens": 64, "output_tokens": 32},
+    "long-tail": {
+        "num_prompts": 6,
+        "rounds": 2,
+        "system_tokens": 1024,
+        "question_tokens": 32,
+        "output_tokens": 16,
+    },
 }
 
 
@@ -126,7 +149,25 @@ def build_sessions(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
         return _shared_prefix(spec, words)
     if spec.name == "multi-turn":
         return _multi_turn(spec, words)
+    if spec.name == "long-tail":
+        return _long_tail(spec, words)
     return _no_reuse(spec, words)
+
+
+def _long_tail(spec: WorkloadSpec, words: WordSource) -> list[Session]:
+    """Prefix 0, 1, …, N-1, then again: each visit a new question on an old prefix."""
+    prefixes = [words.text(spec.system_tokens, f"Document {i}.") for i in range(spec.num_prompts)]
+    visits = [(r, i) for r in range(spec.rounds) for i in range(spec.num_prompts)]
+    return [
+        Session(
+            n,
+            f"p{i}/v{r}",
+            prefixes[i],
+            (words.text(spec.question_tokens, f"Visit {r}:"),),
+            spec.output_tokens,
+        )
+        for n, (r, i) in enumerate(visits)
+    ]
 
 
 def _seed(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
@@ -209,6 +250,7 @@ _SIZES_USED: dict[WorkloadName, tuple[str, ...]] = {
     ),
     "multi-turn": ("users", "rounds", "system_tokens", "question_tokens", "output_tokens"),
     "no-reuse": ("num_prompts", "system_tokens", "question_tokens", "output_tokens"),
+    "long-tail": ("num_prompts", "rounds", "system_tokens", "question_tokens", "output_tokens"),
 }
 
 

@@ -45,6 +45,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="request field for the output length; default: max_tokens",
     )
     loop.add_argument("--timeout", type=float, default=600.0, help="per request (s); default 600")
+    loop.add_argument(
+        "--retention",
+        choices=("in_memory", "24h"),
+        default=None,
+        help="send prompt_cache_retention with every request; default: not sent",
+    )
     out = p.add_argument_group("output")
     out.add_argument(
         "--price-model",
@@ -107,6 +113,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_tokens_param=args.max_tokens_param,
         seed=args.seed,
+        retention=args.retention,
     )
     result = run_bench(endpoint, spec, options, price, tokenizer, not args.no_progress)
     name = args.name or endpoint.base_url.split("//")[-1].split("/")[0]
