@@ -23,7 +23,7 @@ from promptcache.engine.kv_cache import KVCache
 class HostTier:
     """Copies blocks between the KV pool's tensor and a host-memory store."""
 
-    def __init__(self, kv_cache: KVCache, budget_bytes: int, index: HostIndex) -> None:
+    def __init__(self, kv_cache: KVCache, index: HostIndex) -> None:
         self.kv = kv_cache
         self.index = index
         data = kv_cache.data

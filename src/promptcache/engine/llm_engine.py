@@ -93,7 +93,7 @@ class LLMEngine:
         slots = HostTier.slots_for(self.kv_cache, c.host_cache_bytes)
         if not c.enable_prefix_caching or slots == 0:
             return None
-        tier = HostTier(self.kv_cache, c.host_cache_bytes, HostIndex(slots, c.extended_ttl, clock))
+        tier = HostTier(self.kv_cache, HostIndex(slots, c.extended_ttl, clock))
         self.pool.add_eviction_listener(tier.on_evict)
         return tier
 
