@@ -202,6 +202,7 @@ def test_diagnose_two_prompts_and_lint(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_expired_and_evicted_reasons() -> None:
+    from promptcache.cache.policy import CachePolicy
     from promptcache.engine.lifecycle import Outcome, RequestRecord
     from promptcache.engine.outputs import CacheReport, Usage
     from promptcache.engine.request import GenerationRequest
@@ -211,9 +212,8 @@ def test_expired_and_evicted_reasons() -> None:
         report = CacheReport(None, "in_memory", None, 512, "full", 0, DAY1, "in_memory", expired)
         return RequestRecord(
             request_id="r",
-            endpoint="chat.completions",
             outcome=Outcome.FINISHED,
-            request=GenerationRequest(list(range(2000))),
+            request=GenerationRequest(list(range(2000)), endpoint="chat.completions"),
             finish_reason="stop",
             usage=Usage(2000, 0, 0, 1, reused_tokens=512, written_tokens=1472),
             cache=report,
@@ -222,7 +222,7 @@ def test_expired_and_evicted_reasons() -> None:
             error=None,
         )
 
-    rules = Rules(16, 1024, 128, openai_rules=True)
+    rules = Rules(CachePolicy(True, 1024, 128), block_size=16)
     for expired, reason in ((True, "expired"), (False, "evicted")):
         found = diagnose(record(expired), rules, PromptHistory(4), lambda ids: "")
         assert found is not None and found.reason == reason and found.evicted_at == DAY1
@@ -250,3 +250,13 @@ def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
+
+
+@pytest.mark.parametrize("k", [0, 1, 255, 256, 257, 700, 1000])
+def test_common_prefix_across_chunk_boundaries(k: int) -> None:
+    from promptcache.ledger.diagnosis import common_prefix
+
+    a = list(range(1000))
+    b = a[:k] + [-1] * 5
+    assert common_prefix(a, b) == common_prefix(b, a) == k
+    assert common_prefix(a, a) == 1000

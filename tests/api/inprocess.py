@@ -85,12 +85,7 @@ def _serve(
     hooks.subscribe(records.append)
     store = ResponseStore(tmp_path / "responses.sqlite3")
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    rules = Rules(
-        config.block_size,
-        config.min_prompt_tokens,
-        config.increment,
-        config.usage_rules == "openai",
-    )
+    rules = Rules(engine.policy, config.block_size)
     books = Books(
         ledger,
         MODEL,

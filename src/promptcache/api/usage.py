@@ -55,8 +55,10 @@ def usage_report(
 
 def request_cache(path: Path | None, caller: Caller, request_id: str) -> dict[str, Any]:
     """One request's cache usage and diagnosis (404 for another tenant's, as for none)."""
-    rows = read_rows(path, "request_id = ?", [request_id]) if path is not None else []
-    mine = [r for r in rows if caller.admin or r.tenant == caller.tenant]
+    where, args = "request_id = ?", [request_id]
+    if not caller.admin:
+        where, args = where + " AND tenant = ?", [request_id, caller.tenant]
+    mine = read_rows(path, where, args) if path is not None else []
     if not mine:
         raise APIError(
             404,

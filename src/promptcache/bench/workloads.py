@@ -157,17 +157,8 @@ def build_sessions(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
 def _long_tail(spec: WorkloadSpec, words: WordSource) -> list[Session]:
     """Prefix 0, 1, …, N-1, then again: each visit a new question on an old prefix."""
     prefixes = [words.text(spec.system_tokens, f"Document {i}.") for i in range(spec.num_prompts)]
-    visits = [(r, i) for r in range(spec.rounds) for i in range(spec.num_prompts)]
-    return [
-        Session(
-            n,
-            f"p{i}/v{r}",
-            prefixes[i],
-            (words.text(spec.question_tokens, f"Visit {r}:"),),
-            spec.output_tokens,
-        )
-        for n, (r, i) in enumerate(visits)
-    ]
+    visits = [(i, r) for r in range(spec.rounds) for i in range(spec.num_prompts)]
+    return _on_prefixes(spec, words, prefixes, visits, "p{}/v{}", "Visit {1}:")
 
 
 def _seed(spec: WorkloadSpec, tokenizer: Any) -> list[Session]:
@@ -193,15 +184,28 @@ def _shared_prefix(spec: WorkloadSpec, words: WordSource) -> list[Session]:
     pairs = [(g, p) for g in range(spec.groups) for p in range(spec.prompts_per_group)]
     if spec.order == "interleaved":  # g0p0, g1p0, ..., g0p1, g1p1, ...
         pairs.sort(key=lambda gp: (gp[1], gp[0]))
+    return _on_prefixes(spec, words, systems, pairs, "g{}/p{}", "Question {1}:")
+
+
+def _on_prefixes(
+    spec: WorkloadSpec,
+    words: WordSource,
+    systems: list[str],
+    pairs: list[tuple[int, int]],
+    tag: str,
+    label: str,
+) -> list[Session]:
+    """One single-request session per (prefix, n) pair, in order: that system prompt and a
+    fresh question (`tag` and `label` are formatted with the pair)."""
     return [
         Session(
             i,
-            f"g{g}/p{p}",
-            systems[g],
-            (words.text(spec.question_tokens, f"Question {p}:"),),
+            tag.format(k, n),
+            systems[k],
+            (words.text(spec.question_tokens, label.format(k, n)),),
             spec.output_tokens,
         )
-        for i, (g, p) in enumerate(pairs)
+        for i, (k, n) in enumerate(pairs)
     ]
 
 

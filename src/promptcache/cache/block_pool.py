@@ -96,7 +96,7 @@ class BlockPool:
         for _ in range(n):
             block = self.free_queue.popleft()
             if block.block_hash is not None:
-                self._evict(block)
+                self._drop(block, expired=False)
             block.ref_count = 1
             block.retention = Retention.IN_MEMORY
             out.append(block.block_id)
@@ -207,9 +207,6 @@ class BlockPool:
     def _expired(self, block: Block, now: float) -> bool:
         idle = block.ref_count == 0
         return self.retention.expired(block.retention, block.cached_at, block.last_use, idle, now)
-
-    def _evict(self, block: Block) -> None:
-        self._drop(block, expired=False)
 
     def _drop(self, block: Block, expired: bool) -> None:
         """Take a block's hash out of the index, telling the listeners first."""

@@ -68,10 +68,7 @@ class CacheHandle:
     write_tokens: int = 0  # prompt tokens this request added to the cache (physically)
     admission: CacheMatch | None = None  # the first admission's match
     waited_steps: int = 0  # steps spent waiting for a prefix another request computed
-
-    @property
-    def cached(self) -> bool:
-        return self.seed is not None
+    host_tokens: int = 0  # of hit_tokens, those loaded from the host tier
 
     @property
     def reason(self) -> MatchReason:

@@ -40,9 +40,6 @@ class HostIndex:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, h: BlockHash) -> bool:
-        return self.peek(h) is not None
-
     def peek(self, h: BlockHash) -> int | None:
         """The slot holding `h`, or None (an expired entry is dropped on the way)."""
         entry = self._slots.get(h)

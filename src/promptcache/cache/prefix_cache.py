@@ -113,7 +113,8 @@ class PrefixCache:
             handle.admission = match
             self.counters.queried_tokens += prompt_len
             self.counters.hit_tokens += match.hit_tokens
-            self.counters.host_hit_tokens += len(match.host_slots) * self.block_size
+            handle.host_tokens = len(match.host_slots) * self.block_size
+            self.counters.host_hit_tokens += handle.host_tokens
         if handle.seed is not None:
             prompt_blocks = prompt_len // self.block_size
             start = len(match.block_ids) + len(match.host_slots)

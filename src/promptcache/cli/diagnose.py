@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from promptcache.cache.policy import CachePolicy
 from promptcache.cli.settings import add_config_file_flag, build_config
 from promptcache.config import EngineConfig, ServerConfig, default_data_dir
 from promptcache.ledger.diagnosis import WINDOW_TOKENS, Diagnosis, common_prefix
@@ -80,8 +81,8 @@ def _two_prompts(args: argparse.Namespace) -> int:
     k = common_prefix(a, b)
     bs = config.block_size
     reused = min(k // bs * bs, max(0, (len(b) - 1) // bs * bs))
-    rounded = reused // config.increment * config.increment
-    reported = rounded if rounded >= config.min_prompt_tokens else 0
+    policy = CachePolicy(True, config.min_prompt_tokens, config.increment)
+    reported = policy.reported(reused)
     print(f"first prompt {len(a)} tokens, second {len(b)} tokens; they agree for {k} tokens")
     print(f"sent after the first, the second would reuse {reused} tokens physically and")
     print(f"report cached_tokens {reported} under OpenAI's rules")

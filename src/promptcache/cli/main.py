@@ -183,13 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
             name,
             row,
             price,
-            rules=Rules(
-                engine_config.block_size,
-                engine_config.min_prompt_tokens,
-                engine_config.increment,
-                engine_config.usage_rules == "openai",
-                engine_config.enable_prefix_caching,
-            ),
+            rules=Rules(engine.policy, engine_config.block_size),
             decode=lambda ids: str(model.tokenizer.decode(ids)),
             history=PromptHistory(server.diagnosis_history),
         )

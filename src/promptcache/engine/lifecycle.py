@@ -48,7 +48,6 @@ class RequestRecord:
     """How one request ended, with its usage and timings (as the client side saw them)."""
 
     request_id: str | None  # None when rejected before an id was given
-    endpoint: str
     outcome: Outcome
     request: GenerationRequest
     finish_reason: str | None  # "stop" | "length" when finished
@@ -59,8 +58,8 @@ class RequestRecord:
     error: str | None  # why it failed or was rejected
 
     @property
-    def prompt_tokens(self) -> int:
-        return len(self.request.token_ids)
+    def endpoint(self) -> str:
+        return self.request.endpoint
 
 
 RequestHook = Callable[[RequestRecord], Awaitable[None] | None]
@@ -144,7 +143,6 @@ class TrackedStream:
         finished = outcome is Outcome.FINISHED and last is not None
         record = RequestRecord(
             request_id=self.request_id,
-            endpoint=self._request.endpoint,
             outcome=outcome,
             request=self._request,
             finish_reason=last.finish_reason if finished and last else None,
@@ -192,7 +190,6 @@ class TrackedClient:
 def _rejected(request: GenerationRequest, exc: Exception, latency: float) -> RequestRecord:
     return RequestRecord(
         request_id=request.request_id,
-        endpoint=request.endpoint,
         outcome=Outcome.REJECTED,
         request=request,
         finish_reason=None,

@@ -51,7 +51,7 @@ class CacheReport:
             evicted_at=evicted.evicted_at if evicted else None,
             evicted_retention=evicted.retention.value if evicted else None,
             evicted_expired=evicted.expired if evicted else False,
-            reused_from_host=_host_tokens(handle),
+            reused_from_host=handle.host_tokens,
         )
 
 
@@ -85,12 +85,3 @@ class RequestOutput:
             "ttft_s": self.ttft_s,
             "total_s": self.total_s,
         }
-
-
-def _host_tokens(handle: CacheHandle) -> int:
-    """Prompt tokens the first admission loaded from the host tier (whole blocks)."""
-    match = handle.admission
-    if match is None or not match.host_slots:
-        return 0
-    blocks = len(match.block_ids) + len(match.host_slots)
-    return match.hit_tokens // blocks * len(match.host_slots)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.engine.lifecycle import RequestRecord
 from promptcache.ledger.dynamic import changed_kinds
 from promptcache.model.chat import MessageSpan
@@ -40,13 +41,10 @@ MAX_TENANTS = 1024  # tenants whose recent prompts are remembered (least recent 
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The cache's rules the diagnosis explains."""
+    """The cache's rules the diagnosis explains: the engine's policy and block size."""
 
+    policy: CachePolicy
     block_size: int
-    min_prompt_tokens: int
-    increment: int
-    openai_rules: bool  # usage_rules == "openai"
-    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +110,20 @@ class PromptHistory:
             self._tenants.popitem(last=False)
 
 
+_CHUNK = 256  # tokens compared per C-speed slice compare
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix (binary search over C-speed slice compares)."""
-    lo, hi = 0, min(len(a), len(b))
+    """Length of the longest common prefix: whole chunks compared as slices (linear in the
+    answer), then a binary search inside the first chunk that differs."""
+    n = min(len(a), len(b))
+    lo = 0
+    while lo + _CHUNK <= n and a[lo : lo + _CHUNK] == b[lo : lo + _CHUNK]:
+        lo += _CHUNK
+    base, hi = lo, min(lo + _CHUNK, n)  # a[:base] == b[:base] is known
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
+        if a[base:mid] == b[base:mid]:
             lo = mid
         else:
             hi = mid - 1
@@ -199,7 +205,7 @@ def _new_input(
     input): the cache reused all of that it could, in whole blocks."""
     reused, cached = base["reused_tokens"], base["cached_tokens"]
     reason = "rounded" if cached < reused else "hit"
-    how = f", reported {cached} (rounded down to the {rules.increment}-token increment)"
+    how = f", reported {cached} (rounded down to the {rules.policy.increment}-token increment)"
     summary = (
         f"shared {k} tokens with an earlier prompt, up to the new input (message "
         f"{span.index}, {span.role}); reused all of it in whole blocks: {reused} tokens"
@@ -217,11 +223,12 @@ def _new_input(
 
 
 def _simple_reason(rules: Rules, prompt: int, cached: int, reused: int) -> tuple[str | None, str]:
-    if not rules.enabled:
+    policy = rules.policy
+    if not policy.enabled:
         return "disabled", "prefix caching is off on this server"
-    if rules.openai_rules and prompt < rules.min_prompt_tokens:
+    if policy.rules is UsageRules.OPENAI and prompt < policy.min_prompt_tokens:
         return "below_minimum", (
-            f"the prompt has {prompt} tokens, under the {rules.min_prompt_tokens}-token minimum: "
+            f"the prompt has {prompt} tokens, under the {policy.min_prompt_tokens}-token minimum: "
             f"cached_tokens is reported as 0 (reused physically: {reused})"
         )
     reusable = (prompt - 1) // rules.block_size * rules.block_size
@@ -230,7 +237,7 @@ def _simple_reason(rules: Rules, prompt: int, cached: int, reused: int) -> tuple
     if cached < reused:
         return "rounded", (
             f"reused {reused} tokens; reported {cached}, rounded down to the "
-            f"{rules.increment}-token increment"
+            f"{policy.increment}-token increment"
         )
     return "hit", f"reused every reusable token ({reused}; the last prompt token is computed)"
 
