@@ -3,6 +3,7 @@ engines whose block pool is checked for integrity and leaks when each test ends.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from promptcache.config import EngineConfig
+from promptcache.config import DATA_DIR_ENV, EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.model.loader import LoadedModel, load_model
 
@@ -91,18 +92,34 @@ def bundled() -> LoadedModel:
     return load_model(None, dtype=torch.float32)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Engines built without a data dir keep their disk tier in a temporary folder, never
+    in the user's."""
+    old = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = str(tmp_path_factory.mktemp("data"))
+    yield
+    if old is None:
+        del os.environ[DATA_DIR_ENV]
+    else:
+        os.environ[DATA_DIR_ENV] = old
+
+
 @pytest.fixture
-def make_engine() -> Iterator[Callable[..., LLMEngine]]:
-    """Build engines; at teardown each must pass its integrity check and hold no blocks."""
+def make_engine(tmp_path: Path) -> Iterator[Callable[..., LLMEngine]]:
+    """Build engines (each with its own disk tier folder unless given one); at teardown each
+    must pass its integrity check and hold no blocks."""
     engines: list[LLMEngine] = []
 
     def factory(model: LoadedModel, **config: Any) -> LLMEngine:
+        config.setdefault("disk_cache_dir", str(tmp_path / f"kv-{len(engines)}"))
         engine = LLMEngine(model, EngineConfig(**config))
         engines.append(engine)
         return engine
 
     yield factory
     for engine in engines:
+        engine.close()
         engine.check_integrity()
         if not engine.has_unfinished():
             assert engine.pool.num_in_use == 0, "blocks leaked after all requests ended"

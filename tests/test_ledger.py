@@ -235,7 +235,11 @@ def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0])  # a ledger written by schema version 1
     db.execute("PRAGMA user_version = 1")
-    v1 = [c for c in LedgerRow.columns() if c not in ("diagnosis", "reused_host_tokens")]
+    v1 = [
+        c
+        for c in LedgerRow.columns()
+        if c not in ("diagnosis", "reused_host_tokens", "reused_disk_tokens")
+    ]
     row = _row(DAY1, "a")
     values = [getattr(row, c) for c in v1]
     db.execute(
@@ -248,7 +252,7 @@ def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     ledger.close()
     assert old == row  # the new columns read as their defaults
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.close()
 
 

@@ -47,6 +47,15 @@ class EngineConfig:
         host_cache_bytes: byte budget of the host tier, where `24h` blocks evicted from
             the KV pool for room are kept (pinned host memory beside a GPU, RAM on a CPU);
             0 turns the tier off. Default 4 GiB.
+        disk_cache_bytes: byte budget of the disk tier, where `24h` blocks are written
+            through to checksummed files that survive restarts; 0 turns the tier off.
+            Default 20 GiB.
+        disk_cache_dir: folder of the disk tier (each model and KV layout gets a subfolder);
+            None = `kv-cache` under the data dir (the server's `data_dir`, else
+            $PROMPTCACHE_DATA_DIR, else the user's data folder).
+        disk_min_free_bytes: the disk tier leaves at least this much free space on its
+            filesystem, dropping its oldest files first; writes that cannot are counted
+            as failed. Default 1 GiB.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -66,6 +75,9 @@ class EngineConfig:
     in_memory_max: int = 3600
     extended_ttl: int = 86400
     host_cache_bytes: int = 4 * GIB
+    disk_cache_bytes: int = 20 * GIB
+    disk_cache_dir: str | None = None
+    disk_min_free_bytes: int = 1 * GIB
     tune_host_malloc: bool = True
 
     def __post_init__(self) -> None:
@@ -85,8 +97,9 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
-        if self.host_cache_bytes < 0:
-            raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
+        for name in ("host_cache_bytes", "disk_cache_bytes", "disk_min_free_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eviction_history < 0:
             raise ValueError(f"eviction_history must be >= 0, got {self.eviction_history}")
         if self.max_model_len is not None and self.max_model_len <= 0:

@@ -4,6 +4,7 @@ records, and the usage ledger with its diagnosis."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -70,6 +71,8 @@ def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
 def _serve(
     bundled: LoadedModel, tmp_path: Path, config: EngineConfig, keys: KeyRing | None = None
 ) -> Iterator[Running]:
+    if config.disk_cache_dir is None:
+        config = dataclasses.replace(config, disk_cache_dir=str(tmp_path / "kv-cache"))
     engine = LLMEngine(bundled, config)
     sequences: list[Sequence] = []
     add = engine.add

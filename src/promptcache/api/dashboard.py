@@ -164,11 +164,15 @@ def _pool_section(pool: dict[str, Any]) -> str:
         ("host tier: blocks held", pool.get("host_blocks", 0)),
         ("host tier: slots", pool.get("host_slots", 0)),
         ("host tier: blocks loaded back", pool.get("host_loads_total", 0)),
+        ("disk tier: blocks held", pool.get("disk_blocks", 0)),
+        ("disk tier: bytes", pool.get("disk_bytes", 0)),
+        ("disk tier: blocks loaded back", pool.get("disk_loads_total", 0)),
+        ("disk tier: files dropped as corrupt", pool.get("disk_corrupt_total", 0)),
     ]
     cells = "".join(f"<tr><td class='l'>{k}</td><td>{v:,}</td></tr>" for k, v in rows)
     used = pool.get("blocks_cached", 0) / total_blocks
     return (
-        "<h2>KV pool and host tier</h2>"
+        "<h2>KV pool, host and disk tiers</h2>"
         f"<table id='pool'>{cells}</table>"
         f"<p class='muted'>{used:.1%} of the pool holds cached prefixes.</p>"
     )

@@ -83,7 +83,7 @@ class Metrics:
             "KV blocks dropped since start because their retention ran out",
             registry=r,
         )
-        self.host = {
+        self.tiers = {
             key: Gauge(f"promptcache_{key}", text, registry=r)
             for key, text in (
                 ("host_blocks", "KV blocks held in the host tier"),
@@ -93,6 +93,20 @@ class Metrics:
                 ("host_evicted_total", "Host-tier blocks dropped for room"),
                 ("host_expired_total", "Host-tier blocks dropped because their retention ran out"),
                 ("prompt_tokens_reused_from_host", "Prompt tokens reused from the host tier"),
+                ("disk_blocks", "KV blocks held in the disk tier's files"),
+                ("disk_bytes", "Bytes of the disk tier's files"),
+                ("disk_writes_total", "Files written by the disk tier"),
+                ("disk_write_failures_total", "Disk-tier writes refused (no room) or failed"),
+                ("disk_writes_dropped_total", "Disk-tier writes skipped: writer queue full"),
+                ("disk_reads_total", "Disk-tier files read and verified for a request"),
+                ("disk_loads_total", "Blocks copied from the disk tier into the KV pool"),
+                ("disk_bytes_written_total", "Bytes written by the disk tier"),
+                ("disk_bytes_read_total", "Bytes read by the disk tier"),
+                ("disk_evicted_total", "Disk-tier files deleted for room"),
+                ("disk_expired_total", "Disk-tier files deleted because their retention ran out"),
+                ("disk_corrupt_total", "Disk-tier files deleted: bad checksum, truncated"),
+                ("disk_foreign_total", "Disk-tier files deleted: another model or KV layout"),
+                ("prompt_tokens_reused_from_disk", "Prompt tokens reused from the disk tier"),
             )
         }
         self.blocks_total = Gauge(
@@ -131,6 +145,6 @@ class Metrics:
         self.blocks_cached.set(stats["blocks_cached"])
         self.blocks_total.set(stats["num_blocks"])
         self.blocks_expired.set(stats["blocks_expired_total"])
-        for key, gauge in self.host.items():
+        for key, gauge in self.tiers.items():
             gauge.set(stats.get(key, 0))
         return generate_latest(self.registry)

@@ -81,8 +81,9 @@ def request_cache(path: Path | None, caller: Caller, request_id: str) -> dict[st
             "cache_write_tokens": row.cache_write_tokens,
             "reused_tokens": row.reused_tokens,
             "reused_tokens_by_tier": {
-                "device": row.reused_tokens - row.reused_host_tokens,
+                "device": row.reused_tokens - row.reused_host_tokens - row.reused_disk_tokens,
                 "host": row.reused_host_tokens,
+                "disk": row.reused_disk_tokens,
             },
             "output_tokens": row.output_tokens,
         },

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock
+from promptcache.cache.index import Location
 from promptcache.cache.settings import CacheSettings
 
 
@@ -23,7 +24,8 @@ class MatchReason(enum.Enum):
     NOT_FOUND = "not_found"  # not even the first block of the prompt was cached
     FULL = "full"  # the whole match is reused
     LAST_TOKEN = "last_token"  # the match reached the last block: its last token is computed
-    WAITING = "waiting"  # a running request computes more of this prefix: retry next step
+    WAITING = "waiting"  # another request computes more of this prefix, or its disk blocks
+    # are being read: retry next step
     RESUMED = "resumed"  # re-admitted after preemption: reuses what survived, block by block
 
 
@@ -32,11 +34,11 @@ class CacheMatch:
     """What admission may reuse for a request."""
 
     block_ids: list[int]  # cached blocks to share, in order
-    hit_tokens: int  # tokens reused physically == (len(block_ids) + len(host_slots)) * size
+    hit_tokens: int  # tokens reused physically == (len(block_ids) + len(loads)) * block size
     matched_tokens: int  # tokens of the longest cached run, before the last-token limit
     reason: MatchReason
     evicted: EvictedBlock | None = None  # the block after the match, if it was evicted lately
-    host_slots: list[int] = field(default_factory=list)  # host copies of the next blocks
+    loads: list[Location] = field(default_factory=list)  # the next blocks, on host or disk
 
     @property
     def wait(self) -> bool:
@@ -69,6 +71,8 @@ class CacheHandle:
     admission: CacheMatch | None = None  # the first admission's match
     waited_steps: int = 0  # steps spent waiting for a prefix another request computed
     host_tokens: int = 0  # of hit_tokens, those loaded from the host tier
+    disk_tokens: int = 0  # of hit_tokens, those loaded from the disk tier
+    disk_prefetched: bool = False  # its disk blocks were asked for (it waits once for them)
 
     @property
     def reason(self) -> MatchReason:

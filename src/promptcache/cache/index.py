@@ -1,8 +1,9 @@
 """The hash index: where the KV of a chain hash lives.
 
-Today every cached block lives in one tier, the KV block pool (device memory on a GPU,
-RAM on a CPU). A `Location` names the tier and the slot inside it, so slower tiers (host
-memory, disk) can add entries of their own and a lookup says where a prefix can be found.
+The KV block pool (device memory on a GPU, RAM on a CPU) indexes its blocks here. A
+`Location` names a tier and the slot inside it; the slower tiers (host memory, disk) keep
+their own indexes (`host_index`, `disk_index`), and a prefix match reports the tier each
+block will come from as a `Location` too.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from promptcache.cache.block_hash import BlockHash
 
 class Tier(enum.Enum):
     DEVICE = "device"  # the KV block pool the model reads from
+    HOST = "host"  # the host tier: a copy in host memory
+    DISK = "disk"  # the disk tier: a file under disk_cache_dir
 
 
 @dataclass(frozen=True, slots=True)
 class Location:
     tier: Tier
-    slot: int  # block id in the KV pool
+    slot: int  # block id in the KV pool, slot in the host tier, -1 on disk
 
 
 class HashIndex:

@@ -4,6 +4,7 @@ endpoint, `prepare` a model."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -166,6 +167,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")
+    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    if engine_config.disk_cache_dir is None:
+        engine_config = dataclasses.replace(
+            engine_config, disk_cache_dir=str(data_dir / "kv-cache")
+        )
     prices = PriceTable.from_config(price_tables(args))
     keys_file = Path(server.api_keys_file) if server.api_keys_file else None
     keys = KeyRing.from_file(keys_file, server.admin_api_key)
@@ -173,7 +179,6 @@ def _serve(args: argparse.Namespace) -> int:
     engine = run_on_temporary_thread(lambda: LLMEngine(_load(args), engine_config))
     model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
-    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
     store = ResponseStore(data_dir / "responses.sqlite3")
     books = None
     if server.enable_ledger:

@@ -99,10 +99,13 @@ class AsyncEngine:
         self._thread.start()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop after the current step; pending requests end with an error."""
+        """Stop after the current step (pending requests end with an error), then let the
+        engine finish its queued disk writes."""
         self._stopped = True
         self._inbox.put(None)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.engine.close()
 
     @property
     def alive(self) -> bool:

@@ -14,19 +14,25 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.disk_index import DiskIndex
 from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.handle import CacheHandle, MatchReason
 from promptcache.cache.host_index import HostIndex
+from promptcache.cache.index import Location, Tier
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheSettings
-from promptcache.config import EngineConfig
+from promptcache.config import EngineConfig, default_data_dir
 from promptcache.engine.detokenizer import Detokenizer
+from promptcache.engine.disk_file import Identity, Layout
+from promptcache.engine.disk_tier import DiskTier
 from promptcache.engine.errors import RequestError
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.host_tier import HostTier
@@ -77,9 +83,12 @@ class LLMEngine:
         )
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
         self.host = self._host_tier(clock)
+        self.disk = self._disk_tier(clock)
         host_index = self.host.index if self.host else None
-        self.cache = PrefixCache(self.pool, self.policy, c.block_size, self.kv_identity, host_index)
-        loader = self.host.load if self.host else None
+        self.cache = PrefixCache(
+            self.pool, self.policy, c.block_size, self.kv_identity, host_index, self.disk
+        )
+        loader = self._load if self.host or self.disk else None
         self.scheduler = Scheduler(c, self.pool, self.cache, loader)
         self.runner = ModelRunner(model.module, self.kv_cache)
         self.max_model_len = self._max_model_len()
@@ -96,6 +105,40 @@ class LLMEngine:
         tier = HostTier(self.kv_cache, HostIndex(slots, c.extended_ttl, clock))
         self.pool.add_eviction_listener(tier.on_evict)
         return tier
+
+    def _disk_tier(self, clock: Callable[[], float]) -> DiskTier | None:
+        c = self.config
+        if not c.enable_prefix_caching or c.disk_cache_bytes == 0:
+            return None
+        root = Path(c.disk_cache_dir) if c.disk_cache_dir else default_data_dir() / "kv-cache"
+        kv, spec = self.kv_cache, self.model.spec
+        layout = Layout(
+            str(kv.data.dtype).removeprefix("torch."),
+            c.block_size,
+            spec.num_layers,
+            spec.num_kv_heads,
+            spec.head_dim,
+        )
+        identity = Identity(self.kv_identity, self.model.fingerprint, layout)
+        index = DiskIndex(c.extended_ttl, clock=clock)
+        folder = root / self.kv_identity[:16]
+        return DiskTier(
+            kv, folder, identity, index, c.disk_cache_bytes, c.disk_min_free_bytes, c.kv_cache_bytes
+        )
+
+    def _load(self, where: Location, h: BlockHash, block_id: int) -> None:
+        """Copy a host- or disk-tier block into pool block `block_id`."""
+        if where.tier is Tier.HOST and self.host is not None:
+            self.host.load(where.slot, block_id)
+        elif where.tier is Tier.DISK and self.disk is not None:
+            self.disk.load(h, block_id)
+        else:
+            raise AssertionError(f"no tier to load {where} from")
+
+    def close(self) -> None:
+        """Finish the disk tier's queued writes and stop its threads."""
+        if self.disk is not None:
+            self.disk.close()
 
     def _max_model_len(self) -> int:
         limit = self.config.max_model_len or self.model.spec.max_position_embeddings
@@ -214,9 +257,13 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Run one batch step; returns an output for each request that got a token or ended."""
         self.pool.sweep()  # drops expired blocks (at most every few seconds)
+        if self.disk is not None:
+            self.disk.sweep()
         plan = self.scheduler.schedule()
         self.num_preemptions += len(plan.preempted)
         if not plan.scheduled:
+            if self.disk is not None:  # requests may be waiting for disk reads
+                self.disk.wait_for_reads(0.01)
             return []
         sampled = self.runner.execute(plan.scheduled)
         now = time.perf_counter()
@@ -343,6 +390,29 @@ class LLMEngine:
             "prompt_tokens_reused_from_host": self.cache.counters.host_hit_tokens,
         }
 
+    def _disk_stats(self) -> dict[str, int]:
+        if self.disk is None:
+            return {"disk_blocks": 0, "disk_bytes": 0}
+        d = self.disk.index.counters
+        return {
+            "disk_blocks": len(self.disk.index),
+            "disk_bytes": self.disk.index.bytes_used,
+            "disk_budget_bytes": self.disk.budget,
+            "disk_staged_bytes": self.disk.staged_bytes,
+            "disk_writes_total": d.writes,
+            "disk_write_failures_total": d.write_failures,
+            "disk_writes_dropped_total": d.writes_dropped,
+            "disk_reads_total": d.reads,
+            "disk_loads_total": d.loads,
+            "disk_bytes_written_total": d.bytes_written,
+            "disk_bytes_read_total": d.bytes_read,
+            "disk_evicted_total": d.evicted,
+            "disk_expired_total": d.expired,
+            "disk_corrupt_total": d.corrupt,
+            "disk_foreign_total": d.foreign,
+            "prompt_tokens_reused_from_disk": self.cache.counters.disk_hit_tokens,
+        }
+
     def stats(self) -> dict[str, Any]:
         """Pool, cache and queue figures (counters are totals since start)."""
         cc, pc = self.cache.counters, self.pool.counters
@@ -358,6 +428,7 @@ class LLMEngine:
             "blocks_evicted_total": pc.blocks_evicted,
             "blocks_expired_total": pc.blocks_expired,
             **self._host_stats(),
+            **self._disk_stats(),
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

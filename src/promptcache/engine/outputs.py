@@ -36,6 +36,7 @@ class CacheReport:
     evicted_retention: str | None = None  # ... and had this retention
     evicted_expired: bool = False  # ... because its retention ran out (else for room)
     reused_from_host: int = 0  # of the reused prompt tokens, those loaded from the host tier
+    reused_from_disk: int = 0  # ... and those loaded from the disk tier
 
     @classmethod
     def of(cls, handle: CacheHandle) -> CacheReport:
@@ -52,6 +53,7 @@ class CacheReport:
             evicted_retention=evicted.retention.value if evicted else None,
             evicted_expired=evicted.expired if evicted else False,
             reused_from_host=handle.host_tokens,
+            reused_from_disk=handle.disk_tokens,
         )
 
 

@@ -60,7 +60,7 @@ class Scheduler:
         self.config = config
         self.pool = pool
         self.cache = cache
-        self.loader = loader  # copies host-tier blocks into the pool
+        self.loader = loader  # copies host- and disk-tier blocks into the pool
         self.block_size = config.block_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -128,10 +128,10 @@ class Scheduler:
         return self.pool.can_allocate(new_blocks + self.pool.num_free_among(match.block_ids))
 
     def _place(self, seq: Sequence, match: CacheMatch, n: int) -> None:
-        self.cache.on_admit(seq.cache, match, seq.num_prompt_tokens)  # holds the hit blocks
+        self.cache.on_admit(seq.cache, match, seq)  # holds the hit blocks
         seq.block_table = list(match.block_ids)
-        if match.host_slots and self.loader is not None:
-            self.cache.load_from_host(seq.cache, match, seq.block_table, self.loader)
+        if match.loads and self.loader is not None:
+            self.cache.load_lower(seq.cache, match, seq, seq.block_table, self.loader)
         seq.num_computed = match.hit_tokens
         self._grow(seq, n)
         seq.status = SequenceStatus.RUNNING

@@ -42,6 +42,7 @@ class LedgerRow:
     worker: str | None = None
     diagnosis: str | None = None  # JSON of `promptcache.ledger.diagnosis.Diagnosis`
     reused_host_tokens: int = 0  # of reused_tokens, those loaded from the host tier
+    reused_disk_tokens: int = 0  # of reused_tokens, those loaded from the disk tier
 
     @classmethod
     def of(
@@ -84,6 +85,7 @@ class LedgerRow:
             error=record.error,
             diagnosis=diagnosis,
             reused_host_tokens=record.cache.reused_from_host if record.cache else 0,
+            reused_disk_tokens=record.cache.reused_from_disk if record.cache else 0,
         )
 
     @staticmethod

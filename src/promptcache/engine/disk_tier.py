@@ -1,0 +1,357 @@
+"""The disk tier: `24h` blocks in checksummed files under `disk_cache_dir`, surviving
+restarts, read and written off the engine thread.
+
+    engine thread   persist(): copy a 24h block out of the pool -> writer queue
+                    prefetch(): hashes a request will reuse     -> reader queue
+                    load(): a staged (read, verified) block     -> a pool block
+    writer thread   evict least recently used files for room, check the free-space floor,
+                    write the file (temporary name, then rename), index it
+    reader thread   read a file, verify header and checksum, stage the tensor
+
+Write-through: a `24h` block is written soon after it is computed (or reused), not only
+when memory fills, so a `kill -9` loses at most the writes still queued. At start the index
+is rebuilt from the files' headers (last use = the file's mtime); `.tmp` leftovers,
+truncated files and files of another model or layout are deleted and counted. A file that
+fails its checksum when read is deleted and counted, and the request computes that block
+instead: slower, never wrong. A full or read-only folder keeps the server serving: its
+writes are counted as failed.
+
+Files live in `<disk_cache_dir>/<first 16 hex digits of the KV identity>/`, so models
+sharing one `disk_cache_dir` never touch each other's files. Format: `disk_file`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from promptcache.cache.block_hash import BlockHash
+from promptcache.cache.disk_index import DiskIndex
+from promptcache.engine.disk_file import (
+    SUFFIX,
+    TMP_SUFFIX,
+    BadFile,
+    Header,
+    Identity,
+    checksum,
+    path_for,
+    payload_view,
+    read_block,
+    read_header,
+    write_file,
+)
+from promptcache.engine.kv_cache import KVCache
+
+log = logging.getLogger(__name__)
+
+WRITE_QUEUE_BYTES = 512 * 1024**2  # block copies waiting for the writer; more are dropped
+STAGE_TTL_S = 60.0  # a read block nobody loaded within this long is dropped
+SWEEP_INTERVAL_S = 5.0  # how often expired files and stale staged blocks are looked for
+HEADER_SLACK = 4096  # bytes allowed for a file's header when checking room before a write
+
+
+@dataclass(slots=True)
+class _Write:
+    h: BlockHash
+    parent: BlockHash
+    token_ids: list[int]
+    block: torch.Tensor
+
+
+@dataclass(slots=True)
+class _Delete:
+    h: BlockHash
+
+
+@dataclass(slots=True)
+class _Stamp:
+    h: BlockHash  # refresh the file's mtime: its last use, should the process restart
+
+
+_Op = _Write | _Delete | _Stamp | None
+
+
+class DiskTier:
+    """Files of `24h` KV blocks, with one writer and one reader thread."""
+
+    def __init__(
+        self,
+        kv_cache: KVCache,
+        folder: Path,
+        identity: Identity,
+        index: DiskIndex,
+        budget_bytes: int,
+        min_free_bytes: int,
+        stage_bytes: int,
+    ) -> None:
+        self.kv = kv_cache
+        self.folder = folder
+        self.identity = identity
+        self.index = index
+        index.on_drop = self._delete_later
+        self.budget = budget_bytes
+        self.min_free = min_free_bytes
+        self.block_bytes = kv_cache.bytes_per_block
+        self.stage_limit = max(1, stage_bytes // self.block_bytes)
+        self._lock = threading.Lock()
+        self._pending: set[BlockHash] = set()  # queued writes
+        self._reading: set[BlockHash] = set()  # queued or in-flight reads
+        self._staged: OrderedDict[BlockHash, tuple[torch.Tensor, float]] = OrderedDict()
+        self._progress = threading.Event()
+        self._last_sweep = 0.0
+        self._writes: queue.Queue[_Op] = queue.Queue()
+        self._reads: queue.Queue[BlockHash | None] = queue.Queue()
+        self._scan()
+        self._threads = [
+            threading.Thread(target=self._writer, name="promptcache-disk-writer", daemon=True),
+            threading.Thread(target=self._reader, name="promptcache-disk-reader", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- engine thread ------------------------------------------------------------------
+
+    def persist(self, h: BlockHash, parent: BlockHash, token_ids: list[int], block_id: int) -> None:
+        """Queue a copy of pool block `block_id` for writing, unless a file already holds it
+        (then it is only marked used)."""
+        if self.index.holds(h):
+            if self.index.touch(h):
+                self._writes.put(_Stamp(h))
+            return
+        with self._lock:
+            if h in self._pending:
+                return
+            if (len(self._pending) + 1) * self.block_bytes > WRITE_QUEUE_BYTES:
+                self.index.counters.writes_dropped += 1
+                return
+            self._pending.add(h)
+        layout = self.identity.layout
+        block = torch.empty(layout.shape, dtype=layout.torch_dtype)
+        block.copy_(self.kv.data[:, :, :, block_id])
+        self._writes.put(_Write(h, parent, token_ids, block))
+
+    def prefetch(self, hashes: list[BlockHash]) -> None:
+        with self._lock:
+            todo = [h for h in hashes if h not in self._staged and h not in self._reading]
+            self._reading.update(todo)
+        for h in todo:
+            self._reads.put(h)
+
+    def reading(self, hashes: list[BlockHash]) -> bool:
+        with self._lock:
+            return any(h in self._reading for h in hashes)
+
+    def staged(self, h: BlockHash) -> bool:
+        with self._lock:
+            return h in self._staged
+
+    def load(self, h: BlockHash, block_id: int) -> None:
+        """Copy staged block `h` into pool block `block_id` (the match saw it staged)."""
+        with self._lock:
+            block, _ = self._staged.pop(h)
+        self.kv.data[:, :, :, block_id].copy_(block)
+        self.index.counters.loads += 1
+        if self.index.touch(h):
+            self._writes.put(_Stamp(h))
+
+    def wait_for_reads(self, timeout: float) -> None:
+        """Block up to `timeout` seconds while reads are in flight (instead of spinning)."""
+        with self._lock:
+            busy = bool(self._reading)
+        if busy:
+            self._progress.wait(timeout)
+            self._progress.clear()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Drop expired files and staged blocks nobody loaded (every few seconds)."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_sweep < SWEEP_INTERVAL_S:
+            return
+        self._last_sweep = now
+        self.index.sweep()
+        with self._lock:
+            stale = [h for h, (_, at) in self._staged.items() if now - at > STAGE_TTL_S]
+            for h in stale:
+                del self._staged[h]
+
+    def flush(self) -> None:
+        """Wait until every queued write and delete is done."""
+        self._writes.join()
+
+    def close(self) -> None:
+        """Finish queued writes, then stop both threads."""
+        self._writes.put(None)
+        self._reads.put(None)
+        for t in self._threads:
+            t.join(30)
+
+    @property
+    def staged_bytes(self) -> int:
+        return len(self._staged) * self.block_bytes
+
+    # -- writer thread ------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        while True:
+            op = self._writes.get()
+            try:
+                if op is None:
+                    return
+                self._apply(op)
+            except Exception:  # never let one file stop the writer
+                log.exception("disk tier: write failed")
+                self.index.counters.write_failures += 1
+            finally:
+                if isinstance(op, _Write):
+                    with self._lock:
+                        self._pending.discard(op.h)
+                self._writes.task_done()
+
+    def _apply(self, op: _Write | _Delete | _Stamp) -> None:
+        path = path_for(self.folder, op.h)
+        if isinstance(op, _Delete):
+            path.unlink(missing_ok=True)
+        elif isinstance(op, _Stamp):
+            with contextlib.suppress(FileNotFoundError):  # evicted meanwhile
+                os.utime(path)
+        else:
+            self._write(op, path)
+
+    def _write(self, op: _Write, path: Path) -> None:
+        payload = payload_view(op.block)
+        need = len(payload) + HEADER_SLACK
+        for h in self.index.evict_for(need, self.budget):
+            path_for(self.folder, h).unlink(missing_ok=True)
+        if need > self.budget or not self._room_on_disk(need):
+            self.index.counters.write_failures += 1
+            return
+        header = Header(op.h, op.parent, op.token_ids, len(payload), checksum(payload))
+        try:
+            size = write_file(path, self.identity, header, payload)
+        except OSError as exc:
+            self.index.counters.write_failures += 1
+            log.warning("disk tier: cannot write %s: %s", path, exc)
+            return
+        self.index.add(op.h, size)
+        self.index.counters.writes += 1
+        self.index.counters.bytes_written += size
+
+    def _room_on_disk(self, need: int) -> bool:
+        """Keep `min_free` bytes free on the folder's filesystem, dropping our oldest files
+        if that makes room; False if it cannot."""
+        while True:
+            try:
+                free = shutil.disk_usage(self.folder).free
+            except OSError:
+                return False
+            if free - need >= self.min_free:
+                return True
+            oldest = self.index.oldest()
+            if oldest is None or not self.index.remove(oldest):
+                return False
+            self.index.counters.evicted += 1
+            path_for(self.folder, oldest).unlink(missing_ok=True)
+
+    def _delete_later(self, h: BlockHash) -> None:
+        self._writes.put(_Delete(h))
+
+    # -- reader thread ------------------------------------------------------------------
+
+    def _reader(self) -> None:
+        while True:
+            h = self._reads.get()
+            if h is None:
+                return
+            try:
+                self._read(h)
+            except Exception:
+                log.exception("disk tier: read failed")
+            finally:
+                with self._lock:
+                    self._reading.discard(h)
+                self._progress.set()
+
+    def _read(self, h: BlockHash) -> None:
+        with self._lock:
+            if len(self._staged) >= self.stage_limit:
+                return  # the request reuses what was staged and computes the rest
+        path = path_for(self.folder, h)
+        try:
+            block, size = read_block(path, self.identity, h)
+        except FileNotFoundError:
+            self.index.remove(h)  # evicted for room meanwhile
+            return
+        except (BadFile, OSError) as exc:
+            self._discard(h, path, exc)
+            return
+        with self._lock:
+            self._staged[h] = (block, time.monotonic())
+        self.index.counters.reads += 1
+        self.index.counters.bytes_read += size
+
+    def _discard(self, h: BlockHash, path: Path, exc: Exception) -> None:
+        log.warning("disk tier: dropping %s: %s", path.name, exc)
+        self.index.remove(h)
+        foreign = isinstance(exc, BadFile) and exc.foreign
+        if foreign:
+            self.index.counters.foreign += 1
+        else:
+            self.index.counters.corrupt += 1
+        path.unlink(missing_ok=True)
+
+    # -- start --------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """Index the files left by earlier runs, least recently used first."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("disk tier: cannot create %s (%s): writes will fail", self.folder, exc)
+            return
+        found: list[tuple[float, BlockHash, int]] = []
+        for path in self.folder.glob("??/*"):
+            entry = self._check(path)
+            if entry is not None:
+                found.append(entry)
+        for mtime, h, size in sorted(found):
+            self.index.add(h, size, last_use=mtime)
+        self.index.sweep()
+        log.info(
+            "disk tier: %d blocks (%d bytes) in %s", len(found), self.index.bytes_used, self.folder
+        )
+
+    def _check(self, path: Path) -> tuple[float, BlockHash, int] | None:
+        if path.suffix == TMP_SUFFIX:
+            path.unlink(missing_ok=True)  # a write the last run did not finish
+            return None
+        if path.suffix != SUFFIX:
+            return None
+        try:
+            stat = path.stat()
+            with open(path, "rb") as f:
+                header = read_header(f, self.identity, stat.st_size)
+            if header.block_hash.hex() != path.stem:
+                raise BadFile("named for another block")
+        except (BadFile, OSError) as exc:
+            self._discard_at_start(path, exc)
+            return None
+        return stat.st_mtime, header.block_hash, stat.st_size
+
+    def _discard_at_start(self, path: Path, exc: Exception) -> None:
+        log.warning("disk tier: dropping %s: %s", path.name, exc)
+        if isinstance(exc, BadFile) and exc.foreign:
+            self.index.counters.foreign += 1
+        else:
+            self.index.counters.corrupt += 1
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
