@@ -84,16 +84,23 @@ def _run(name: str, args: argparse.Namespace) -> list[RequestRecord]:
     return [RequestRecord.from_json(r) for r in doc["records"]]
 
 
+def _first(r: RequestRecord) -> bool:
+    """A prefix's first visit (long-tail tags are `p<prefix>/v<visit>`)."""
+    return r.tag.endswith("/v0")
+
+
 def _row(name: str, records: list[RequestRecord]) -> str:
     ok = [r for r in records if r.ok]
     prompt = sum(r.prompt_tokens for r in ok)
     hit = sum(r.cached_tokens for r in ok) / prompt if prompt else 0.0
-    first = [r.ttft for r in ok if r.round == 0 and r.ttft is not None]
-    again = [r.ttft for r in ok if r.round > 0 and r.ttft is not None]
+    first = [r.ttft for r in ok if _first(r) and r.ttft is not None]
+    again = [r.ttft for r in ok if not _first(r) and r.ttft is not None]
+    errors = len(records) - len(ok)
+    if not first or not again:
+        return f"| {name} | no successful first visits and revisits | {errors} errors |"
     f, a = statistics.median(first), statistics.median(again)
     tokens = statistics.median(r.prompt_tokens for r in ok)
-    cached = statistics.median(r.cached_tokens for r in ok if r.round > 0)
-    errors = len(records) - len(ok)
+    cached = statistics.median(r.cached_tokens for r in ok if not _first(r))
     return (
         f"| {name} | {hit:.1%} | {tokens:,.0f} | {cached:,.0f} | {f:.3f} | {a:.3f} "
         f"| {a / f:.3f} | {errors} |"

@@ -72,7 +72,8 @@ class CacheHandle:
     waited_steps: int = 0  # steps spent waiting for a prefix another request computed
     host_tokens: int = 0  # of hit_tokens, those loaded from the host tier
     disk_tokens: int = 0  # of hit_tokens, those loaded from the disk tier
-    disk_prefetched: bool = False  # its disk blocks were asked for (it waits once for them)
+    disk_wanted: list[BlockHash] = field(default_factory=list)  # disk blocks asked for
+    # (the request waits while they are read, once)
 
     @property
     def reason(self) -> MatchReason:

@@ -82,6 +82,9 @@ class PrefixCache:
         or its disk blocks are being read)."""
         if handle.seed is None:
             return CacheMatch([], 0, 0, handle.first_reason)
+        if self.disk is not None and handle.disk_wanted and self.disk.reading(handle.disk_wanted):
+            handle.waited_steps += 1  # its disk blocks are still being read
+            return CacheMatch([], 0, 0, MatchReason.WAITING)
         n_blocks = seq.num_tokens // self.block_size
         self._extend_hashes(handle, seq, n_blocks)
         hashes = handle.block_hashes[:n_blocks]
@@ -131,9 +134,9 @@ class PrefixCache:
         disk = [h for h, loc in zip(hashes, lower, strict=False) if loc.tier is Tier.DISK]
         if all(self.disk.staged(h) for h in disk):
             return lower, False
-        if self.disk.reading(disk) or not handle.disk_prefetched:
+        if self.disk.reading(disk) or not handle.disk_wanted:
             self.disk.prefetch(disk)
-            handle.disk_prefetched = True
+            handle.disk_wanted = disk
             return lower, True
         for i, (h, loc) in enumerate(zip(hashes, lower, strict=False)):
             if loc.tier is Tier.DISK and not self.disk.staged(h):

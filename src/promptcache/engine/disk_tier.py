@@ -107,7 +107,7 @@ class DiskTier:
         self._pending: set[BlockHash] = set()  # queued writes
         self._reading: set[BlockHash] = set()  # queued or in-flight reads
         self._staged: OrderedDict[BlockHash, tuple[torch.Tensor, float]] = OrderedDict()
-        self._progress = threading.Event()
+        self._idle = threading.Condition(self._lock)  # notified when no read is queued
         self._last_sweep = 0.0
         self._writes: queue.Queue[_Op] = queue.Queue()
         self._reads: queue.Queue[BlockHash | None] = queue.Queue()
@@ -148,8 +148,8 @@ class DiskTier:
             self._reads.put(h)
 
     def reading(self, hashes: list[BlockHash]) -> bool:
-        with self._lock:
-            return any(h in self._reading for h in hashes)
+        with self._lock:  # reads finish in queue order: the last is the likeliest pending
+            return any(h in self._reading for h in reversed(hashes))
 
     def staged(self, h: BlockHash) -> bool:
         with self._lock:
@@ -165,12 +165,10 @@ class DiskTier:
             self._writes.put(_Stamp(h))
 
     def wait_for_reads(self, timeout: float) -> None:
-        """Block up to `timeout` seconds while reads are in flight (instead of spinning)."""
-        with self._lock:
-            busy = bool(self._reading)
-        if busy:
-            self._progress.wait(timeout)
-            self._progress.clear()
+        """Block until every queued read is done, or `timeout` seconds (instead of
+        spinning, and instead of re-matching the waiting requests after each file)."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._reading, timeout)
 
     def sweep(self, now: float | None = None) -> None:
         """Drop expired files and staged blocks nobody loaded (every few seconds)."""
@@ -279,7 +277,8 @@ class DiskTier:
             finally:
                 with self._lock:
                     self._reading.discard(h)
-                self._progress.set()
+                    if not self._reading:
+                        self._idle.notify_all()
 
     def _read(self, h: BlockHash) -> None:
         with self._lock:
