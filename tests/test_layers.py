@@ -16,6 +16,7 @@ ALLOWED = {
     "model": {"util"},
     "engine": {"util", "config", "cache", "model"},
     "ledger": {"util", "config", "cache", "engine", "model"},
+    "router": {"util", "config", "cache", "engine", "model"},
 }
 
 

@@ -132,6 +132,9 @@ class ServerConfig:
         admin_api_key: a key that may read every tenant's usage (None: none may).
         diagnosis_history: recent prompts remembered per tenant (in memory) to tell where a
             prompt diverged from the closest earlier one; 0 turns that part off. Default 64.
+        internal_api_key: the secret a router presents to this server's worker endpoint
+            (`POST /v1/promptcache/generate`, which runs pre-tokenized requests for any
+            tenant); None turns that endpoint off. `serve --workers` sets a random one.
     """
 
     host: str = "127.0.0.1"
@@ -144,6 +147,7 @@ class ServerConfig:
     price_model: str = "gpt-5-mini"
     admin_api_key: str | None = None
     diagnosis_history: int = 64
+    internal_api_key: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -152,6 +156,50 @@ class ServerConfig:
             raise ValueError(f"diagnosis_history must be >= 0, got {self.diagnosis_history}")
         if self.max_queue <= 0:
             raise ValueError(f"max_queue must be positive, got {self.max_queue}")
+
+
+POLICIES = ("cache-aware", "round-robin", "least-loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Settings of the router in front of several workers (promptcache/router/policy.py).
+
+    Attributes:
+        policy: "cache-aware" (default: OpenAI-style prefix affinity with overflow and a
+            load bound), "round-robin" or "least-loaded" (baselines).
+        route_prefix_tokens: prompt tokens that, with the tenant and `prompt_cache_key`,
+            make a request's routing bucket. Default 256.
+        overflow_rpm: requests per bucket per window that one worker takes before the
+            bucket spills to the next worker of its order. Default 15.
+        overflow_window_s: the sliding window of that rate, in seconds. Default 60.
+        load_abs_threshold: skip a worker whose in-flight requests exceed the least loaded
+            worker's by more than this ... Default 8.
+        load_rel_threshold: ... and are more than this many times them. Default 1.5.
+        health_interval_s: seconds between health checks of each worker. Default 2.
+        worker_timeout_s: seconds a worker may take to start answering a request (the
+            whole prefill) before the router tries the next worker. Default 600.
+    """
+
+    policy: str = "cache-aware"
+    route_prefix_tokens: int = 256
+    overflow_rpm: int = 15
+    overflow_window_s: int = 60
+    load_abs_threshold: int = 8
+    load_rel_threshold: float = 1.5
+    health_interval_s: float = 2.0
+    worker_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        for name in ("route_prefix_tokens", "overflow_rpm", "overflow_window_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.load_abs_threshold < 0 or self.load_rel_threshold < 1:
+            raise ValueError("load_abs_threshold must be >= 0 and load_rel_threshold >= 1")
+        if self.health_interval_s <= 0 or self.worker_timeout_s <= 0:
+            raise ValueError("health_interval_s and worker_timeout_s must be positive")
 
 
 def default_data_dir() -> Path:

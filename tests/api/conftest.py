@@ -41,28 +41,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp: Path, *extra: str) -> Server:
+def start_server(tmp: Path, *extra: str, command: str = "serve", name: str = "server") -> Server:
+    """`promptcache serve` (or `router`) on a free port with the test keys, data under
+    `tmp/data` (`tmp/<name>-data` for a router), float32; `extra` flags win."""
     keys = tmp / "keys.json"
     keys.write_text(json.dumps(KEYS))
     port = _free_port()
-    log = tmp / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "promptcache.cli.main",
-        "serve",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--api-keys-file",
-        str(keys),
-        "--data-dir",
-        str(tmp / "data"),
-        "--kv-cache-bytes",
-        "512MiB",
-        *extra,
-    ]
+    log = tmp / f"{name}.log"
+    data = tmp / ("data" if command == "serve" else f"{name}-data")
+    cmd = [sys.executable, "-m", "promptcache.cli.main", command, "--port", str(port)]
+    cmd += ["--api-keys-file", str(keys), "--data-dir", str(data)]
+    if command == "serve":
+        cmd += ["--dtype", "float32", "--kv-cache-bytes", "512MiB"]
+    cmd += extra
     proc = subprocess.Popen(
         cmd,
         stdout=log.open("wb"),

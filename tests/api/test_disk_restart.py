@@ -16,7 +16,7 @@ DOCUMENT = " ".join(
 )
 
 
-def _ask(server: Server) -> tuple[str, int]:
+def _ask(server: Server) -> tuple[str, int, str]:
     out = server.client().chat.completions.create(
         model=MODEL,
         messages=[
@@ -29,7 +29,7 @@ def _ask(server: Server) -> tuple[str, int]:
     )
     assert out.usage is not None and out.usage.prompt_tokens_details is not None
     cached = out.usage.prompt_tokens_details.cached_tokens or 0
-    return out.choices[0].message.content or "", cached
+    return out.choices[0].message.content or "", cached, out.id
 
 
 def _metric(server: Server, name: str) -> float:
@@ -42,7 +42,7 @@ def _metric(server: Server, name: str) -> float:
 def test_24h_prefix_survives_kill_9(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     try:
-        first, cached = _ask(server)
+        first, cached, _ = _ask(server)
         assert cached == 0
         deadline = time.time() + 60  # the writer runs in the background: wait for its files
         while _metric(server, "disk_blocks") < 64 and time.time() < deadline:
@@ -54,9 +54,13 @@ def test_24h_prefix_survives_kill_9(tmp_path: Path) -> None:
     restarted = start_server(tmp_path)
     try:
         assert _metric(restarted, "disk_blocks") >= 64  # the index rebuilt from the files
-        again, cached = _ask(restarted)
+        again, cached, request_id = _ask(restarted)
         assert cached >= 1024 and again == first
         assert _metric(restarted, "prompt_tokens_reused_from_disk") >= 1024
+        url = f"{restarted.base_url}/v1/promptcache/requests/{request_id}/cache"
+        auth = {"Authorization": "Bearer sk-tenant-a"}
+        tiers = httpx.get(url, headers=auth, timeout=10).json()["usage"]["reused_tokens_by_tier"]
+        assert tiers["device"] == tiers["host"] == 0 and tiers["disk"] >= 1024
     finally:
         restarted.proc.kill()
         restarted.proc.wait(30)

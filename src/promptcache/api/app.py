@@ -19,12 +19,14 @@ from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
 from promptcache.api.context import ServerContext
 from promptcache.api.dashboard import dashboard_response
+from promptcache.api.internal import add_worker_routes
 from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
 from promptcache.api.usage import request_cache, usage_report
 from promptcache.engine.async_engine import AsyncEngine
+from promptcache.engine.client import EngineClient
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.ledger.books import Books
@@ -42,21 +44,48 @@ def create_app(
     max_queue: int,
     hooks: RequestHooks | None = None,
     books: Books | None = None,
+    internal_api_key: str | None = None,
 ) -> FastAPI:
     """Build the app; the engine thread starts and stops with the app's lifespan.
 
     Every request's end is reported to `hooks` (metrics and the ledger in `books`
-    subscribe here; pass your own `RequestHooks` to subscribe more).
+    subscribe here; pass your own `RequestHooks` to subscribe more). With
+    `internal_api_key`, the worker endpoints a router calls are on (api/internal.py).
     """
+    app = build_app(
+        AsyncEngine(engine, max_queue), engine.tokenizer, model_name, keys, store, hooks, books
+    )
+    info = {
+        "model": model_name,
+        "kv_identity": engine.kv_identity,
+        "max_model_len": engine.max_model_len,
+        "vocab_size": engine.model.spec.vocab_size,
+    }
+    add_worker_routes(app, app.state.ctx, internal_api_key, info)
+    return app
+
+
+def build_app(
+    engine: EngineClient,
+    tokenizer: Any,
+    model_name: str,
+    keys: KeyRing,
+    store: ResponseStore,
+    hooks: RequestHooks | None = None,
+    books: Books | None = None,
+) -> FastAPI:
+    """The OpenAI API over any `EngineClient`: the in-process engine, or the router's
+    `RemoteEngine` (which then also registers its metrics)."""
     hooks = hooks or RequestHooks()
-    client = TrackedClient(AsyncEngine(engine, max_queue), hooks)
+    client = TrackedClient(engine, hooks)
     metrics = Metrics(client.stats)
+    register = getattr(engine, "register_metrics", None)
+    if register is not None:
+        register(metrics.registry)
     hooks.subscribe(metrics.on_request_end)
     if books is not None:
         hooks.subscribe(books.on_request_end)
-    ctx = ServerContext(
-        client, engine.tokenizer, model_name, store, metrics, created=int(time.time())
-    )
+    ctx = ServerContext(client, tokenizer, model_name, store, metrics, created=int(time.time()))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

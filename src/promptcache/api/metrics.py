@@ -90,6 +90,8 @@ class Metrics:
                 ("host_bytes", "Bytes held in the host tier"),
                 ("host_writes_total", "Blocks copied from the KV pool to the host tier"),
                 ("host_loads_total", "Blocks copied back from the host tier for a request"),
+                ("host_bytes_written_total", "Bytes copied from the KV pool to the host tier"),
+                ("host_bytes_loaded_total", "Bytes copied back from the host tier"),
                 ("host_evicted_total", "Host-tier blocks dropped for room"),
                 ("host_expired_total", "Host-tier blocks dropped because their retention ran out"),
                 ("prompt_tokens_reused_from_host", "Prompt tokens reused from the host tier"),
@@ -141,10 +143,10 @@ class Metrics:
         stats = self._engine_stats()
         self.queue_depth.set(stats["requests_in_flight"])
         self.aborted.set(stats["requests_aborted"])
-        self.blocks_in_use.set(stats["blocks_in_use"])
-        self.blocks_cached.set(stats["blocks_cached"])
-        self.blocks_total.set(stats["num_blocks"])
-        self.blocks_expired.set(stats["blocks_expired_total"])
+        self.blocks_in_use.set(stats.get("blocks_in_use", 0))  # a router has no pool
+        self.blocks_cached.set(stats.get("blocks_cached", 0))
+        self.blocks_total.set(stats.get("num_blocks", 0))
+        self.blocks_expired.set(stats.get("blocks_expired_total", 0))
         for key, gauge in self.tiers.items():
             gauge.set(stats.get(key, 0))
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from promptcache.cli.diagnose import (
     run_diagnose_command,
     run_lint_command,
 )
+from promptcache.cli.router import add_router_parser, run_router_command, run_with_workers
 from promptcache.cli.settings import (
     add_config_file_flag,
     add_config_flags,
@@ -24,7 +25,7 @@ from promptcache.cli.settings import (
     price_tables,
 )
 from promptcache.cli.usage import add_usage_parser, run_usage_command
-from promptcache.config import EngineConfig, ServerConfig
+from promptcache.config import EngineConfig, RouterConfig, ServerConfig
 from promptcache.model.device import (
     DTYPE_CHOICES,
     cpu_has_fast_bf16,
@@ -44,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_file_flag(serve)
     add_config_flags(serve, ServerConfig, "server settings (ServerConfig)")
     add_config_flags(serve, EngineConfig, "engine settings (EngineConfig)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run N engine worker processes behind a router on the public port (the "
+        "router's settings below apply); default 0: one engine in this process",
+    )
+    add_config_flags(serve, RouterConfig, "routing settings with --workers (RouterConfig)")
     gen = sub.add_parser("generate", help="generate a completion for one prompt")
     _add_model_flags(gen)
     gen.add_argument("--max-tokens", type=int, default=256, help="default: 256")
@@ -61,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(prep)
     add_usage_parser(sub)
     add_diagnose_parsers(sub)
+    add_router_parser(sub, _add_model_flags)
     return parser
 
 
@@ -81,12 +91,17 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="promptcache: %(message)s", stream=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "serve" and args.workers > 0:
+            return run_with_workers(args, argv)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "router":
+            return run_router_command(args)
         if args.command == "bench":
             return run_bench_command(args)
         if args.command == "usage":
@@ -193,7 +208,15 @@ def _serve(args: argparse.Namespace) -> int:
             history=PromptHistory(server.diagnosis_history),
         )
         log.info("usage ledger in %s (prices: %s)", data_dir / LEDGER_FILE, row)
-    app = create_app(engine, name, keys, store, server.max_queue, books=books)
+    app = create_app(
+        engine,
+        name,
+        keys,
+        store,
+        server.max_queue,
+        books=books,
+        internal_api_key=server.internal_api_key,
+    )
     if keys.open:
         log.warning(
             "no API keys configured: accepting every request as tenant 'default' "

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from promptcache.config import EngineConfig, ServerConfig
+from promptcache.config import EngineConfig, RouterConfig, ServerConfig
 
 ENV_PREFIX = "PROMPTCACHE_"
 CONFIG_ENV = "PROMPTCACHE_CONFIG"
@@ -34,7 +34,7 @@ _UNITS = {
     "gb": 1000**3,
 }
 
-C = TypeVar("C", EngineConfig, ServerConfig)
+C = TypeVar("C", EngineConfig, ServerConfig, RouterConfig)
 
 
 def parse_bytes(text: str | int) -> int:
@@ -63,6 +63,8 @@ def _converter(f: dataclasses.Field[Any]) -> Any:
     kind = str(f.type)
     if kind == "bool":
         return parse_bool
+    if kind.startswith("float"):
+        return float
     return int if kind.startswith("int") else str
 
 

@@ -56,6 +56,7 @@ class RequestRecord:
     ttft_s: float | None  # submission -> first output token
     latency_s: float  # submission -> end
     error: str | None  # why it failed or was rejected
+    worker: str | None = None  # the worker that ran it (behind the router)
 
     @property
     def endpoint(self) -> str:
@@ -151,6 +152,7 @@ class TrackedStream:
             ttft_s=None if self._first is None else self._first - self._start,
             latency_s=time.perf_counter() - self._start,
             error=error,
+            worker=last.worker if last is not None else None,
         )
         return self._hooks.fire(record)
 

@@ -39,7 +39,7 @@ from promptcache.engine.host_tier import HostTier
 from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
-from promptcache.engine.request import GenerationRequest, PreparedRequest
+from promptcache.engine.request import GenerationRequest, PreparedRequest, check_request
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
@@ -215,26 +215,7 @@ class LLMEngine:
         return seq
 
     def _check(self, token_ids: list[int], p: SamplingParams) -> int:
-        if not token_ids:
-            raise RequestError("the prompt is empty")
-        vocab = self.model.spec.vocab_size
-        if min(token_ids) < 0 or max(token_ids) >= vocab:
-            raise RequestError(f"prompt token ids must be in [0, {vocab})")
-        room = self.max_model_len - len(token_ids)
-        if room < 1:
-            raise RequestError(
-                f"this model's maximum context length is {self.max_model_len} tokens, but "
-                f"the prompt has {len(token_ids)} tokens, leaving no room for a reply",
-                "context_length_exceeded",
-            )
-        if p.max_tokens is not None and p.max_tokens > room:
-            raise RequestError(
-                f"this model's maximum context length is {self.max_model_len} tokens; the "
-                f"prompt has {len(token_ids)} tokens and {p.max_tokens} more were requested "
-                f"(at most {room} fit)",
-                "context_length_exceeded",
-            )
-        return p.max_tokens if p.max_tokens is not None else room
+        return check_request(token_ids, p, self.max_model_len, self.model.spec.vocab_size)
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Cancel a request and free its blocks; returns its last output, or None if unknown."""
@@ -385,6 +366,8 @@ class LLMEngine:
             "host_slots": self.host.index.num_slots,
             "host_writes_total": hc.writes,
             "host_loads_total": hc.loads,
+            "host_bytes_written_total": hc.writes * self.host.bytes_per_block,
+            "host_bytes_loaded_total": hc.loads * self.host.bytes_per_block,
             "host_evicted_total": hc.evicted,
             "host_expired_total": hc.expired,
             "prompt_tokens_reused_from_host": self.cache.counters.host_hit_tokens,

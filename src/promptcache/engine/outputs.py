@@ -75,6 +75,7 @@ class RequestOutput:
     total_s: float | None
     token_ids: list[int] = field(default_factory=list)
     cache: CacheReport | None = None  # on the final output
+    worker: str | None = None  # the worker that ran it (set by the router)
 
     def to_dict(self) -> dict[str, Any]:
         """The `generate --json` shape."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from promptcache.cache.settings import CacheSettings
+from promptcache.engine.errors import RequestError
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import MessageSpan
 
@@ -47,3 +48,26 @@ class PreparedRequest:
     request: GenerationRequest
     request_id: str
     max_tokens: int  # new tokens at most: the request's max_tokens or what the context allows
+
+
+def check_request(token_ids: list[int], p: SamplingParams, max_model_len: int, vocab: int) -> int:
+    """Raise `RequestError` if the request cannot run; else its max new tokens."""
+    if not token_ids:
+        raise RequestError("the prompt is empty")
+    if min(token_ids) < 0 or max(token_ids) >= vocab:
+        raise RequestError(f"prompt token ids must be in [0, {vocab})")
+    room = max_model_len - len(token_ids)
+    if room < 1:
+        raise RequestError(
+            f"this model's maximum context length is {max_model_len} tokens, but "
+            f"the prompt has {len(token_ids)} tokens, leaving no room for a reply",
+            "context_length_exceeded",
+        )
+    if p.max_tokens is not None and p.max_tokens > room:
+        raise RequestError(
+            f"this model's maximum context length is {max_model_len} tokens; the "
+            f"prompt has {len(token_ids)} tokens and {p.max_tokens} more were requested "
+            f"(at most {room} fit)",
+            "context_length_exceeded",
+        )
+    return p.max_tokens if p.max_tokens is not None else room

@@ -83,6 +83,7 @@ class LedgerRow:
             cache_reason=record.cache.reason if record.cache else None,
             matched_tokens=record.cache.matched_tokens if record.cache else None,
             error=record.error,
+            worker=record.worker,
             diagnosis=diagnosis,
             reused_host_tokens=record.cache.reused_from_host if record.cache else 0,
             reused_disk_tokens=record.cache.reused_from_disk if record.cache else 0,

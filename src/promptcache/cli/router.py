@@ -1,0 +1,207 @@
+"""`promptcache router --worker URL ...` and `promptcache serve --workers N`: the router
+in front of several engine workers.
+
+The router serves the same OpenAI API as one server: it checks API keys and tenants,
+renders and tokenizes prompts, keeps the Responses store and the usage ledger, enforces
+`max_queue` (429), and sends each request's tokens to the worker the routing policy picks
+(`promptcache.router.policy`). `serve --workers N` starts N `promptcache serve` worker
+processes on free local ports (each with its own data dir under `<data_dir>/worker-<i>`,
+no ledger of its own, and a random internal key), then the router on the public port;
+workers get the same engine flags and stop with the router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from promptcache.cli.settings import (
+    add_config_file_flag,
+    add_config_flags,
+    build_config,
+    price_tables,
+)
+from promptcache.config import EngineConfig, RouterConfig, ServerConfig, default_data_dir
+
+log = logging.getLogger("promptcache")
+
+READY_TIMEOUT_S = 600.0  # how long the router waits for its workers at start
+
+
+def add_router_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("router", help="route the OpenAI API over running workers")
+    p.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        required=True,
+        help="a worker's base URL, e.g. http://10.0.0.2:8000 (repeatable)",
+    )
+    model_flags(p)
+    add_config_file_flag(p)
+    add_config_flags(p, ServerConfig, "server settings (ServerConfig)")
+    add_config_flags(p, RouterConfig, "routing settings (RouterConfig)")
+    add_config_flags(p, EngineConfig, "cache-reporting settings (EngineConfig)")
+
+
+def run_router_command(args: argparse.Namespace) -> int:
+    server = build_config(ServerConfig, args, "server")
+    if server.internal_api_key is None:
+        raise ValueError("the router needs internal_api_key: the key its workers were given")
+    return serve_router(args, server, args.worker, need_all=False)
+
+
+def run_with_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """`serve --workers N`: N worker processes, then the router in this one."""
+    server = build_config(ServerConfig, args, "server")
+    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    key = server.internal_api_key or secrets.token_urlsafe(24)
+    procs, urls = [], []
+    try:
+        for i in range(args.workers):
+            port = _free_port()
+            folder = data_dir / f"worker-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            procs.append(_start_worker(argv, port, key, folder))
+            urls.append(f"http://127.0.0.1:{port}")
+        log.info("started %d workers: %s", len(urls), ", ".join(urls))
+        server = ServerConfig(**{**_fields(server), "internal_api_key": key})
+        return serve_router(args, server, urls)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def serve_router(
+    args: argparse.Namespace, server: ServerConfig, urls: list[str], need_all: bool = True
+) -> int:
+    """Wait for the workers (all, or one without `need_all`), then serve the router."""
+    import uvicorn
+    from transformers import AutoTokenizer
+
+    from promptcache.api.app import build_app
+    from promptcache.api.auth import KeyRing
+    from promptcache.api.store import ResponseStore
+    from promptcache.model.loader import resolve_model_path
+    from promptcache.router.policy import RoutingPolicy
+    from promptcache.router.remote import RemoteEngine
+    from promptcache.router.workers import WorkerPool
+
+    routing = build_config(RouterConfig, args, "router")
+    pool = WorkerPool(urls, server.internal_api_key, routing.health_interval_s)
+    asyncio.run(_wait_ready(pool, need_all))
+    info = pool.info()
+    assert info is not None
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.model))
+    name = server.served_model_name or info.model
+    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
+    keys = KeyRing.from_file(keys_file, server.admin_api_key)
+    remote = RemoteEngine(pool, RoutingPolicy(routing), routing, server.max_queue)
+    books = _books(args, server, name, tokenizer, data_dir)
+    store = ResponseStore(data_dir / "responses.sqlite3")
+    app = build_app(remote, tokenizer, name, keys, store, books=books)
+    log.info(
+        "routing %s on http://%s:%d/v1 over %d workers (policy %s)",
+        name,
+        server.host,
+        server.port,
+        len(urls),
+        routing.policy,
+    )
+    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
+    return 0
+
+
+async def _wait_ready(pool: Any, need_all: bool) -> None:
+    try:
+        await pool.wait_ready(READY_TIMEOUT_S, need_all)
+    finally:
+        await pool.close()
+        pool.http = None  # the server's event loop opens its own client
+
+
+def _books(
+    args: argparse.Namespace, server: ServerConfig, name: str, tokenizer: Any, data_dir: Path
+) -> Any:
+    from promptcache.cache.policy import CachePolicy, UsageRules
+    from promptcache.ledger.books import Books
+    from promptcache.ledger.diagnosis import PromptHistory, Rules
+    from promptcache.ledger.prices import PriceTable
+    from promptcache.ledger.store import LEDGER_FILE, Ledger
+
+    if not server.enable_ledger:
+        return None
+    engine = build_config(EngineConfig, args, "engine")
+    policy = CachePolicy(
+        engine.enable_prefix_caching,
+        engine.min_prompt_tokens,
+        engine.increment,
+        UsageRules(engine.usage_rules),
+    )
+    row, price = PriceTable.from_config(price_tables(args)).for_model(name, server.price_model)
+    return Books(
+        Ledger(data_dir / LEDGER_FILE),
+        name,
+        row,
+        price,
+        rules=Rules(policy, engine.block_size),
+        decode=lambda ids: str(tokenizer.decode(ids)),
+        history=PromptHistory(server.diagnosis_history),
+    )
+
+
+def _start_worker(argv: list[str], port: int, key: str, folder: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "promptcache.cli.main", *_without_workers(argv)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--internal-api-key", key]
+    cmd += ["--no-enable-ledger", "--data-dir", str(folder)]  # later flags win
+    log_file = (folder / "worker.log").open("ab")
+    return subprocess.Popen(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: get SIGTERM when the router process dies (Linux)."""
+    with contextlib.suppress(OSError):  # not glibc: workers are stopped by the router only
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the router, which stops the workers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fields(config: ServerConfig) -> dict[str, Any]:
+    return {f: getattr(config, f) for f in config.__dataclass_fields__}

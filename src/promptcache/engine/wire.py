@@ -1,0 +1,66 @@
+"""`GenerationRequest` and `RequestOutput` as JSON: what the router sends a worker and the
+worker streams back (one output per line), so a remote engine behaves like a local one.
+
+Every field travels; decoding checks types through the dataclasses' own validation and
+raises `ValueError` on anything malformed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from promptcache.cache.settings import CacheSettings, Retention
+from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.request import GenerationRequest
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.model.chat import MessageSpan
+
+
+def request_to_json(r: GenerationRequest) -> dict[str, Any]:
+    return {
+        "token_ids": r.token_ids,
+        "params": asdict(r.params),
+        "cache": {**asdict(r.cache), "retention": r.cache.retention.value},
+        "messages": [asdict(m) for m in r.messages],
+        "request_id": r.request_id,
+        "endpoint": r.endpoint,
+        "api_key_id": r.api_key_id,
+    }
+
+
+def request_from_json(d: dict[str, Any]) -> GenerationRequest:
+    try:
+        p, c = dict(d["params"]), dict(d["cache"])
+        params = SamplingParams(
+            **{**p, "stop": tuple(p["stop"]), "stop_token_ids": tuple(p["stop_token_ids"])}
+        )
+        cache = CacheSettings(
+            tenant=c["tenant"],
+            retention=Retention(c["retention"]),
+            prompt_cache_key=c["prompt_cache_key"],
+            breakpoints=tuple(c["breakpoints"]),
+        )
+        spans = tuple(
+            MessageSpan(**{**m, "part_ends": tuple(m["part_ends"])}) for m in d["messages"]
+        )
+        token_ids = [int(t) for t in d["token_ids"]]
+        return GenerationRequest(
+            token_ids, params, cache, spans, d["request_id"], d["endpoint"], d["api_key_id"]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed generation request: {exc!r}") from exc
+
+
+def output_to_json(o: RequestOutput) -> dict[str, Any]:
+    d = asdict(o)
+    d["cache"] = asdict(o.cache) if o.cache is not None else None
+    return d
+
+
+def output_from_json(d: dict[str, Any]) -> RequestOutput:
+    try:
+        cache = CacheReport(**d["cache"]) if d.get("cache") is not None else None
+        return RequestOutput(**{**d, "usage": Usage(**d["usage"]), "cache": cache})
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed request output: {exc!r}") from exc

@@ -1,0 +1,270 @@
+"""`RemoteEngine`: the `EngineClient` of the router. The HTTP handlers, auth, the Responses
+store and the ledger run in the router exactly as in a single server; only generation
+goes to a worker, chosen by the routing policy.
+
+A request travels as its `GenerationRequest` (token ids, sampling, cache settings) to the
+worker's `POST /v1/promptcache/generate`, which streams back one `RequestOutput` per line.
+Failover: until the first output arrives, a failed attempt (connection refused or cut,
+5xx, 429, timeout) moves on to the next worker of the route, so a dead worker costs a
+retry, never a failed request; after outputs have reached the client, a failure ends the
+stream with an error (in-band for streamed responses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from promptcache.config import RouterConfig
+from promptcache.engine.client import Disconnected, Health, final_output
+from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.request import GenerationRequest, check_request
+from promptcache.engine.wire import output_from_json, request_to_json
+from promptcache.router.policy import Candidate, Decision, Route, RoutingPolicy, bucket_of
+from promptcache.router.workers import GENERATE_PATH, Worker, WorkerPool
+
+
+class _AttemptFailed(Exception):
+    """This worker could not run the request; the next one may."""
+
+
+class RouterMetrics:
+    """Per-worker and per-decision figures, in the server's Prometheus registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "promptcache_router_requests", "Requests finished, by worker", ["worker"], registry=r
+        )
+        self.failures = Counter(
+            "promptcache_router_attempt_failures",
+            "Attempts that failed on a worker (then failed over)",
+            ["worker"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "promptcache_router_decisions", "Routing decisions, by kind", ["kind"], registry=r
+        )
+        self.in_flight = Gauge(
+            "promptcache_router_in_flight", "Requests in flight, by worker", ["worker"], registry=r
+        )
+        self.healthy = Gauge(
+            "promptcache_router_worker_healthy",
+            "1 if the worker is in the rotation",
+            ["worker"],
+            registry=r,
+        )
+        self.hit_rate = Gauge(
+            "promptcache_router_worker_hit_rate",
+            "cached / prompt tokens of the worker's finished requests (its own usage)",
+            ["worker"],
+            registry=r,
+        )
+        self.buckets = Gauge(
+            "promptcache_router_buckets", "Routing buckets with a live rate window", registry=r
+        )
+        for kind in Decision:
+            self.decisions.labels(kind.value)
+
+    def refresh(self, pool: WorkerPool, policy: RoutingPolicy) -> None:
+        for w in pool.workers.values():
+            self.in_flight.labels(w.name).set(w.in_flight)
+            self.healthy.labels(w.name).set(1 if w.healthy else 0)
+            self.hit_rate.labels(w.name).set(
+                w.cached_tokens / w.prompt_tokens if w.prompt_tokens else 0
+            )
+        self.buckets.set(policy.buckets_tracked)
+
+
+class RemoteEngine:
+    """Routes each request to a worker and relays its outputs (an `EngineClient`)."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        policy: RoutingPolicy,
+        config: RouterConfig,
+        max_queue: int,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.config = config
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.num_in_flight = 0
+        self.num_aborted = 0
+        self._poller: asyncio.Task[None] | None = None
+        self._live: dict[str, RemoteStream] = {}
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        self.metrics = RouterMetrics(registry)
+
+    def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self.pool.poll_forever())
+
+    def shutdown(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    def submit(self, request: GenerationRequest) -> RemoteStream:
+        if self.num_in_flight >= self.max_queue:
+            raise EngineOverloaded(f"the server is busy: {self.num_in_flight} requests in flight")
+        info, healthy = self.pool.info(), self.pool.healthy()
+        if info is None or not healthy:
+            raise EngineDead("no healthy worker")
+        check_request(request.token_ids, request.params, info.max_model_len, info.vocab_size)
+        request = replace(request, request_id=request.request_id or uuid.uuid4().hex)
+        assert request.request_id is not None
+        if request.request_id in self._live:
+            raise RequestError(f"request id {request.request_id!r} is already running")
+        c = request.cache
+        bucket = bucket_of(
+            c.tenant, request.token_ids, self.config.route_prefix_tokens, c.prompt_cache_key
+        )
+        route = self.policy.route(bucket, [Candidate(w.name, w.in_flight) for w in healthy])
+        if self.metrics is not None:
+            self.metrics.decisions.labels(route.decision.value).inc()
+        stream = RemoteStream(self, request, route)
+        self._live[request.request_id] = stream
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        stream = self._live.get(request_id)
+        if stream is not None:
+            stream.cancel()
+
+    def stats(self) -> dict[str, Any]:
+        if self.metrics is not None:
+            self.metrics.refresh(self.pool, self.policy)
+        return {
+            "requests_in_flight": self.num_in_flight,
+            "requests_aborted": self.num_aborted,
+            "workers": len(self.pool.workers),
+            "workers_healthy": len(self.pool.healthy()),
+        }
+
+    def health(self) -> Health:
+        healthy = self.pool.healthy()
+        detail = None
+        if not healthy:
+            problems = [f"{w.url}: {w.problem or 'unhealthy'}" for w in self.pool.workers.values()]
+            detail = "no healthy worker (" + "; ".join(problems) + ")"
+        return Health(bool(healthy), self.num_in_flight, detail)
+
+    def _forget(self, request_id: str, finished: bool) -> None:
+        self._live.pop(request_id, None)
+        if not finished:
+            self.num_aborted += 1
+
+
+class RemoteStream:
+    """One routed request: attempts its route's workers in order until one answers."""
+
+    def __init__(self, owner: RemoteEngine, request: GenerationRequest, route: Route) -> None:
+        self.owner = owner
+        self.request = request
+        self.route = route
+        self._cancelled = asyncio.Event()
+
+    @property
+    def request_id(self) -> str:
+        assert self.request.request_id is not None
+        return self.request.request_id
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    async def final(self, disconnected: Disconnected | None = None) -> RequestOutput:
+        return await final_output(self.outputs(), disconnected)
+
+    async def outputs(self) -> AsyncGenerator[RequestOutput, None]:
+        owner = self.owner
+        owner.num_in_flight += 1
+        finished = False
+        try:
+            body = request_to_json(self.request)
+            for attempt, name in enumerate(self.route.order):
+                worker = owner.pool.workers[name]
+                if attempt > 0:
+                    if not worker.healthy:
+                        continue
+                    if owner.metrics is not None:
+                        owner.metrics.decisions.labels(Decision.FAILOVER.value).inc()
+                relayed = 0
+                try:
+                    async with aclosing(self._attempt(worker, body)) as outs:
+                        async for out in outs:
+                            relayed += 1
+                            finished = out.finished
+                            yield out
+                    return
+                except _AttemptFailed as exc:
+                    worker.failures += 1
+                    if owner.metrics is not None:
+                        owner.metrics.failures.labels(worker.name).inc()
+                    if relayed:
+                        raise EngineDead(f"worker {worker.url} failed mid-request: {exc}") from exc
+            raise EngineDead("no worker could run the request")
+        finally:
+            owner.num_in_flight -= 1
+            owner._forget(self.request_id, finished)
+
+    async def _attempt(
+        self, worker: Worker, body: dict[str, Any]
+    ) -> AsyncGenerator[RequestOutput, None]:
+        pool, timeout = self.owner.pool, self.owner.config.worker_timeout_s
+        worker.in_flight += 1
+        try:
+            async with pool.client.stream(
+                "POST",
+                worker.url + GENERATE_PATH,
+                json=body,
+                headers=pool.headers(),
+                timeout=httpx.Timeout(timeout, connect=5.0),
+            ) as resp:
+                if resp.status_code != 200:
+                    await self._refused(worker, resp)
+                async for line in resp.aiter_lines():
+                    if self._cancelled.is_set():
+                        return
+                    if not line:
+                        continue
+                    out = replace(output_from_json(json.loads(line)), worker=worker.name)
+                    if out.finished:
+                        self._count(worker, out)
+                    yield out
+                    if out.finished:
+                        return
+            raise _AttemptFailed("the worker's stream ended before the request finished")
+        except httpx.TransportError as exc:
+            worker.healthy = False  # until its next health check says otherwise
+            raise _AttemptFailed(repr(exc)) from exc
+        finally:
+            worker.in_flight -= 1
+
+    async def _refused(self, worker: Worker, resp: httpx.Response) -> None:
+        text = (await resp.aread()).decode(errors="replace")
+        if resp.status_code == 400:  # the request itself is wrong: no other worker helps
+            try:
+                err = json.loads(text)["error"]
+                raise RequestError(str(err["message"]), str(err.get("code") or "invalid_value"))
+            except (ValueError, KeyError, TypeError):
+                raise RequestError(text) from None
+        raise _AttemptFailed(f"HTTP {resp.status_code}: {text[:200]}")
+
+    def _count(self, worker: Worker, out: RequestOutput) -> None:
+        worker.requests += 1
+        worker.prompt_tokens += out.usage.prompt_tokens
+        worker.cached_tokens += out.usage.cached_tokens
+        if self.owner.metrics is not None:
+            self.owner.metrics.requests.labels(worker.name).inc()

@@ -1,0 +1,86 @@
+"""The routing policy without servers: buckets, rendezvous hashing, overflow with a fake
+clock, the load bound, and the baselines."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptcache.config import RouterConfig
+from promptcache.router.policy import Candidate, Decision, RoutingPolicy, bucket_of, rendezvous
+
+WORKERS = [f"http://w{i}" for i in range(4)]
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _idle(names: list[str] = WORKERS) -> list[Candidate]:
+    return [Candidate(n, 0) for n in names]
+
+
+def test_bucket_is_tenant_prefix_and_key() -> None:
+    tokens = list(range(300))
+    base = bucket_of("a", tokens, 256, None)
+    assert bucket_of("a", tokens[:256] + [7] * 44, 256, None) == base  # past the prefix
+    assert bucket_of("a", [1, *tokens[1:]], 256, None) != base
+    assert bucket_of("b", tokens, 256, None) != base
+    assert bucket_of("a", tokens, 256, "user-1") != base
+
+
+def test_rendezvous_moves_only_the_removed_workers_buckets() -> None:
+    buckets = [bucket_of("t", [i], 256, None) for i in range(400)]
+    before = {b: rendezvous(b, WORKERS)[0] for b in buckets}
+    after = {b: rendezvous(b, WORKERS[:3])[0] for b in buckets}
+    moved = [b for b in buckets if before[b] != after[b]]
+    assert all(before[b] == WORKERS[3] for b in moved)  # only w3's buckets moved
+    homes = set(before.values())
+    assert homes == set(WORKERS)  # every worker is some bucket's home
+    assert rendezvous(buckets[0], list(reversed(WORKERS))) == rendezvous(buckets[0], WORKERS)
+
+
+def test_same_bucket_same_home_until_overflow_then_second_worker() -> None:
+    clock = Clock()
+    policy = RoutingPolicy(RouterConfig(overflow_rpm=15), clock)
+    bucket = bucket_of("t", [1, 2, 3], 256, "k")
+    order = rendezvous(bucket, WORKERS)
+    routes = []
+    for _ in range(15):
+        routes.append(policy.route(bucket, _idle()))
+        clock.now += 1
+    assert {r.order[0] for r in routes} == {order[0]}
+    assert {r.decision for r in routes} == {Decision.HOME}
+    spill = policy.route(bucket, _idle())  # the 16th within a minute
+    assert spill.order[0] == order[1] and spill.decision is Decision.OVERFLOW
+    assert spill.order == [order[1], order[0], order[2], order[3]]  # failover order
+    nxt = [policy.route(bucket, _idle()).order[0] for _ in range(14)]
+    assert nxt.count(order[1]) == 14  # the second worker catches up to 15 first
+    clock.now += 61  # the window empties: home again
+    assert policy.route(bucket, _idle()).order[0] == order[0]
+
+
+def test_load_bound_skips_a_loaded_home() -> None:
+    policy = RoutingPolicy(RouterConfig(load_abs_threshold=8, load_rel_threshold=1.5), Clock())
+    bucket = bucket_of("t", [9], 256, None)
+    order = rendezvous(bucket, WORKERS)
+    loads = {order[0]: 9, order[1]: 0, order[2]: 0, order[3]: 0}
+    route = policy.route(bucket, [Candidate(n, loads[n]) for n in WORKERS])
+    assert route.order[0] == order[1] and route.decision is Decision.LOAD_SKIP
+    loads[order[0]] = 8  # not more than 8 above the least loaded: stays home
+    route = policy.route(bucket, [Candidate(n, loads[n]) for n in WORKERS])
+    assert route.order[0] == order[0]
+
+
+def test_baselines() -> None:
+    rr = RoutingPolicy(RouterConfig(policy="round-robin"), Clock())
+    bucket = bucket_of("t", [1], 256, None)
+    firsts = [rr.route(bucket, _idle()).order[0] for _ in range(8)]
+    assert sorted(firsts) == sorted(WORKERS * 2)
+    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), Clock())
+    loads = [Candidate(n, load) for n, load in zip(WORKERS, [3, 1, 2, 5], strict=True)]
+    assert ll.route(bucket, loads).order == [WORKERS[1], WORKERS[2], WORKERS[0], WORKERS[3]]
+    with pytest.raises(ValueError, match="policy"):
+        RouterConfig(policy="random")
