@@ -3,6 +3,8 @@ clock, the load bound, and the baselines."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from promptcache.config import RouterConfig
@@ -84,3 +86,31 @@ def test_baselines() -> None:
     assert ll.route(bucket, loads).order == [WORKERS[1], WORKERS[2], WORKERS[0], WORKERS[3]]
     with pytest.raises(ValueError, match="policy"):
         RouterConfig(policy="random")
+
+
+def test_bounded_loads_balance_active_buckets_and_keep_owners() -> None:
+    clock = Clock()
+    policy = RoutingPolicy(RouterConfig(), clock)
+    buckets = [bucket_of("t", [i], 256, None) for i in range(16)]
+    first = [policy.route(b, _idle()) for b in buckets]
+    owners = [r.order[0] for r in first]
+    assert sorted(Counter(owners).values()) == [4, 4, 4, 4]  # plain hashing: 1.5x on average
+    homes = [rendezvous(b, WORKERS)[0] for b in buckets]
+    assert all(
+        (r.decision is Decision.HOME) == (o == h)
+        for r, o, h in zip(first, owners, homes, strict=True)
+    )
+    assert {r.decision for r in first} <= {Decision.HOME, Decision.BALANCE}
+    clock.now += 10
+    assert [policy.route(b, _idle()).order[0] for b in buckets] == owners  # sticky
+    clock.now += 61  # every bucket goes idle, then comes back: to its last owner
+    assert [policy.route(b, _idle()).order[0] for b in buckets] == owners
+
+
+def test_an_owner_that_leaves_hands_its_buckets_on() -> None:
+    policy = RoutingPolicy(RouterConfig(), Clock())
+    bucket = bucket_of("t", [5], 256, None)
+    owner = policy.route(bucket, _idle()).order[0]
+    rest = [w for w in WORKERS if w != owner]
+    moved = policy.route(bucket, _idle(rest))
+    assert moved.order[0] != owner and moved.order[0] == rendezvous(bucket, rest)[0]

@@ -176,6 +176,9 @@ class RouterConfig:
         load_abs_threshold: skip a worker whose in-flight requests exceed the least loaded
             worker's by more than this ... Default 8.
         load_rel_threshold: ... and are more than this many times them. Default 1.5.
+        balance_slack: a worker owns at most ceil((1 + this) x active buckets / workers) of
+            the buckets active in the window (bounded-load hashing); larger keeps more
+            buckets on their rendezvous home, 0 balances exactly. Default 0.
         health_interval_s: seconds between health checks of each worker. Default 2.
         worker_timeout_s: seconds a worker may take to start answering a request (the
             whole prefill) before the router tries the next worker. Default 600.
@@ -187,6 +190,7 @@ class RouterConfig:
     overflow_window_s: int = 60
     load_abs_threshold: int = 8
     load_rel_threshold: float = 1.5
+    balance_slack: float = 0.0
     health_interval_s: float = 2.0
     worker_timeout_s: float = 600.0
 
@@ -196,6 +200,8 @@ class RouterConfig:
         for name in ("route_prefix_tokens", "overflow_rpm", "overflow_window_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.balance_slack < 0:
+            raise ValueError(f"balance_slack must be >= 0, got {self.balance_slack}")
         if self.load_abs_threshold < 0 or self.load_rel_threshold < 1:
             raise ValueError("load_abs_threshold must be >= 0 and load_rel_threshold >= 1")
         if self.health_interval_s <= 0 or self.worker_timeout_s <= 0:

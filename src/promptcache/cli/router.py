@@ -47,7 +47,8 @@ def add_router_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser],
         action="append",
         default=[],
         required=True,
-        help="a worker's base URL, e.g. http://10.0.0.2:8000 (repeatable)",
+        help="a worker's base URL, e.g. http://10.0.0.2:8000, or vllm:URL for a vLLM "
+        "server (repeatable; all workers of one kind and model)",
     )
     model_flags(p)
     add_config_file_flag(p)
@@ -57,8 +58,11 @@ def add_router_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser],
 
 
 def run_router_command(args: argparse.Namespace) -> int:
+    from promptcache.router.workers import VLLM
+
     server = build_config(ServerConfig, args, "server")
-    if server.internal_api_key is None:
+    ours = [w for w in args.worker if not w.startswith(VLLM)]
+    if ours and server.internal_api_key is None:
         raise ValueError("the router needs internal_api_key: the key its workers were given")
     return serve_router(args, server, args.worker, need_all=False)
 
@@ -114,8 +118,9 @@ def serve_router(
     data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
     keys_file = Path(server.api_keys_file) if server.api_keys_file else None
     keys = KeyRing.from_file(keys_file, server.admin_api_key)
-    remote = RemoteEngine(pool, RoutingPolicy(routing), routing, server.max_queue)
-    books = _books(args, server, name, tokenizer, data_dir)
+    usage_policy = _usage_policy(args)
+    remote = RemoteEngine(pool, RoutingPolicy(routing), routing, server.max_queue, usage_policy)
+    books = _books(args, server, name, tokenizer, data_dir, usage_policy)
     store = ResponseStore(data_dir / "responses.sqlite3")
     app = build_app(remote, tokenizer, name, keys, store, books=books)
     log.info(
@@ -138,10 +143,25 @@ async def _wait_ready(pool: Any, need_all: bool) -> None:
         pool.http = None  # the server's event loop opens its own client
 
 
-def _books(
-    args: argparse.Namespace, server: ServerConfig, name: str, tokenizer: Any, data_dir: Path
-) -> Any:
+def _usage_policy(args: argparse.Namespace) -> Any:
+    """How usage reports reuse (the engine settings' usage rules, minimum and increment)."""
     from promptcache.cache.policy import CachePolicy, UsageRules
+
+    engine = build_config(EngineConfig, args, "engine")
+    rules = UsageRules(engine.usage_rules)
+    return CachePolicy(
+        engine.enable_prefix_caching, engine.min_prompt_tokens, engine.increment, rules
+    )
+
+
+def _books(
+    args: argparse.Namespace,
+    server: ServerConfig,
+    name: str,
+    tokenizer: Any,
+    data_dir: Path,
+    policy: Any,
+) -> Any:
     from promptcache.ledger.books import Books
     from promptcache.ledger.diagnosis import PromptHistory, Rules
     from promptcache.ledger.prices import PriceTable
@@ -150,12 +170,6 @@ def _books(
     if not server.enable_ledger:
         return None
     engine = build_config(EngineConfig, args, "engine")
-    policy = CachePolicy(
-        engine.enable_prefix_caching,
-        engine.min_prompt_tokens,
-        engine.increment,
-        UsageRules(engine.usage_rules),
-    )
     row, price = PriceTable.from_config(price_tables(args)).for_model(name, server.price_model)
     return Books(
         Ledger(data_dir / LEDGER_FILE),

@@ -23,12 +23,14 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from promptcache.cache.policy import CachePolicy
 from promptcache.config import RouterConfig
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import output_from_json, request_to_json
+from promptcache.router import vllm
 from promptcache.router.policy import Candidate, Decision, Route, RoutingPolicy, bucket_of
 from promptcache.router.workers import GENERATE_PATH, Worker, WorkerPool
 
@@ -94,8 +96,11 @@ class RemoteEngine:
         policy: RoutingPolicy,
         config: RouterConfig,
         max_queue: int,
+        usage_policy: CachePolicy,
         metrics: RouterMetrics | None = None,
     ) -> None:
+        """`usage_policy` reports vLLM workers' reuse as our engine reports its own."""
+        self.usage_policy = usage_policy
         self.pool = pool
         self.policy = policy
         self.config = config
@@ -122,7 +127,9 @@ class RemoteEngine:
         info, healthy = self.pool.info(), self.pool.healthy()
         if info is None or not healthy:
             raise EngineDead("no healthy worker")
-        check_request(request.token_ids, request.params, info.max_model_len, info.vocab_size)
+        limit = check_request(
+            request.token_ids, request.params, info.max_model_len, info.vocab_size
+        )
         request = replace(request, request_id=request.request_id or uuid.uuid4().hex)
         assert request.request_id is not None
         if request.request_id in self._live:
@@ -134,7 +141,7 @@ class RemoteEngine:
         route = self.policy.route(bucket, [Candidate(w.name, w.in_flight) for w in healthy])
         if self.metrics is not None:
             self.metrics.decisions.labels(route.decision.value).inc()
-        stream = RemoteStream(self, request, route)
+        stream = RemoteStream(self, request, route, limit)
         self._live[request.request_id] = stream
         return stream
 
@@ -170,10 +177,13 @@ class RemoteEngine:
 class RemoteStream:
     """One routed request: attempts its route's workers in order until one answers."""
 
-    def __init__(self, owner: RemoteEngine, request: GenerationRequest, route: Route) -> None:
+    def __init__(
+        self, owner: RemoteEngine, request: GenerationRequest, route: Route, max_tokens: int
+    ) -> None:
         self.owner = owner
         self.request = request
         self.route = route
+        self.max_tokens = max_tokens  # what the context allows, when the request set none
         self._cancelled = asyncio.Event()
 
     @property
@@ -224,22 +234,21 @@ class RemoteStream:
     ) -> AsyncGenerator[RequestOutput, None]:
         pool, timeout = self.owner.pool, self.owner.config.worker_timeout_s
         worker.in_flight += 1
+        url, headers = worker.url + GENERATE_PATH, pool.headers()
+        if worker.kind == "vllm":
+            assert worker.info is not None
+            url, headers = worker.url + vllm.COMPLETIONS_PATH, {}
+            body = vllm.completion_body(self.request, worker.info.model, self.max_tokens)
         try:
             async with pool.client.stream(
-                "POST",
-                worker.url + GENERATE_PATH,
-                json=body,
-                headers=pool.headers(),
-                timeout=httpx.Timeout(timeout, connect=5.0),
+                "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0)
             ) as resp:
                 if resp.status_code != 200:
                     await self._refused(worker, resp)
-                async for line in resp.aiter_lines():
+                async for out in self._relay(worker, resp):
                     if self._cancelled.is_set():
                         return
-                    if not line:
-                        continue
-                    out = replace(output_from_json(json.loads(line)), worker=worker.name)
+                    out = replace(out, worker=worker.name)
                     if out.finished:
                         self._count(worker, out)
                     yield out
@@ -251,6 +260,19 @@ class RemoteStream:
             raise _AttemptFailed(repr(exc)) from exc
         finally:
             worker.in_flight -= 1
+
+    async def _relay(
+        self, worker: Worker, resp: httpx.Response
+    ) -> AsyncGenerator[RequestOutput, None]:
+        if worker.kind == "vllm":
+            n = len(self.request.token_ids)
+            outs = vllm.outputs_of(resp.aiter_lines(), self.request_id, n, self.owner.usage_policy)
+            async for out in outs:
+                yield out
+            return
+        async for line in resp.aiter_lines():
+            if line:
+                yield output_from_json(json.loads(line))
 
     async def _refused(self, worker: Worker, resp: httpx.Response) -> None:
         text = (await resp.aread()).decode(errors="replace")

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 WORKER_INFO_PATH = "/v1/promptcache/worker"
 GENERATE_PATH = "/v1/promptcache/generate"
+VLLM = "vllm:"  # a worker URL with this prefix is a vLLM server
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class WorkerInfo:
 @dataclass(slots=True)
 class Worker:
     url: str
+    kind: str = "promptcache"  # or "vllm" (given as vllm:URL)
     healthy: bool = False
     in_flight: int = 0
     info: WorkerInfo | None = None
@@ -65,7 +67,12 @@ class WorkerPool:
     http: httpx.AsyncClient | None = None
 
     def __post_init__(self) -> None:
-        self.workers = {u.rstrip("/"): Worker(u.rstrip("/")) for u in self.urls}
+        for spec in self.urls:
+            kind, url = (
+                ("vllm", spec[len(VLLM) :]) if spec.startswith(VLLM) else ("promptcache", spec)
+            )
+            url = url.rstrip("/")
+            self.workers[url] = Worker(url, kind)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -101,6 +108,12 @@ class WorkerPool:
             worker.problem = None
 
     async def _info(self, worker: Worker) -> WorkerInfo:
+        if worker.kind == "vllm":  # the served model; its hashes are vLLM's own
+            resp = await self.client.get(f"{worker.url}/v1/models")
+            resp.raise_for_status()
+            card = resp.json()["data"][0]
+            model = str(card["id"])
+            return WorkerInfo(model, f"vllm:{model}", int(card["max_model_len"]), 2**31 - 1)
         resp = await self.client.get(f"{worker.url}{WORKER_INFO_PATH}", headers=self.headers())
         resp.raise_for_status()
         return WorkerInfo.from_json(resp.json())
