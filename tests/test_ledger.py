@@ -228,6 +228,43 @@ def test_expired_and_evicted_reasons() -> None:
         assert found is not None and found.reason == reason and found.evicted_at == DAY1
 
 
+def test_other_worker_reason_behind_the_router() -> None:
+    from promptcache.cache.policy import CachePolicy
+    from promptcache.cache.settings import CacheSettings
+    from promptcache.engine.lifecycle import Outcome, RequestRecord
+    from promptcache.engine.outputs import CacheReport, Usage
+    from promptcache.engine.request import GenerationRequest
+    from promptcache.ledger.diagnosis import PromptHistory, Rules, diagnose
+
+    def record(tokens: list[int], worker: str, reused: int) -> RequestRecord:
+        report = CacheReport("t", "in_memory", None, reused, "full", 0)
+        return RequestRecord(
+            request_id=f"r-{worker}-{reused}",
+            outcome=Outcome.FINISHED,
+            request=GenerationRequest(
+                tokens, cache=CacheSettings(tenant="t"), endpoint="chat.completions"
+            ),
+            finish_reason="stop",
+            usage=Usage(len(tokens), reused // 128 * 128, 0, 1, reused_tokens=reused),
+            cache=report,
+            ttft_s=0.1,
+            latency_s=0.2,
+            error=None,
+            worker=worker,
+        )
+
+    rules = Rules(CachePolicy(True, 1024, 128), block_size=16)
+    history = PromptHistory(4)
+    shared = list(range(2000))
+    history.add("t", "first", [*shared, 1, 2, 3], "http://w1")
+    found = diagnose(record([*shared, 4, 5], "http://w2", 0), rules, history, lambda ids: "")
+    assert found is not None and found.reason == "other_worker"
+    assert (found.worker, found.earlier_worker) == ("http://w2", "http://w1")
+    assert found.earlier_request_id == "first" and found.diverged_at == 2000
+    same = diagnose(record([*shared, 4, 5], "http://w1", 1984), rules, history, lambda ids: "")
+    assert same is not None and same.reason != "other_worker"  # it ran where the prefix was
+
+
 def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     from promptcache.ledger.store import MIGRATIONS
 

@@ -108,6 +108,7 @@ def serve_router(
     from promptcache.router.remote import RemoteEngine
     from promptcache.router.workers import WorkerPool
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health check
     routing = build_config(RouterConfig, args, "router")
     pool = WorkerPool(urls, server.internal_api_key, routing.health_interval_s)
     asyncio.run(_wait_ready(pool, need_all))

@@ -32,7 +32,8 @@ class Books:
             found = diagnose(record, self.rules, self.history, self.decode)
             if record.usage is not None:
                 tenant = record.request.cache.tenant
-                self.history.add(tenant, record.request_id, record.request.token_ids)
+                ids = record.request.token_ids
+                self.history.add(tenant, record.request_id, ids, record.worker)
         text = found.to_json() if found is not None else None
         row = LedgerRow.of(record, self.model, self.price_row, self.price, text)
         return self.ledger.record(row)

@@ -15,6 +15,9 @@ Reasons, first that applies:
     waited          a hit, after waiting for a request in flight that computed the prefix
     expired         the prefix went on in the cache, but its next block's retention ran out
     evicted         the prefix went on in the cache, but its next block was evicted for room
+    other_worker    behind the router: the closest earlier prompt of this tenant, whose
+                    prefix this one shares, ran on another worker (overflow, balance, or
+                    failover sent this one elsewhere), whose cache holds that prefix
     no_prefix       nothing of this tenant's matched the prompt's start (no earlier prompt
                     of this tenant is remembered, or none shares even its first token)
     diverged        the closest earlier prompt of this tenant agreed up to token K, then the
@@ -64,6 +67,8 @@ class Diagnosis:
     dynamic: tuple[str, ...] = ()
     evicted_at: float | None = None
     waited_steps: int = 0
+    worker: str | None = None  # behind the router: the worker that ran this request
+    earlier_worker: str | None = None  # ... and the closest earlier prompt's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +87,7 @@ class Diagnosis:
 class _Prompt:
     request_id: str | None
     token_ids: list[int]
+    worker: str | None = None
 
 
 class PromptHistory:
@@ -100,11 +106,17 @@ class PromptHistory:
                 best, best_len = p, n
         return best, best_len
 
-    def add(self, tenant: str | None, request_id: str | None, token_ids: list[int]) -> None:
+    def add(
+        self,
+        tenant: str | None,
+        request_id: str | None,
+        token_ids: list[int],
+        worker: str | None = None,
+    ) -> None:
         if self.per_tenant <= 0:
             return
         prompts = self._tenants.pop(tenant, None) or deque(maxlen=self.per_tenant)
-        prompts.append(_Prompt(request_id, token_ids))
+        prompts.append(_Prompt(request_id, token_ids, worker))
         self._tenants[tenant] = prompts
         while len(self._tenants) > MAX_TENANTS:
             self._tenants.popitem(last=False)
@@ -185,12 +197,35 @@ def _first_reason(
     if earlier is None or k == 0:
         summary = "nothing of this tenant's earlier prompts matched the prompt's start"
         return Diagnosis("no_prefix", summary, **base)  # type: ignore[arg-type]
+    whole_blocks = k // rules.block_size * rules.block_size
+    moved = earlier.worker is not None and record.worker not in (None, earlier.worker)
+    if moved and u.reused_tokens < whole_blocks:
+        return _other_worker(record, earlier, k, base)
     messages = record.request.messages
     span = _span_at(messages, k)
-    whole_blocks = k // rules.block_size * rules.block_size
     if span is not None and span is messages[-1] and u.reused_tokens >= whole_blocks:
         return _new_input(span, earlier, k, rules, base)
     return _diverged(span, tokens, earlier, k, decode, base)
+
+
+def _other_worker(
+    record: RequestRecord, earlier: _Prompt, k: int, base: dict[str, int]
+) -> Diagnosis:
+    summary = (
+        f"shared {k} tokens with an earlier prompt (request {earlier.request_id}), which ran "
+        f"on worker {earlier.worker}; this one ran on {record.worker}, which had "
+        f"{base['reused_tokens']} of them cached (the router spread the prefix: overflow, "
+        "balance or failover)"
+    )
+    return Diagnosis(
+        "other_worker",
+        summary,
+        diverged_at=k,
+        earlier_request_id=earlier.request_id,
+        worker=record.worker,
+        earlier_worker=earlier.worker,
+        **base,  # type: ignore[arg-type]
+    )
 
 
 def _span_at(messages: tuple[MessageSpan, ...], k: int) -> MessageSpan | None:
@@ -269,5 +304,5 @@ def _diverged(
         this_text=this_text,
         earlier_text=earlier_text,
         dynamic=dynamic,
-        **base,
+        **base,  # type: ignore[arg-type]
     )
