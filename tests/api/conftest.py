@@ -41,7 +41,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp: Path, *extra: str, command: str = "serve", name: str = "server") -> Server:
+def start_server(
+    tmp: Path, *extra: str, command: str = "serve", name: str = "server", timeout: float = 180
+) -> Server:
     """`promptcache serve` (or `router`) on a free port with the test keys, data under
     `tmp/data` (`tmp/<name>-data` for a router), float32; `extra` flags win."""
     keys = tmp / "keys.json"
@@ -61,7 +63,7 @@ def start_server(tmp: Path, *extra: str, command: str = "serve", name: str = "se
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.time() + 180
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited:\n{log.read_text()}")

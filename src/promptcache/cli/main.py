@@ -17,7 +17,13 @@ from promptcache.cli.diagnose import (
     run_diagnose_command,
     run_lint_command,
 )
-from promptcache.cli.router import add_router_parser, run_router_command, run_with_workers
+from promptcache.cli.router import (
+    add_ray_flags,
+    add_router_parser,
+    run_router_command,
+    run_with_ray,
+    run_with_workers,
+)
 from promptcache.cli.settings import (
     add_config_file_flag,
     add_config_flags,
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "router's settings below apply); default 0: one engine in this process",
     )
     add_config_flags(serve, RouterConfig, "routing settings with --workers (RouterConfig)")
+    add_ray_flags(serve)
     gen = sub.add_parser("generate", help="generate a completion for one prompt")
     _add_model_flags(gen)
     gen.add_argument("--max-tokens", type=int, default=256, help="default: 256")
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "serve" and args.ray:
+            return run_with_ray(args)
         if args.command == "serve" and args.workers > 0:
             return run_with_workers(args, argv)
         if args.command == "serve":

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import secrets
@@ -91,6 +92,89 @@ def run_with_workers(args: argparse.Namespace, argv: list[str]) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def run_with_ray(args: argparse.Namespace) -> int:
+    """`serve --ray`: the engine as Ray Serve replicas, the OpenAI API in this process."""
+    import uvicorn
+    from transformers import AutoTokenizer
+
+    from promptcache.api.app import build_app
+    from promptcache.api.auth import KeyRing
+    from promptcache.api.store import ResponseStore
+    from promptcache.model.bundled import BUNDLED_MODEL_ID
+    from promptcache.model.loader import resolve_model_path
+
+    try:
+        from promptcache.router.ray_serve import RayEngine, deploy
+    except ImportError as exc:
+        raise ValueError(f"--ray needs Ray Serve: pip install 'promptcache[ray]' ({exc})") from exc
+    server = build_config(ServerConfig, args, "server")
+    engine = build_config(EngineConfig, args, "engine")
+    routing = build_config(RouterConfig, args, "router")
+    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    if engine.disk_cache_dir is None:
+        engine = dataclasses.replace(engine, disk_cache_dir=str(data_dir / "kv-cache"))
+    path = resolve_model_path(args.model)  # converted once, here, before the replicas start
+    handle = deploy(
+        args.model,
+        args.device,
+        args.dtype,
+        engine,
+        routing,
+        args.ray_replicas,
+        server.max_queue,
+        args.ray_address,
+        {"num_cpus": args.ray_cpus_per_replica, "num_gpus": args.ray_gpus_per_replica},
+    )
+    info = handle.info.remote().result()
+    name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
+    keys = KeyRing.from_file(keys_file, server.admin_api_key)
+    policy = _usage_policy(args)
+    books = _books(args, server, name, tokenizer, data_dir, policy)
+    store = ResponseStore(data_dir / "responses.sqlite3")
+    app = build_app(
+        RayEngine(handle, info, server.max_queue), tokenizer, name, keys, store, books=books
+    )
+    log.info(
+        "serving %s on http://%s:%d/v1 over %d Ray Serve replicas (policy %s)",
+        name,
+        server.host,
+        server.port,
+        args.ray_replicas,
+        routing.policy,
+    )
+    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
+    return 0
+
+
+def add_ray_flags(serve: argparse.ArgumentParser) -> None:
+    ray = serve.add_argument_group("Ray Serve (pip install 'promptcache[ray]')")
+    ray.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the engine as Ray Serve replicas routed by our policy (routing settings apply)",
+    )
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        help="a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray",
+    )
+    ray.add_argument("--ray-replicas", type=int, default=2, help="engine replicas; default 2")
+    ray.add_argument(
+        "--ray-cpus-per-replica",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per replica; default 1",
+    )
+    ray.add_argument(
+        "--ray-gpus-per-replica",
+        type=float,
+        default=0.0,
+        help="GPUs Ray gives each replica (1 = one replica per GPU); default 0",
+    )
 
 
 def serve_router(
