@@ -87,6 +87,19 @@ def tiny_llama(tiny_llama_dir: Path) -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
+def tiny_long(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A tiny random Llama with a 4,096-token context (prompts past OpenAI's minimum)."""
+    folder = tmp_path_factory.mktemp("tiny-long")
+    save_tiny_model(folder, "llama", max_position_embeddings=4096)
+    return load_model(str(folder), dtype=torch.float32)
+
+
+def random_tokens(n: int, seed: int = 0) -> list[int]:
+    """`n` seeded token ids in [3, 256) (the tiny models' vocabulary, past the specials)."""
+    return torch.randint(3, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.fixture(scope="session")
 def bundled() -> LoadedModel:
     """The bundled SmolLM2-135M-Instruct in float32 (exact comparisons need float32)."""
     return load_model(None, dtype=torch.float32)

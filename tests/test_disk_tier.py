@@ -30,21 +30,10 @@ from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.loader import LoadedModel, load_model
-from tests.conftest import save_tiny_model
+from promptcache.model.loader import LoadedModel
+from tests.conftest import random_tokens
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_long(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder: Path = tmp_path_factory.mktemp("tiny-long")
-    save_tiny_model(folder, "llama", max_position_embeddings=4096)
-    return load_model(str(folder), dtype=torch.float32)
-
-
-def _tokens(n: int, seed: int) -> list[int]:
-    return torch.randint(3, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def _per_block(model: LoadedModel) -> int:
@@ -100,7 +89,7 @@ def _file_of_block(engine: LLMEngine, folder: Path, prompt: list[int], i: int) -
 def test_24h_prefix_hits_from_pool_host_and_disk(
     tiny_long: LoadedModel, make_engine: Any, tmp_path: Path
 ) -> None:
-    a, b = _tokens(1300, seed=50), _tokens(1300, seed=51)
+    a, b = random_tokens(1300, seed=50), random_tokens(1300, seed=51)
     expected = _expected(make_engine, tiny_long, a)
     engine = _engine(make_engine, tiny_long, tmp_path / "kv")
     first = _run(engine, a)
@@ -126,7 +115,7 @@ def test_in_memory_prompts_write_nothing(
     tiny_long: LoadedModel, make_engine: Any, tmp_path: Path
 ) -> None:
     engine = _engine(make_engine, tiny_long, tmp_path / "kv")
-    _run(engine, _tokens(1300, seed=52), "in_memory")
+    _run(engine, random_tokens(1300, seed=52), "in_memory")
     assert engine.stats()["disk_writes_total"] == 0
     assert _files(tmp_path / "kv") == []
 
@@ -134,7 +123,7 @@ def test_in_memory_prompts_write_nothing(
 def test_24h_prefix_survives_a_restart(
     tiny_long: LoadedModel, make_engine: Any, tmp_path: Path
 ) -> None:
-    a = _tokens(1300, seed=53)
+    a = random_tokens(1300, seed=53)
     expected = _expected(make_engine, tiny_long, a)
     folder = tmp_path / "kv"
     _run(_engine(make_engine, tiny_long, folder), a)
@@ -150,7 +139,7 @@ def test_24h_prefix_survives_a_restart(
 def test_bad_files_are_misses_removed_and_counted(
     tiny_long: LoadedModel, make_engine: Any, tmp_path: Path
 ) -> None:
-    a = _tokens(1300, seed=54)
+    a = random_tokens(1300, seed=54)
     expected = _expected(make_engine, tiny_long, a)
     folder = tmp_path / "kv"
     first = _engine(make_engine, tiny_long, folder)
@@ -193,7 +182,7 @@ def _rewrite_as_another_model(path: Path, identity: Identity) -> None:
 
 
 def test_full_disk_keeps_serving(tiny_long: LoadedModel, make_engine: Any, tmp_path: Path) -> None:
-    a = _tokens(1300, seed=55)
+    a = random_tokens(1300, seed=55)
     expected = _expected(make_engine, tiny_long, a)
     engine = _engine(make_engine, tiny_long, tmp_path / "kv", disk_min_free_bytes=1 << 60)
     assert _run(engine, a).token_ids == expected
@@ -209,7 +198,7 @@ def test_unwritable_folder_keeps_serving(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(disk_tier, "write_file", read_only)
-    a = _tokens(1300, seed=56)
+    a = random_tokens(1300, seed=56)
     expected = _expected(make_engine, tiny_long, a)
     engine = _engine(make_engine, tiny_long, tmp_path / "kv")
     assert _run(engine, a).token_ids == expected
@@ -222,7 +211,7 @@ def test_folder_that_cannot_exist_keeps_serving(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     engine = _engine(make_engine, tiny_long, blocker / "kv")
-    a = _tokens(1300, seed=57)
+    a = random_tokens(1300, seed=57)
     assert _run(engine, a).usage.reused_tokens == 0
     assert engine.stats()["disk_write_failures_total"] == 81
 
@@ -233,7 +222,7 @@ def test_budget_drops_least_recently_used_files(
     folder = tmp_path / "kv"
     file_bytes = _per_block(tiny_long) + 2048
     engine = _engine(make_engine, tiny_long, folder, disk_cache_bytes=60 * file_bytes)
-    a = _tokens(1300, seed=58)
+    a = random_tokens(1300, seed=58)
     _run(engine, a)
     stats = engine.stats()
     assert stats["disk_bytes"] <= 60 * file_bytes and stats["disk_evicted_total"] > 0
@@ -245,7 +234,7 @@ def test_budget_drops_least_recently_used_files(
 def test_tenants_never_load_each_others_files(
     tiny_long: LoadedModel, make_engine: Any, tmp_path: Path
 ) -> None:
-    a = _tokens(1300, seed=59)
+    a = random_tokens(1300, seed=59)
     folder = tmp_path / "kv"
     _run(_engine(make_engine, tiny_long, folder), a, tenant="tenant-a")
     restarted = _engine(make_engine, tiny_long, folder)  # only the disk holds A's blocks

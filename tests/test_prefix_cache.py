@@ -3,31 +3,18 @@ waiting for a prefix being computed, and outputs identical with the cache on and
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import chat_prompt_ids
-from promptcache.model.loader import LoadedModel, load_model
-from tests.conftest import save_tiny_model
+from promptcache.model.loader import LoadedModel
+from tests.conftest import random_tokens
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_long(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder: Path = tmp_path_factory.mktemp("tiny-long")
-    save_tiny_model(folder, "llama", max_position_embeddings=4096)
-    return load_model(str(folder), dtype=torch.float32)
-
-
-def _tokens(n: int, seed: int = 0) -> list[int]:
-    return torch.randint(3, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def _run(
@@ -56,7 +43,7 @@ def test_openai_hit_lengths(
     tiny_long: LoadedModel, make_engine: Any, length: int, cached: int
 ) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    base = _tokens(2000)
+    base = random_tokens(2000)
     first = _run(engine, base)
     assert first.usage.cached_tokens == 0
     assert first.usage.written_tokens == 2000  # 125 full blocks of 16
@@ -81,7 +68,7 @@ def test_usage_rules(
     exact: int,
     openai_write: int,
 ) -> None:
-    prompt = _tokens(length)
+    prompt = random_tokens(length)
     for rules, cached, write in (("openai", openai, openai_write), ("exact", exact, None)):
         engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, usage_rules=rules)
         first = _run(engine, prompt)
@@ -95,9 +82,9 @@ def test_usage_rules(
 
 def test_divergent_suffix_and_writes(tiny_long: LoadedModel, make_engine: Any) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    base = _tokens(2000)
+    base = random_tokens(2000)
     _run(engine, base)
-    other = base[:1500] + _tokens(300, seed=1)
+    other = base[:1500] + random_tokens(300, seed=1)
     out = _run(engine, other)
     # 1500 shared tokens = 93 full blocks (1488 tokens), all reused; 1408 reported.
     assert out.usage.reused_tokens == 1488
@@ -114,11 +101,11 @@ def test_short_prompts_are_reused_and_reported_as_openai(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    short = _tokens(1000)
+    short = random_tokens(1000)
     first = _run(engine, short)
     assert first.usage.written_tokens == 992 and first.usage.cache_write_tokens == 0
     assert engine.pool.num_cached == 62
-    out = _run(engine, short + _tokens(200, seed=3))
+    out = _run(engine, short + random_tokens(200, seed=3))
     assert out.usage.reused_tokens == 992 and out.usage.cached_tokens == 0  # below 1,024
     off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
     assert _run(off, short).usage.written_tokens == 0
@@ -131,7 +118,7 @@ def test_a_chat_of_short_turns_builds_on_its_history(
     history: list[int] = []
     reused = []
     for turn in range(3):
-        history += _tokens(300, seed=10 + turn)  # a 300-token turn
+        history += random_tokens(300, seed=10 + turn)  # a 300-token turn
         out = _run(engine, history, params=SamplingParams(max_tokens=4, temperature=0))
         reused.append(out.usage.reused_tokens)
         history += out.token_ids
@@ -141,7 +128,7 @@ def test_a_chat_of_short_turns_builds_on_its_history(
 
 def test_tenants_never_share(tiny_long: LoadedModel, make_engine: Any) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    prompt = _tokens(1300)
+    prompt = random_tokens(1300)
     assert _run(engine, prompt, salt="tenant-a").usage.cached_tokens == 0
     assert _run(engine, prompt, salt="tenant-b").usage.cached_tokens == 0
     assert _run(engine, prompt, salt="tenant-b").usage.cached_tokens == 1280
@@ -151,11 +138,11 @@ def test_tenants_never_share(tiny_long: LoadedModel, make_engine: Any) -> None:
 
 def test_shared_blocks_are_reference_counted(tiny_long: LoadedModel, make_engine: Any) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    prefix = _tokens(1280)
+    prefix = random_tokens(1280)
     _run(engine, [*prefix, 7])
     params = SamplingParams(max_tokens=4, temperature=0)
-    a = engine.add_request(prefix + _tokens(40, seed=1), params)
-    b = engine.add_request(prefix + _tokens(60, seed=2), params)
+    a = engine.add_request(prefix + random_tokens(40, seed=1), params)
+    b = engine.add_request(prefix + random_tokens(60, seed=2), params)
     engine.step()
     seqs = {s.request_id: s for s in engine.scheduler.running}
     shared = seqs[a].block_table[:80]
@@ -172,7 +159,7 @@ def test_shared_blocks_are_reference_counted(tiny_long: LoadedModel, make_engine
 def test_least_recently_used_prefix_is_evicted(tiny_long: LoadedModel, make_engine: Any) -> None:
     per_block = 16 * tiny_long.spec.kv_bytes_per_token * 4
     engine = make_engine(tiny_long, kv_cache_bytes=250 * per_block)  # 4,000 tokens
-    x, y, z = _tokens(1600, 1), _tokens(1600, 2), _tokens(1100, 3)
+    x, y, z = random_tokens(1600, 1), random_tokens(1600, 2), random_tokens(1100, 3)
     _run(engine, x)
     _run(engine, y)
     assert engine.pool.num_cached == 200  # both fit; 50 blocks never used
@@ -193,10 +180,10 @@ def test_same_new_prefix_waits_instead_of_recomputing(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, max_num_batched_tokens=512)
-    prefix = _tokens(1400)
+    prefix = random_tokens(1400)
     params = SamplingParams(max_tokens=3, temperature=0)
-    a = engine.add_request(prefix + _tokens(30, seed=1), params)
-    b = engine.add_request(prefix + _tokens(50, seed=2), params)
+    a = engine.add_request(prefix + random_tokens(30, seed=1), params)
+    b = engine.add_request(prefix + random_tokens(50, seed=2), params)
     computed = 0
     final: dict[str, RequestOutput] = {}
     plans = []
@@ -275,7 +262,7 @@ def test_outputs_identical_under_preemption(bundled: LoadedModel, make_engine: A
 
 def test_match_reasons_keep_the_raw_match(tiny_long: LoadedModel, make_engine: Any) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
-    base = _tokens(2000)
+    base = random_tokens(2000)
 
     def report(prompt: list[int]) -> tuple[str, int, int]:
         out = _run(engine, prompt)
@@ -286,7 +273,7 @@ def test_match_reasons_keep_the_raw_match(tiny_long: LoadedModel, make_engine: A
     assert report(base[:1100]) == ("full", 1088, 1024)  # 68 blocks reused, 1,024 reported
     assert report(base[:1153]) == ("full", 1152, 1152)
     assert report(base[:1152]) == ("last_token", 1152, 1024)  # the last token is computed
-    assert report(base[:500] + _tokens(800, seed=6)) == ("full", 496, 0)  # below 1,024
+    assert report(base[:500] + random_tokens(800, seed=6)) == ("full", 496, 0)  # below 1,024
     off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
     out = _run(off, base)
     assert out.cache is not None and out.cache.reason == "disabled"
@@ -296,7 +283,7 @@ def test_waiting_for_a_prefix_in_flight_is_recorded(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20, max_num_batched_tokens=2048)
-    prompt = _tokens(1300)
+    prompt = random_tokens(1300)
     ids = [engine.add_request(prompt, ONE) for _ in range(2)]
     finals = {}
     while engine.has_unfinished():
@@ -317,7 +304,7 @@ def test_cache_settings_reach_the_sequence_and_its_blocks(
 
     engine = make_engine(tiny_long, kv_cache_bytes=16 << 20)
     settings = CacheSettings(tenant="t", retention=Retention.EXTENDED, prompt_cache_key="k")
-    request = GenerationRequest(_tokens(1300), ONE, settings, request_id="r1")
+    request = GenerationRequest(random_tokens(1300), ONE, settings, request_id="r1")
     seq = engine.add(engine.prepare(request))
     assert seq.cache.settings is settings
     table = []
@@ -333,8 +320,8 @@ def test_cache_settings_reach_the_sequence_and_its_blocks(
 def test_shared_prefix_below_the_minimum_is_reused_with_identical_outputs(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
-    shared = _tokens(1000)
-    prompts = [shared + _tokens(60, seed=20 + i) for i in range(3)]
+    shared = random_tokens(1000)
+    prompts = [shared + random_tokens(60, seed=20 + i) for i in range(3)]
     params = SamplingParams(max_tokens=12, temperature=0)
     off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
     expected = [_run(off, p, params=params).token_ids for p in prompts]
@@ -359,7 +346,7 @@ def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) 
 
     clock = Clock()
     engine = LLMEngine(tiny_long, EngineConfig(kv_cache_bytes=16 << 20), clock=clock)
-    day, hour = _tokens(1300, seed=30), _tokens(1300, seed=31)
+    day, hour = random_tokens(1300, seed=30), random_tokens(1300, seed=31)
     params = SamplingParams(max_tokens=4, temperature=0)
 
     def run(prompt: list[int], retention: Retention) -> RequestOutput:
@@ -401,7 +388,7 @@ def _run_with(
 def test_24h_prefix_evicted_from_the_pool_hits_from_host(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
-    a, b = _tokens(1300, seed=40), _tokens(1300, seed=41)
+    a, b = random_tokens(1300, seed=40), random_tokens(1300, seed=41)
     off = make_engine(tiny_long, kv_cache_bytes=16 << 20, enable_prefix_caching=False)
     expected = _run(off, a, params=SamplingParams(max_tokens=6, temperature=0)).token_ids
     engine = _tiered(tiny_long, make_engine)  # 120 blocks: A (82) and B (82) don't both fit
@@ -421,7 +408,7 @@ def test_24h_prefix_evicted_from_the_pool_hits_from_host(
 
 
 def test_in_memory_blocks_are_just_dropped(tiny_long: LoadedModel, make_engine: Any) -> None:
-    a, b = _tokens(1300, seed=42), _tokens(1300, seed=43)
+    a, b = random_tokens(1300, seed=42), random_tokens(1300, seed=43)
     engine = _tiered(tiny_long, make_engine)
     _run_with(engine, a, "in_memory")
     _run_with(engine, b, "in_memory")
@@ -432,7 +419,7 @@ def test_in_memory_blocks_are_just_dropped(tiny_long: LoadedModel, make_engine: 
 def test_tenants_never_load_each_others_host_blocks(
     tiny_long: LoadedModel, make_engine: Any
 ) -> None:
-    a, b = _tokens(1300, seed=44), _tokens(1300, seed=45)
+    a, b = random_tokens(1300, seed=44), random_tokens(1300, seed=45)
     engine = _tiered(tiny_long, make_engine)
     _run_with(engine, a, "24h", tenant="tenant-a")
     _run_with(engine, b, "24h", tenant="tenant-a")  # pushes A's blocks to host

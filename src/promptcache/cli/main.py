@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from promptcache.cli.bench import add_bench_parser, run_bench_command
@@ -28,7 +27,6 @@ from promptcache.cli.settings import (
     add_config_file_flag,
     add_config_flags,
     build_config,
-    price_tables,
 )
 from promptcache.cli.usage import add_usage_parser, run_usage_command
 from promptcache.config import EngineConfig, RouterConfig, ServerConfig
@@ -175,48 +173,26 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from promptcache.api.app import create_app
-    from promptcache.api.auth import KeyRing
     from promptcache.api.store import ResponseStore
-    from promptcache.config import default_data_dir
+    from promptcache.cli.serving import data_dir_of, keyring, make_books, run_uvicorn
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.openmp import run_on_temporary_thread
-    from promptcache.ledger.books import Books
-    from promptcache.ledger.diagnosis import PromptHistory, Rules
-    from promptcache.ledger.prices import PriceTable
-    from promptcache.ledger.store import LEDGER_FILE, Ledger
     from promptcache.model.bundled import BUNDLED_MODEL_ID
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")
-    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    data_dir = data_dir_of(server)
     if engine_config.disk_cache_dir is None:
-        engine_config = dataclasses.replace(
-            engine_config, disk_cache_dir=str(data_dir / "kv-cache")
-        )
-    prices = PriceTable.from_config(price_tables(args))
-    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
-    keys = KeyRing.from_file(keys_file, server.admin_api_key)
+        kv_dir = str(data_dir / "kv-cache")
+        engine_config = dataclasses.replace(engine_config, disk_cache_dir=kv_dir)
+    keys = keyring(server)
     # tensors are built off the main thread: one OpenMP team in the process (engine/openmp.py)
     engine = run_on_temporary_thread(lambda: LLMEngine(_load(args), engine_config))
     model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
+    books = make_books(args, server, name, model.tokenizer, engine.policy)
     store = ResponseStore(data_dir / "responses.sqlite3")
-    books = None
-    if server.enable_ledger:
-        row, price = prices.for_model(name, server.price_model)
-        books = Books(
-            Ledger(data_dir / LEDGER_FILE),
-            name,
-            row,
-            price,
-            rules=Rules(engine.policy, engine_config.block_size),
-            decode=lambda ids: str(model.tokenizer.decode(ids)),
-            history=PromptHistory(server.diagnosis_history),
-        )
-        log.info("usage ledger in %s (prices: %s)", data_dir / LEDGER_FILE, row)
     app = create_app(
         engine,
         name,
@@ -226,20 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         books=books,
         internal_api_key=server.internal_api_key,
     )
-    if keys.open:
-        log.warning(
-            "no API keys configured: accepting every request as tenant 'default' "
-            "(set api_keys_file to require keys)"
-        )
-    log.info(
-        "serving %s on http://%s:%d/v1 (responses stored in %s)",
-        name,
-        server.host,
-        server.port,
-        data_dir,
-    )
-    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
-    return 0
+    return run_uvicorn(app, server, f"{name} (responses stored in {data_dir})")
 
 
 if __name__ == "__main__":

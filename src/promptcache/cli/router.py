@@ -28,13 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from promptcache.cli.settings import (
-    add_config_file_flag,
-    add_config_flags,
-    build_config,
-    price_tables,
-)
-from promptcache.config import EngineConfig, RouterConfig, ServerConfig, default_data_dir
+from promptcache.cli.serving import data_dir_of, run_uvicorn, serve_client
+from promptcache.cli.settings import add_config_file_flag, add_config_flags, build_config
+from promptcache.config import EngineConfig, RouterConfig, ServerConfig
 
 log = logging.getLogger("promptcache")
 
@@ -71,7 +67,7 @@ def run_router_command(args: argparse.Namespace) -> int:
 def run_with_workers(args: argparse.Namespace, argv: list[str]) -> int:
     """`serve --workers N`: N worker processes, then the router in this one."""
     server = build_config(ServerConfig, args, "server")
-    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
+    data_dir = data_dir_of(server)
     key = server.internal_api_key or secrets.token_urlsafe(24)
     procs, urls = [], []
     try:
@@ -82,7 +78,7 @@ def run_with_workers(args: argparse.Namespace, argv: list[str]) -> int:
             procs.append(_start_worker(argv, port, key, folder))
             urls.append(f"http://127.0.0.1:{port}")
         log.info("started %d workers: %s", len(urls), ", ".join(urls))
-        server = ServerConfig(**{**_fields(server), "internal_api_key": key})
+        server = dataclasses.replace(server, internal_api_key=key)
         return serve_router(args, server, urls)
     finally:
         for proc in procs:
@@ -96,12 +92,9 @@ def run_with_workers(args: argparse.Namespace, argv: list[str]) -> int:
 
 def run_with_ray(args: argparse.Namespace) -> int:
     """`serve --ray`: the engine as Ray Serve replicas, the OpenAI API in this process."""
-    import uvicorn
     from transformers import AutoTokenizer
 
-    from promptcache.api.app import build_app
-    from promptcache.api.auth import KeyRing
-    from promptcache.api.store import ResponseStore
+    from promptcache.engine.llm_engine import cache_policy
     from promptcache.model.bundled import BUNDLED_MODEL_ID
     from promptcache.model.loader import resolve_model_path
 
@@ -112,9 +105,9 @@ def run_with_ray(args: argparse.Namespace) -> int:
     server = build_config(ServerConfig, args, "server")
     engine = build_config(EngineConfig, args, "engine")
     routing = build_config(RouterConfig, args, "router")
-    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
     if engine.disk_cache_dir is None:
-        engine = dataclasses.replace(engine, disk_cache_dir=str(data_dir / "kv-cache"))
+        kv_dir = str(data_dir_of(server) / "kv-cache")
+        engine = dataclasses.replace(engine, disk_cache_dir=kv_dir)
     path = resolve_model_path(args.model)  # converted once, here, before the replicas start
     handle = deploy(
         args.model,
@@ -129,25 +122,11 @@ def run_with_ray(args: argparse.Namespace) -> int:
     )
     info = handle.info.remote().result()
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else path.name)
+    client = RayEngine(handle, info, server.max_queue)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
-    keys = KeyRing.from_file(keys_file, server.admin_api_key)
-    policy = _usage_policy(args)
-    books = _books(args, server, name, tokenizer, data_dir, policy)
-    store = ResponseStore(data_dir / "responses.sqlite3")
-    app = build_app(
-        RayEngine(handle, info, server.max_queue), tokenizer, name, keys, store, books=books
-    )
-    log.info(
-        "serving %s on http://%s:%d/v1 over %d Ray Serve replicas (policy %s)",
-        name,
-        server.host,
-        server.port,
-        args.ray_replicas,
-        routing.policy,
-    )
-    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
-    return 0
+    app = serve_client(args, server, client, tokenizer, name, cache_policy(engine))
+    what = f"{name} over {args.ray_replicas} Ray Serve replicas (policy {routing.policy})"
+    return run_uvicorn(app, server, what)
 
 
 def add_ray_flags(serve: argparse.ArgumentParser) -> None:
@@ -181,12 +160,9 @@ def serve_router(
     args: argparse.Namespace, server: ServerConfig, urls: list[str], need_all: bool = True
 ) -> int:
     """Wait for the workers (all, or one without `need_all`), then serve the router."""
-    import uvicorn
     from transformers import AutoTokenizer
 
-    from promptcache.api.app import build_app
-    from promptcache.api.auth import KeyRing
-    from promptcache.api.store import ResponseStore
+    from promptcache.engine.llm_engine import cache_policy
     from promptcache.model.loader import resolve_model_path
     from promptcache.router.policy import RoutingPolicy
     from promptcache.router.remote import RemoteEngine
@@ -200,24 +176,10 @@ def serve_router(
     assert info is not None
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.model))
     name = server.served_model_name or info.model
-    data_dir = Path(server.data_dir) if server.data_dir else default_data_dir()
-    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
-    keys = KeyRing.from_file(keys_file, server.admin_api_key)
-    usage_policy = _usage_policy(args)
-    remote = RemoteEngine(pool, RoutingPolicy(routing), routing, server.max_queue, usage_policy)
-    books = _books(args, server, name, tokenizer, data_dir, usage_policy)
-    store = ResponseStore(data_dir / "responses.sqlite3")
-    app = build_app(remote, tokenizer, name, keys, store, books=books)
-    log.info(
-        "routing %s on http://%s:%d/v1 over %d workers (policy %s)",
-        name,
-        server.host,
-        server.port,
-        len(urls),
-        routing.policy,
-    )
-    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
-    return 0
+    policy = cache_policy(build_config(EngineConfig, args, "engine"))
+    remote = RemoteEngine(pool, RoutingPolicy(routing), routing, server.max_queue, policy)
+    app = serve_client(args, server, remote, tokenizer, name, policy)
+    return run_uvicorn(app, server, f"{name} over {len(urls)} workers (policy {routing.policy})")
 
 
 async def _wait_ready(pool: Any, need_all: bool) -> None:
@@ -226,45 +188,6 @@ async def _wait_ready(pool: Any, need_all: bool) -> None:
     finally:
         await pool.close()
         pool.http = None  # the server's event loop opens its own client
-
-
-def _usage_policy(args: argparse.Namespace) -> Any:
-    """How usage reports reuse (the engine settings' usage rules, minimum and increment)."""
-    from promptcache.cache.policy import CachePolicy, UsageRules
-
-    engine = build_config(EngineConfig, args, "engine")
-    rules = UsageRules(engine.usage_rules)
-    return CachePolicy(
-        engine.enable_prefix_caching, engine.min_prompt_tokens, engine.increment, rules
-    )
-
-
-def _books(
-    args: argparse.Namespace,
-    server: ServerConfig,
-    name: str,
-    tokenizer: Any,
-    data_dir: Path,
-    policy: Any,
-) -> Any:
-    from promptcache.ledger.books import Books
-    from promptcache.ledger.diagnosis import PromptHistory, Rules
-    from promptcache.ledger.prices import PriceTable
-    from promptcache.ledger.store import LEDGER_FILE, Ledger
-
-    if not server.enable_ledger:
-        return None
-    engine = build_config(EngineConfig, args, "engine")
-    row, price = PriceTable.from_config(price_tables(args)).for_model(name, server.price_model)
-    return Books(
-        Ledger(data_dir / LEDGER_FILE),
-        name,
-        row,
-        price,
-        rules=Rules(policy, engine.block_size),
-        decode=lambda ids: str(tokenizer.decode(ids)),
-        history=PromptHistory(server.diagnosis_history),
-    )
 
 
 def _start_worker(argv: list[str], port: int, key: str, folder: Path) -> subprocess.Popen[bytes]:
@@ -300,7 +223,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _fields(config: ServerConfig) -> dict[str, Any]:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}

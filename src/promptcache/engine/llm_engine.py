@@ -57,6 +57,14 @@ class _Request:
     detok: Detokenizer
 
 
+def cache_policy(config: EngineConfig) -> CachePolicy:
+    """What the cache reuses and how usage reports it, from the engine settings (also what
+    a router reports for its workers)."""
+    c = config
+    rules = UsageRules(c.usage_rules)
+    return CachePolicy(c.enable_prefix_caching, c.min_prompt_tokens, c.increment, rules)
+
+
 class LLMEngine:
     """Continuous-batching generation over a paged KV cache."""
 
@@ -78,9 +86,7 @@ class LLMEngine:
         )
         retention = RetentionPolicy(c.in_memory_ttl, c.in_memory_max, c.extended_ttl)
         self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history, retention, clock)
-        self.policy = CachePolicy(
-            c.enable_prefix_caching, c.min_prompt_tokens, c.increment, UsageRules(c.usage_rules)
-        )
+        self.policy = cache_policy(c)
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
         self.host = self._host_tier(clock)
         self.disk = self._disk_tier(clock)

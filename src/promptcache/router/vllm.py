@@ -78,7 +78,7 @@ async def outputs_of(
             cached = ((u.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
             usage = _usage(int(u["prompt_tokens"]), len(tokens), int(cached), policy)
             total = time.perf_counter() - start
-            finish = "stop" if reason in (None, "stop", "abort") else "length"
+            finish = "length" if reason == "length" else "stop"
             yield RequestOutput(request_id, text, [], True, finish, usage, first, total, tokens)
             return
 

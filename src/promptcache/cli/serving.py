@@ -1,0 +1,89 @@
+"""What every serving command assembles around its engine client: the API keys, the usage
+ledger (books), the Responses store, and the uvicorn server.
+
+`serve` (one engine in-process), `serve --workers` / `router` (RemoteEngine) and
+`serve --ray` (RayEngine) differ only in their client; the rest is here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from promptcache.api.auth import KeyRing
+from promptcache.cache.policy import CachePolicy
+from promptcache.cli.settings import build_config, price_tables
+from promptcache.config import EngineConfig, ServerConfig, default_data_dir
+
+log = logging.getLogger("promptcache")
+
+
+def data_dir_of(server: ServerConfig) -> Path:
+    return Path(server.data_dir) if server.data_dir else default_data_dir()
+
+
+def keyring(server: ServerConfig) -> KeyRing:
+    keys_file = Path(server.api_keys_file) if server.api_keys_file else None
+    keys = KeyRing.from_file(keys_file, server.admin_api_key)
+    if keys.open:
+        log.warning(
+            "no API keys configured: accepting every request as tenant 'default' "
+            "(set api_keys_file to require keys)"
+        )
+    return keys
+
+
+def make_books(
+    args: argparse.Namespace, server: ServerConfig, name: str, tokenizer: Any, policy: CachePolicy
+) -> Any:
+    """The usage ledger with its miss diagnosis, or None when `enable_ledger` is off."""
+    from promptcache.ledger.books import Books
+    from promptcache.ledger.diagnosis import PromptHistory, Rules
+    from promptcache.ledger.prices import PriceTable
+    from promptcache.ledger.store import LEDGER_FILE, Ledger
+
+    prices = PriceTable.from_config(price_tables(args))  # checked even with the ledger off
+    if not server.enable_ledger:
+        return None
+    engine = build_config(EngineConfig, args, "engine")
+    row, price = prices.for_model(name, server.price_model)
+    path = data_dir_of(server) / LEDGER_FILE
+    log.info("usage ledger in %s (prices: %s)", path, row)
+    return Books(
+        Ledger(path),
+        name,
+        row,
+        price,
+        rules=Rules(policy, engine.block_size),
+        decode=lambda ids: str(tokenizer.decode(ids)),
+        history=PromptHistory(server.diagnosis_history),
+    )
+
+
+def serve_client(
+    args: argparse.Namespace,
+    server: ServerConfig,
+    client: Any,
+    tokenizer: Any,
+    name: str,
+    policy: CachePolicy,
+) -> FastAPI:
+    """The OpenAI API over `client` (an `EngineClient`), with keys, books and store."""
+    from promptcache.api.app import build_app
+    from promptcache.api.store import ResponseStore
+
+    books = make_books(args, server, name, tokenizer, policy)
+    store = ResponseStore(data_dir_of(server) / "responses.sqlite3")
+    return build_app(client, tokenizer, name, keyring(server), store, books=books)
+
+
+def run_uvicorn(app: FastAPI, server: ServerConfig, what: str) -> int:
+    import uvicorn
+
+    log.info("serving %s on http://%s:%d/v1", what, server.host, server.port)
+    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
+    return 0
