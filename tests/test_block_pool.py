@@ -11,7 +11,7 @@ from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
 from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
-from promptcache.cache.settings import Retention
+from promptcache.cache.settings import SHORTEST, Retention
 
 KEEP = Retention.IN_MEMORY
 
@@ -154,7 +154,7 @@ def test_longest_retention_wins_and_resets_on_reuse() -> None:
     assert pool.block_retention(x) is Retention.EXTENDED
     pool.free([x, x])
     assert pool.allocate(1) == [x]  # evicted and reused: a fresh block
-    assert pool.block_retention(x) is Retention.IN_MEMORY
+    assert pool.block_retention(x) is SHORTEST  # a fresh block
     pool.register(x, _h(4), KEEP)
     pool.free([x])
     pool.acquire([x], Retention.EXTENDED)

@@ -36,6 +36,9 @@ class EngineConfig:
             is reported as 0. Default 1024.
         increment: under "openai" usage rules, the reported cached prefix is rounded down
             to a multiple of this many tokens; a multiple of block_size. Default 128.
+        min_breakpoint_tokens: an explicit breakpoint (OpenAI's `prompt_cache_breakpoint`,
+            Anthropic's `cache_control`) whose prefix is shorter than this is not cached,
+            under either usage rule (Anthropic uses 1,024 to 4,096 by model). Default 1024.
         eviction_history: how many recently evicted block hashes the pool remembers (with
             when and at which retention), for miss diagnosis; 0 keeps none. Default 65536.
         in_memory_ttl: seconds an `in_memory` block may sit idle before it is dropped.
@@ -44,9 +47,9 @@ class EngineConfig:
             dropped, however often it is reused. Default 3600 (1 h).
         extended_ttl: seconds a `24h` block may sit idle before it is dropped.
             Default 86400 (24 h).
-        host_cache_bytes: byte budget of the host tier, where `24h` blocks evicted from
-            the KV pool for room are kept (pinned host memory beside a GPU, RAM on a CPU);
-            0 turns the tier off. Default 4 GiB.
+        host_cache_bytes: byte budget of the host tier, where `24h`, `12h` and `1h` blocks
+            evicted from the KV pool for room are kept (pinned host memory beside a GPU,
+            RAM on a CPU); 0 turns the tier off. Default 4 GiB.
         disk_cache_bytes: byte budget of the disk tier, where `24h` blocks are written
             through to checksummed files that survive restarts; 0 turns the tier off.
             Default 20 GiB.
@@ -70,6 +73,7 @@ class EngineConfig:
     usage_rules: str = "openai"
     min_prompt_tokens: int = 1024
     increment: int = 128
+    min_breakpoint_tokens: int = 1024
     eviction_history: int = 65536
     in_memory_ttl: int = 600
     in_memory_max: int = 3600
@@ -97,7 +101,12 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
-        for name in ("host_cache_bytes", "disk_cache_bytes", "disk_min_free_bytes"):
+        for name in (
+            "host_cache_bytes",
+            "disk_cache_bytes",
+            "disk_min_free_bytes",
+            "min_breakpoint_tokens",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eviction_history < 0:

@@ -28,7 +28,7 @@ from promptcache.cache.evictions import EvictedBlock, EvictionListener, Eviction
 from promptcache.cache.expiry import SWEEP_INTERVAL_S, RetentionPolicy
 from promptcache.cache.free_queue import Block, FreeQueue
 from promptcache.cache.index import HashIndex, Location, Tier
-from promptcache.cache.settings import Retention
+from promptcache.cache.settings import SHORTEST, Retention
 
 
 class OutOfBlocksError(RuntimeError):
@@ -98,7 +98,7 @@ class BlockPool:
             if block.block_hash is not None:
                 self._drop(block, expired=False)
             block.ref_count = 1
-            block.retention = Retention.IN_MEMORY
+            block.retention = SHORTEST
             out.append(block.block_id)
         return out
 

@@ -3,6 +3,8 @@
     in_memory   dropped once idle (no holder) for `in_memory_ttl` (10 min), and in any case
                 `in_memory_max` (1 h) after it was first cached, even if in use
     24h         dropped once idle for `extended_ttl` (24 h)
+    5m 30m 1h 12h   (explicit breakpoints) dropped once idle for that long; fixed by the
+                APIs that name them, so not settings
 
 A block keeps the longest retention of the requests that wrote or reused it. Expired
 blocks are dropped in two ways: lazily, when a lookup finds one (it is never matched), and
@@ -19,6 +21,13 @@ from promptcache.cache.settings import Retention
 
 SWEEP_INTERVAL_S = 10.0  # how often (at most) the pool sweeps its index for expired blocks
 
+FIXED_TTL_S = {
+    Retention.FIVE_MINUTES: 300.0,
+    Retention.THIRTY_MINUTES: 1800.0,
+    Retention.ONE_HOUR: 3600.0,
+    Retention.TWELVE_HOURS: 43200.0,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
@@ -26,12 +35,18 @@ class RetentionPolicy:
     in_memory_max: float = 3600.0
     extended_ttl: float = 86400.0
 
+    def idle_ttl(self, retention: Retention) -> float:
+        """Seconds a block of this retention may sit idle."""
+        if retention is Retention.EXTENDED:
+            return self.extended_ttl
+        if retention is Retention.IN_MEMORY:
+            return self.in_memory_ttl
+        return FIXED_TTL_S[retention]
+
     def expired(
         self, retention: Retention, cached_at: float, last_use: float, idle: bool, now: float
     ) -> bool:
         """Whether a block with these facts is past its time at `now` (`idle`: no holder)."""
-        if retention is Retention.EXTENDED:
-            return idle and now - last_use > self.extended_ttl
-        if now - cached_at > self.in_memory_max:
+        if retention is Retention.IN_MEMORY and now - cached_at > self.in_memory_max:
             return True
-        return idle and now - last_use > self.in_memory_ttl
+        return idle and now - last_use > self.idle_ttl(retention)

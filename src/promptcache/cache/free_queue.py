@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash
-from promptcache.cache.settings import Retention
+from promptcache.cache.settings import SHORTEST, Retention
 
 
 @dataclass(slots=True, eq=False)
@@ -23,7 +23,7 @@ class Block:
     block_id: int
     ref_count: int = 0
     block_hash: BlockHash | None = None
-    retention: Retention = Retention.IN_MEMORY
+    retention: Retention = SHORTEST
     last_use: float = 0.0  # the pool's clock when a holder last acquired or released it
     cached_at: float = 0.0  # the pool's clock when it was indexed under its hash
     prev: Block | None = None

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock
-from promptcache.cache.index import Location
+from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import CacheSettings
 
 
@@ -34,15 +34,28 @@ class CacheMatch:
     """What admission may reuse for a request."""
 
     block_ids: list[int]  # cached blocks to share, in order
-    hit_tokens: int  # tokens reused physically == (len(block_ids) + len(loads)) * block size
+    hit_tokens: int  # tokens reused physically: (len(block_ids) + len(loads)) * block size,
+    # plus the partial block's tokens
     matched_tokens: int  # tokens of the longest cached run, before the last-token limit
     reason: MatchReason
     evicted: EvictedBlock | None = None  # the block after the match, if it was evicted lately
     loads: list[Location] = field(default_factory=list)  # the next blocks, on host or disk
+    partial: Location | None = None  # a breakpoint's partial block, copied after them
+    partial_hash: BlockHash | None = None
+    at_breakpoint: bool = False  # the hit ends exactly at an explicit breakpoint
 
     @property
     def wait(self) -> bool:
         return self.reason is MatchReason.WAITING
+
+    @property
+    def held_ids(self) -> list[int]:
+        """Pool blocks admission holds: the shared ones, and a pool-resident partial
+        block while it is copied."""
+        partial = self.partial
+        if partial is not None and partial.tier is Tier.DEVICE:
+            return [*self.block_ids, partial.slot]
+        return self.block_ids
 
 
 class TokenSource(Protocol):
@@ -74,6 +87,9 @@ class CacheHandle:
     disk_tokens: int = 0  # of hit_tokens, those loaded from the disk tier
     disk_wanted: list[BlockHash] = field(default_factory=list)  # disk blocks asked for
     # (the request waits while they are read, once)
+    partial_write_tokens: int = 0  # tokens of partial blocks this request cached
+    breakpoints_done: int = 0  # leading `settings.breakpoints` already written
+    breakpoint_end: int = 0  # longest breakpoint prefix this request cached (or refreshed)
 
     @property
     def reason(self) -> MatchReason:

@@ -1,10 +1,11 @@
 """Bookkeeping of the host tier: which chain hashes have a copy in host memory, in which
 slot, least recently used first.
 
-The host tier holds `24h` blocks that the KV pool evicted for room, so a later request can
-load them back instead of recomputing them. This module only maps hashes to slots (the
-tensors live in `promptcache.engine.host_tier`). An entry expires `ttl` seconds after its
-last use, like a `24h` block in the pool.
+The host tier holds long-retention blocks (`1h` and up) that the KV pool evicted for room,
+so a later request can load them back instead of recomputing them. This module only maps
+hashes to slots (the tensors live in `promptcache.engine.host_tier`). An entry expires once
+idle for its retention's time, as in the pool (`ttl`, the `24h` time, unless `put` names
+another).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class HostIndex:
         self.ttl = ttl
         self.clock = clock
         self._free = list(range(num_slots - 1, -1, -1))
-        self._slots: OrderedDict[BlockHash, tuple[int, float]] = OrderedDict()  # slot, last use
+        # slot, last use, idle time allowed
+        self._slots: OrderedDict[BlockHash, tuple[int, float, float]] = OrderedDict()
         self._pinned: set[BlockHash] = set()  # being loaded: never evicted meanwhile
         self.counters = HostCounters()
 
@@ -45,8 +47,8 @@ class HostIndex:
         entry = self._slots.get(h)
         if entry is None:
             return None
-        slot, last_use = entry
-        if self.clock() - last_use > self.ttl:
+        slot, last_use, ttl = entry
+        if self.clock() - last_use > ttl:
             self._release(h, slot)
             self.counters.expired += 1
             return None
@@ -54,13 +56,13 @@ class HostIndex:
 
     def touch(self, h: BlockHash) -> None:
         """`h` was used: it becomes the most recently used entry."""
-        slot, _ = self._slots[h]
-        self._slots[h] = (slot, self.clock())
+        slot, _, ttl = self._slots[h]
+        self._slots[h] = (slot, self.clock(), ttl)
         self._slots.move_to_end(h)
 
-    def put(self, h: BlockHash) -> int | None:
-        """A slot to copy block `h` into (None if it is already held); frees the least
-        recently used entry when full."""
+    def put(self, h: BlockHash, ttl: float | None = None) -> int | None:
+        """A slot to copy block `h` (idle time allowed: `ttl`, default the index's) into,
+        None if it is already held; frees the least recently used entry when full."""
         if h in self._slots:
             self.touch(h)
             return None
@@ -71,7 +73,7 @@ class HostIndex:
             self._release(victim, self._slots[victim][0])
             self.counters.evicted += 1
         slot = self._free.pop()
-        self._slots[h] = (slot, self.clock())
+        self._slots[h] = (slot, self.clock(), self.ttl if ttl is None else ttl)
         self.counters.writes += 1
         return slot
 
@@ -87,7 +89,7 @@ class HostIndex:
         self._free.append(slot)
 
     def check_integrity(self) -> None:
-        held = [slot for slot, _ in self._slots.values()]
+        held = [slot for slot, _, _ in self._slots.values()]
         assert len(set(held)) == len(held), "a host slot is held twice"
         assert not set(held) & set(self._free), "a host slot is both held and free"
         assert len(held) + len(self._free) == self.num_slots, "host slots lost"

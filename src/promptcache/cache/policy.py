@@ -5,7 +5,9 @@ its prompt starts with, whatever the prompt's length, short of the prompt's last
 (whose logits start decoding). Reporting follows the usage rules: under `openai` (the
 default) `cached_tokens` is what OpenAI's API would report for the same reuse — 0 below
 `min_prompt_tokens`, else the reused count rounded down to `increment` (0 or 1024, 1152,
-1280 …); under `exact` it is the physical reuse. See docs/caching.md.
+1280 …); under `exact` it is the physical reuse. A hit that ends at an explicit breakpoint
+is reported to the token under either rule, and so is a breakpoint's write. See
+docs/caching.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class CachePolicy:
     min_prompt_tokens: int
     increment: int
     rules: UsageRules = UsageRules.OPENAI
+    min_breakpoint_tokens: int = 1024  # shorter breakpoint prefixes are not cached
 
     def reported(self, prefix_tokens: int) -> int:
         """The reported size of a cached prefix of `prefix_tokens` physical tokens."""
@@ -33,8 +36,14 @@ class CachePolicy:
         rounded = prefix_tokens // self.increment * self.increment
         return rounded if rounded >= self.min_prompt_tokens else 0
 
-    def reported_write(self, reused: int, written: int) -> int:
-        """Reported cache writes: how far the reported cached prefix grew by this request."""
-        if self.rules is UsageRules.EXACT:
-            return written
-        return max(0, self.reported(reused + written) - self.reported(reused))
+    def usage(
+        self, hit: int, written: int, at_breakpoint: bool, breakpoint_end: int, implicit: bool
+    ) -> tuple[int, int]:
+        """Reported (cached, written) tokens of a request that reused `hit` prompt tokens
+        (ending at a breakpoint or not), cached `written` more in full blocks right after
+        them (implicit mode), and cached breakpoints up to `breakpoint_end`."""
+        cached = hit if at_breakpoint else self.reported(hit)
+        after = max(cached, breakpoint_end)
+        if implicit:
+            after = max(after, self.reported(hit + written))
+        return cached, after - cached

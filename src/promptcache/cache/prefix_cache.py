@@ -12,6 +12,11 @@ tier's files (read in the background while the request waits). Those blocks are 
 into fresh pool blocks at admission (`load_lower`). A `24h` request's blocks are written
 through to disk as they are computed or reused (`DiskStage.persist`).
 
+Explicit breakpoints (`promptcache.cache.breakpoints`) add entries that end exactly at a
+token: full blocks up to the breakpoint plus a partial block, copied on write. A request
+in `explicit` mode caches and matches only those; in `implicit` mode they add to the
+automatic block-granular entries.
+
 Requests share hit blocks by reference count; nothing is copied. While a request computes
 prompt blocks nobody has cached yet, it *claims* their hashes, so a second request with
 the same new prefix can wait for them instead of computing them again (see `match`).
@@ -26,12 +31,13 @@ from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, seed_hash
 from promptcache.cache.block_pool import BlockPool
+from promptcache.cache.breakpoints import BreakpointBook, BreakpointHit, partial_hash
 from promptcache.cache.disk_index import DiskStage
 from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
 from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.policy import CachePolicy
-from promptcache.cache.settings import CacheSettings, Retention
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings
 
 Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
 
@@ -45,6 +51,9 @@ class CacheCounters:
     write_tokens: int = 0  # prompt tokens newly added to the cache
     host_hit_tokens: int = 0  # of the hit tokens, those loaded from the host tier
     disk_hit_tokens: int = 0  # of the hit tokens, those loaded from the disk tier
+    breakpoint_hits: int = 0  # requests whose hit ended at an explicit breakpoint
+    breakpoint_writes: int = 0  # partial blocks cached for explicit breakpoints
+    breakpoints_skipped: int = 0  # breakpoints not cached: too short, or no free block
 
 
 class PrefixCache:
@@ -58,8 +67,13 @@ class PrefixCache:
         kv_identity: str,
         host: HostIndex | None = None,
         disk: DiskStage | None = None,
+        loader: Loader | None = None,
     ) -> None:
+        """`loader(location, hash, block_id)` copies a block (from the pool, the host tier
+        or disk) into pool block `block_id`; it makes the partial blocks of breakpoints."""
         self.pool = pool
+        self.loader = loader
+        self.book = BreakpointBook()
         self.host = host
         self.disk = disk
         self.policy = policy
@@ -85,29 +99,99 @@ class PrefixCache:
         if self.disk is not None and handle.disk_wanted and self.disk.reading(handle.disk_wanted):
             handle.waited_steps += 1  # its disk blocks are still being read
             return CacheMatch([], 0, 0, MatchReason.WAITING)
-        n_blocks = seq.num_tokens // self.block_size
+        bs = self.block_size
+        n_blocks = seq.num_tokens // bs
         self._extend_hashes(handle, seq, n_blocks)
         hashes = handle.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
         lower = self._lower_run(hashes[len(matched) :])
         found = len(matched) + len(lower)
-        matched_tokens = found * self.block_size
-        hit = self._usable(seq, matched_tokens)
-        if self._worth_waiting(handle, seq, hashes, found, hit):
+        bp = self._breakpoint_hit(handle, seq, found)
+        implicit = handle.settings.mode is CacheMode.IMPLICIT
+        matched_tokens = max(found * bs if implicit else 0, bp.position if bp else 0)
+        hit = self._usable(seq, found * bs) if implicit else 0
+        if implicit and self._worth_waiting(handle, seq, hashes, found, hit):
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
-        n_hit = hit // self.block_size
+        if bp is not None and bp.position > hit:
+            hit = bp.position
+        else:
+            bp = None
+        n_hit = hit // bs
         blocks, lower = matched[:n_hit], lower[: max(0, n_hit - len(matched))]
-        lower, reading = self._read_from_disk(handle, hashes[len(blocks) :], lower)
+        run = hashes[len(blocks) : n_hit]
+        if bp is not None and bp.partial is not None and bp.location is not None:
+            run, lower = [*run, bp.partial], [*lower, bp.location]
+        got, reading = self._read_from_disk(handle, run, lower)
         if reading:
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
-        hit = (len(blocks) + len(lower)) * self.block_size
+        blocks, lower, partial, hit = self._settle(handle, blocks, lower, got, bp)
         reason = self._reason(handle, matched_tokens, hit)
         evicted = None
         if found < len(hashes):  # did the prefix go on, and leave for room?
             evicted = self.pool.recently_evicted(hashes[found])
-        return CacheMatch(blocks, hit, matched_tokens, reason, evicted, lower)
+        at_bp = bp is not None and hit == bp.position
+        partial_h = bp.partial if bp is not None and partial is not None else None
+        return CacheMatch(
+            blocks, hit, matched_tokens, reason, evicted, lower, partial, partial_h, at_bp
+        )
+
+    def _settle(
+        self,
+        handle: CacheHandle,
+        blocks: list[int],
+        lower: list[Location],
+        got: list[Location],
+        bp: BreakpointHit | None,
+    ) -> tuple[list[int], list[Location], Location | None, int]:
+        """The match once its disk reads are done (`got`: the part of `lower`, then the
+        partial block, that could be read): blocks, loads, partial block, hit tokens. In
+        explicit mode a hit short of the breakpoint (a file failed) is no hit at all."""
+        bs = self.block_size
+        partial = None
+        if bp is not None and bp.partial is not None and len(got) == len(lower):
+            got, partial = got[:-1], got[-1]
+        hit = (len(blocks) + len(got)) * bs
+        if partial is not None and bp is not None:
+            hit = bp.position
+        if handle.settings.mode is CacheMode.EXPLICIT and (bp is None or hit != bp.position):
+            return [], [], None, 0
+        return blocks, got, partial, hit
+
+    def _breakpoint_hit(
+        self, handle: CacheHandle, seq: TokenSource, found: int
+    ) -> BreakpointHit | None:
+        """The longest of the tenant's latest breakpoints that `seq` starts with, whose
+        full blocks are among the `found` cached ones and whose partial block is cached;
+        never the last known token (it is always computed)."""
+        assert handle.seed is not None
+        bs, best = self.block_size, None
+        for prefix, position in self.book.latest(handle.seed):
+            if position >= seq.num_tokens or (best is not None and position <= best.position):
+                continue
+            k, r = divmod(position, bs)
+            if k > found:
+                continue
+            if r == 0:
+                if k and handle.block_hashes[k - 1] == prefix:
+                    best = BreakpointHit(position)
+                continue
+            parent = handle.block_hashes[k - 1] if k else handle.seed
+            if partial_hash(parent, seq.tokens_slice(k * bs, position)) != prefix:
+                continue
+            where = self._where(prefix)
+            if where is not None:
+                best = BreakpointHit(position, prefix, where)
+        return best
+
+    def _where(self, h: BlockHash) -> Location | None:
+        """Where block `h` is cached: the pool, the host tier or disk (fastest first)."""
+        ids = self.pool.match([h])
+        if ids:
+            return Location(Tier.DEVICE, ids[0])
+        run = self._lower_run([h])
+        return run[0] if run else None
 
     def _lower_run(self, hashes: list[BlockHash]) -> list[Location]:
         """Where each block of the longest run of `hashes` held in the host tier or on disk
@@ -147,26 +231,38 @@ class PrefixCache:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's
         retention, record the hit (first admission only), claim the blocks left to compute.
         A `24h` request's reused blocks are kept on disk too."""
-        prompt_len = seq.num_prompt_tokens
-        self.pool.acquire(match.block_ids, handle.settings.retention)
+        bs, prompt_len, settings = self.block_size, seq.num_prompt_tokens, handle.settings
+        for i, block_id in enumerate(match.block_ids):
+            self.pool.acquire([block_id], settings.block_retention((i + 1) * bs))
         handle.num_registered_blocks = len(match.block_ids)
         if handle.hit_tokens is None:
-            handle.hit_tokens = match.hit_tokens
-            handle.admission = match
-            self.counters.queried_tokens += prompt_len
-            self.counters.hit_tokens += match.hit_tokens
-            tiers = [loc.tier for loc in match.loads]
-            handle.host_tokens = tiers.count(Tier.HOST) * self.block_size
-            handle.disk_tokens = tiers.count(Tier.DISK) * self.block_size
-            self.counters.host_hit_tokens += handle.host_tokens
-            self.counters.disk_hit_tokens += handle.disk_tokens
+            self._record_hit(handle, match, prompt_len)
         if handle.seed is not None:
-            prompt_blocks = prompt_len // self.block_size
+            prompt_blocks = prompt_len // bs
             start = len(match.block_ids) + len(match.loads)
-            for h in handle.block_hashes[start:prompt_blocks]:
-                self._claims.setdefault(h, handle)
+            for i in range(start, prompt_blocks):
+                if settings.writes_block((i + 1) * bs):
+                    self._claims.setdefault(handle.block_hashes[i], handle)
             for i, block_id in enumerate(match.block_ids):
                 self._persist(handle, seq, i, block_id)
+
+    def _record_hit(self, handle: CacheHandle, match: CacheMatch, prompt_len: int) -> None:
+        """The first admission: what the request reuses, and from which tier."""
+        bs = self.block_size
+        handle.hit_tokens = match.hit_tokens
+        handle.admission = match
+        self.counters.queried_tokens += prompt_len
+        self.counters.hit_tokens += match.hit_tokens
+        tokens = {Tier.DEVICE: 0, Tier.HOST: 0, Tier.DISK: 0}
+        for loc in match.loads:
+            tokens[loc.tier] += bs
+        if match.partial is not None:
+            tokens[match.partial.tier] += match.hit_tokens % bs
+        handle.host_tokens, handle.disk_tokens = tokens[Tier.HOST], tokens[Tier.DISK]
+        self.counters.host_hit_tokens += handle.host_tokens
+        self.counters.disk_hit_tokens += handle.disk_tokens
+        if match.at_breakpoint:
+            self.counters.breakpoint_hits += 1
 
     def load_lower(
         self,
@@ -178,7 +274,39 @@ class PrefixCache:
     ) -> None:
         """Give the match's host and disk blocks pool blocks: allocate them, have
         `loader(location, hash, block_id)` copy each in, index them again, and append them
-        to `block_table`."""
+        to `block_table`; then copy the match's partial block (if any) into a block of the
+        request's own (copy-on-write)."""
+        where, h = match.partial, match.partial_hash
+        if where is None or h is None:
+            self._load_full(handle, match, seq, block_table, loader)
+            return
+        held = where.tier is Tier.DEVICE  # held first: loading the others may evict
+        if held:
+            self.pool.acquire([where.slot], self.pool.block_retention(where.slot))
+        elif where.tier is Tier.HOST and self.host is not None:
+            self.host.pin([h])
+        try:
+            self._load_full(handle, match, seq, block_table, loader)
+            (block_id,) = self.pool.allocate(1)
+            loader(where, h, block_id)
+            if where.tier is Tier.HOST and self.host is not None:
+                self.host.touch(h)
+                self.host.counters.loads += 1
+        finally:
+            if held:
+                self.pool.free([where.slot])
+            elif self.host is not None:
+                self.host.unpin([h])
+        block_table.append(block_id)
+
+    def _load_full(
+        self,
+        handle: CacheHandle,
+        match: CacheMatch,
+        seq: TokenSource,
+        block_table: list[int],
+        loader: Loader,
+    ) -> None:
         if not match.loads:
             return
         first = len(match.block_ids)
@@ -203,7 +331,8 @@ class PrefixCache:
 
     def _persist(self, handle: CacheHandle, seq: TokenSource, i: int, block_id: int) -> None:
         """Write-through: block `i` of a `24h` request goes to the disk tier too."""
-        if self.disk is None or handle.settings.retention is not Retention.EXTENDED:
+        retention = handle.settings.block_retention((i + 1) * self.block_size)
+        if self.disk is None or not retention.on_disk:
             return
         assert handle.seed is not None
         parent = handle.block_hashes[i - 1] if i else handle.seed
@@ -213,23 +342,79 @@ class PrefixCache:
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
     ) -> None:
-        """Index the request's newly completed full blocks (prompt and generated)."""
+        """Index the request's newly completed full blocks (prompt and generated; in
+        explicit mode only those inside a breakpoint's prefix), then its breakpoints."""
         if handle.seed is None:
             return
-        full = num_computed // self.block_size
+        bs, settings = self.block_size, handle.settings
+        full = num_computed // bs
         self._extend_hashes(handle, seq, full)
         hashes = handle.block_hashes
-        prompt_len = seq.num_prompt_tokens
-        retention = handle.settings.retention
+        prompt_len, hit = seq.num_prompt_tokens, handle.hit_tokens or 0
         for i in range(handle.num_registered_blocks, full):
             if self._claims.get(hashes[i]) is handle:
                 del self._claims[hashes[i]]
-            if self.pool.register(block_table[i], hashes[i], retention):
-                written = max(0, min(self.block_size, prompt_len - i * self.block_size))
+            end = (i + 1) * bs
+            if not settings.writes_block(end):
+                continue
+            if self.pool.register(block_table[i], hashes[i], settings.block_retention(end)):
+                written = max(0, min(end, prompt_len) - max(i * bs, hit))
                 handle.write_tokens += written
                 self.counters.write_tokens += written
                 self._persist(handle, seq, i, block_table[i])
         handle.num_registered_blocks = max(handle.num_registered_blocks, full)
+        self._write_breakpoints(handle, seq, block_table, num_computed)
+
+    def _write_breakpoints(
+        self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], computed: int
+    ) -> None:
+        """Cache each breakpoint whose prefix is now computed, and note it as the tenant's
+        latest."""
+        assert handle.seed is not None
+        todo = handle.settings.breakpoints[handle.breakpoints_done :]
+        for bp in todo:
+            if bp.position > computed:
+                return
+            handle.breakpoints_done += 1
+            if not self.policy.min_breakpoint_tokens <= bp.position <= seq.num_prompt_tokens:
+                self.counters.breakpoints_skipped += 1
+                continue
+            prefix = self._breakpoint_entry(handle, seq, block_table, bp)
+            if prefix is None:
+                self.counters.breakpoints_skipped += 1
+                continue
+            self.book.add(handle.seed, prefix, bp.position)
+            handle.breakpoint_end = max(handle.breakpoint_end, bp.position)
+
+    def _breakpoint_entry(
+        self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], bp: Breakpoint
+    ) -> BlockHash | None:
+        """The hash naming breakpoint `bp`'s prefix, its partial block cached (copied out
+        of the request's block) or refreshed; None if no pool block is free for it."""
+        assert handle.seed is not None
+        k, r = divmod(bp.position, self.block_size)
+        parent = handle.block_hashes[k - 1] if k else handle.seed
+        if r == 0:
+            return parent
+        tokens = seq.tokens_slice(k * self.block_size, bp.position)
+        h = partial_hash(parent, tokens)
+        where = self._where(h)
+        if where is not None:
+            if where.tier is Tier.DEVICE:  # a hit refreshes it, as does writing it again
+                self.pool.acquire([where.slot], bp.retention)
+                self.pool.free([where.slot])
+            return h
+        if self.loader is None or not self.pool.can_allocate(1):
+            return None
+        (block_id,) = self.pool.allocate(1)
+        self.loader(Location(Tier.DEVICE, block_table[k]), h, block_id)
+        self.pool.register(block_id, h, bp.retention)
+        self.pool.free([block_id])
+        handle.partial_write_tokens += r
+        self.counters.breakpoint_writes += 1
+        if self.disk is not None and bp.retention.on_disk:
+            self.disk.persist(h, parent, tokens, block_id)
+        return h
 
     def release(self, handle: CacheHandle) -> None:
         """Drop the request's claims (it finished, was aborted or was preempted); its blocks

@@ -1,16 +1,18 @@
 """The host tier's memory: a second, larger store of KV blocks behind the KV pool.
 
-When the pool needs room, an unreferenced `24h` block is copied here before its slot is
-reused (`in_memory` blocks are just dropped); a later request that matches it gets a pool
-block and a copy back instead of recomputing it. On a GPU the pool is device memory and
-this store is pinned host memory; on a CPU both are RAM, and this is a second budget
-(`host_cache_bytes`) that only `24h` prefixes use. The slots' bookkeeping (which hash
-where, LRU, expiry) is `promptcache.cache.host_index.HostIndex`.
+When the pool needs room, an unreferenced block of a long retention (`1h`, `12h`, `24h`)
+is copied here before its slot is reused (shorter ones are just dropped); a later request
+that matches it gets a pool block and a copy back instead of recomputing it. On a GPU the
+pool is device memory and this store is pinned host memory; on a CPU both are RAM, and
+this is a second budget (`host_cache_bytes`) that only long-retention prefixes use. The
+slots' bookkeeping (which hash where, LRU, expiry) is `promptcache.cache.host_index.HostIndex`.
 
     store: (slots, num_layers, 2, num_kv_heads, block_size, head_dim)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -23,9 +25,13 @@ from promptcache.engine.kv_cache import KVCache
 class HostTier:
     """Copies blocks between the KV pool's tensor and a host-memory store."""
 
-    def __init__(self, kv_cache: KVCache, index: HostIndex) -> None:
+    def __init__(
+        self, kv_cache: KVCache, index: HostIndex, ttl_of: Callable[[Retention], float]
+    ) -> None:
+        """`ttl_of(retention)`: how long an entry of that retention may sit idle."""
         self.kv = kv_cache
         self.index = index
+        self.ttl_of = ttl_of
         data = kv_cache.data
         shape = (index.num_slots, data.shape[0], data.shape[1], data.shape[2], *data.shape[4:])
         pin = data.device.type == "cuda"
@@ -37,10 +43,10 @@ class HostTier:
         return budget_bytes // kv_cache.bytes_per_block
 
     def on_evict(self, block: EvictedBlock) -> None:
-        """Eviction listener: keep a copy of a `24h` block evicted for room."""
-        if block.expired or block.retention is not Retention.EXTENDED:
+        """Eviction listener: keep a copy of a long-retention block evicted for room."""
+        if block.expired or not block.retention.offloaded:
             return
-        slot = self.index.put(block.block_hash)
+        slot = self.index.put(block.block_hash, self.ttl_of(block.retention))
         if slot is not None:
             self.store[slot].copy_(self.kv.data[:, :, :, block.block_id])
 

@@ -28,7 +28,7 @@ from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
-from promptcache.cache.settings import CacheSettings
+from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.config import EngineConfig, default_data_dir
 from promptcache.engine.detokenizer import Detokenizer
 from promptcache.engine.disk_file import Identity, Layout
@@ -62,7 +62,9 @@ def cache_policy(config: EngineConfig) -> CachePolicy:
     a router reports for its workers)."""
     c = config
     rules = UsageRules(c.usage_rules)
-    return CachePolicy(c.enable_prefix_caching, c.min_prompt_tokens, c.increment, rules)
+    return CachePolicy(
+        c.enable_prefix_caching, c.min_prompt_tokens, c.increment, rules, c.min_breakpoint_tokens
+    )
 
 
 class LLMEngine:
@@ -92,10 +94,15 @@ class LLMEngine:
         self.disk = self._disk_tier(clock)
         host_index = self.host.index if self.host else None
         self.cache = PrefixCache(
-            self.pool, self.policy, c.block_size, self.kv_identity, host_index, self.disk
+            self.pool,
+            self.policy,
+            c.block_size,
+            self.kv_identity,
+            host_index,
+            self.disk,
+            loader=self._load,
         )
-        loader = self._load if self.host or self.disk else None
-        self.scheduler = Scheduler(c, self.pool, self.cache, loader)
+        self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
         self.runner = ModelRunner(model.module, self.kv_cache)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_ids()
@@ -108,7 +115,8 @@ class LLMEngine:
         slots = HostTier.slots_for(self.kv_cache, c.host_cache_bytes)
         if not c.enable_prefix_caching or slots == 0:
             return None
-        tier = HostTier(self.kv_cache, HostIndex(slots, c.extended_ttl, clock))
+        index = HostIndex(slots, c.extended_ttl, clock)
+        tier = HostTier(self.kv_cache, index, self.pool.retention.idle_ttl)
         self.pool.add_eviction_listener(tier.on_evict)
         return tier
 
@@ -133,8 +141,11 @@ class LLMEngine:
         )
 
     def _load(self, where: Location, h: BlockHash, block_id: int) -> None:
-        """Copy a host- or disk-tier block into pool block `block_id`."""
-        if where.tier is Tier.HOST and self.host is not None:
+        """Copy a pool, host-tier or disk-tier block into pool block `block_id`."""
+        if where.tier is Tier.DEVICE:
+            data = self.kv_cache.data
+            data[:, :, :, block_id].copy_(data[:, :, :, where.slot])
+        elif where.tier is Tier.HOST and self.host is not None:
             self.host.load(where.slot, block_id)
         elif where.tier is Tier.DISK and self.disk is not None:
             self.disk.load(h, block_id)
@@ -311,14 +322,18 @@ class LLMEngine:
         )
 
     def _usage(self, seq: Sequence) -> Usage:
-        reused, written = seq.cache.hit_tokens or 0, seq.cache.write_tokens
+        h = seq.cache
+        reused, written = h.hit_tokens or 0, h.write_tokens
+        at_bp = h.admission is not None and h.admission.at_breakpoint
+        implicit = h.settings.mode is CacheMode.IMPLICIT
+        cached, write = self.policy.usage(reused, written, at_bp, h.breakpoint_end, implicit)
         return Usage(
             prompt_tokens=len(seq.prompt_token_ids),
-            cached_tokens=self.policy.reported(reused),
-            cache_write_tokens=self.policy.reported_write(reused, written),
+            cached_tokens=cached,
+            cache_write_tokens=write,
             completion_tokens=len(seq.output_token_ids),
             reused_tokens=reused,
-            written_tokens=written,
+            written_tokens=written + h.partial_write_tokens,
         )
 
     # -- convenience ----------------------------------------------------------------------

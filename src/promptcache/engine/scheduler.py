@@ -125,12 +125,12 @@ class Scheduler:
 
     def _fits(self, seq: Sequence, match: CacheMatch, n: int) -> bool:
         new_blocks = cdiv(match.hit_tokens + n, self.block_size) - len(match.block_ids)
-        return self.pool.can_allocate(new_blocks + self.pool.num_free_among(match.block_ids))
+        return self.pool.can_allocate(new_blocks + self.pool.num_free_among(match.held_ids))
 
     def _place(self, seq: Sequence, match: CacheMatch, n: int) -> None:
         self.cache.on_admit(seq.cache, match, seq)  # holds the hit blocks
         seq.block_table = list(match.block_ids)
-        if match.loads and self.loader is not None:
+        if (match.loads or match.partial) and self.loader is not None:
             self.cache.load_lower(seq.cache, match, seq, seq.block_table, self.loader)
         seq.num_computed = match.hit_tokens
         self._grow(seq, n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from promptcache.cache.settings import CacheSettings, Retention
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
@@ -21,7 +21,12 @@ def request_to_json(r: GenerationRequest) -> dict[str, Any]:
     return {
         "token_ids": r.token_ids,
         "params": asdict(r.params),
-        "cache": {**asdict(r.cache), "retention": r.cache.retention.value},
+        "cache": {
+            **asdict(r.cache),
+            "retention": r.cache.retention.value,
+            "mode": r.cache.mode.value,
+            "breakpoints": [[b.position, b.retention.value] for b in r.cache.breakpoints],
+        },
         "messages": [asdict(m) for m in r.messages],
         "request_id": r.request_id,
         "endpoint": r.endpoint,
@@ -39,7 +44,8 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
             tenant=c["tenant"],
             retention=Retention(c["retention"]),
             prompt_cache_key=c["prompt_cache_key"],
-            breakpoints=tuple(c["breakpoints"]),
+            mode=CacheMode(c["mode"]),
+            breakpoints=tuple(Breakpoint(int(p), Retention(r)) for p, r in c["breakpoints"]),
         )
         spans = tuple(
             MessageSpan(**{**m, "part_ends": tuple(m["part_ends"])}) for m in d["messages"]
