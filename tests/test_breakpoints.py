@@ -164,3 +164,35 @@ def test_one_hour_entries_survive_pool_turnover_in_the_host_tier(
     assert back.usage.cached_tokens == 1107  # the 5m entry was dropped, the 1h one kept
     assert back.cache is not None and back.cache.reused_from_host == 1107
     assert back.token_ids == _uncached(make_engine, tiny_long, doc)
+
+
+def test_bundled_outputs_equal_with_breakpoints_automatic_and_no_caching(
+    bundled: LoadedModel, make_engine: Any
+) -> None:
+    tok = bundled.tokenizer
+    doc = tok.encode("Notes on harbours, tides and charts. " * 150, add_special_tokens=False)
+    doc = doc[:1061]  # 66 blocks and 5 tokens
+    tails = [tok.encode(q, add_special_tokens=False) for q in (" High water?", " Low water?")]
+    twelve = SamplingParams(max_tokens=12, temperature=0)
+    outputs = []
+    for caching, mode in ((False, IMPLICIT), (True, IMPLICIT), (True, EXPLICIT)):
+        engine = make_engine(bundled, kv_cache_bytes=64 << 20, enable_prefix_caching=caching)
+        marks = (Breakpoint(len(doc), HALF_HOUR),)
+        settings = CacheSettings(retention=HALF_HOUR, mode=mode, breakpoints=marks)
+        texts = []
+        for tail in tails:
+            engine.submit(GenerationRequest(doc + tail, twelve, settings, request_id="r"))
+            final = [o for o in _drain(engine) if o.finished][0]
+            texts.append(final.token_ids)
+        if caching:
+            # the breakpoint (1,061) beats the automatic entry (1,056) in implicit mode too
+            assert final.usage.cached_tokens == final.usage.reused_tokens == len(doc)
+        outputs.append(texts)
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def _drain(engine: LLMEngine) -> list[RequestOutput]:
+    out = []
+    while engine.has_unfinished():
+        out.extend(engine.step())
+    return out

@@ -9,7 +9,8 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.auth import Caller
-from promptcache.api.context import ServerContext, cache_settings, new_id, now
+from promptcache.api.cache_options import marks_of, openai_cache_settings
+from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.prompts import render_prompt
 from promptcache.api.protocol import ChatCompletionRequest, message_parts
@@ -63,7 +64,14 @@ async def create_chat_completion(
         request_id=completion_id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
         params=params,
-        cache=cache_settings(caller.tenant, req.prompt_cache_retention, req.prompt_cache_key),
+        cache=openai_cache_settings(
+            caller.tenant,
+            req.prompt_cache_key,
+            req.prompt_cache_retention,
+            req.prompt_cache_options,
+            marks_of(req.messages),
+            rendered.messages,
+        ),
         messages=rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,

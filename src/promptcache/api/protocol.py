@@ -17,12 +17,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# -- explicit prompt caching (both endpoints) --------------------------------------------
+
+
+class PromptCacheBreakpoint(_Strict):
+    """On a content part: the prompt up to the end of this part is a reusable prefix."""
+
+    mode: Literal["explicit"]
+    ttl: Literal["30m", "12h"] | None = None  # default: the request's ttl
+
+
+class PromptCacheOptions(_Strict):
+    mode: Literal["implicit", "explicit"] | None = None  # default implicit
+    ttl: Literal["30m", "12h"] | None = None  # default 30m (Chat Completions: 30m only)
+
+
 # -- chat completions -------------------------------------------------------------------
 
 
 class ChatTextPart(_Strict):
     type: Literal["text"]
     text: str
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
 class ChatMessage(_Strict):
@@ -49,6 +65,7 @@ class ChatCompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
     user: str | None = None  # accepted for compatibility; nothing here acts on it
 
 
@@ -60,6 +77,7 @@ class InputTextPart(_Strict):
     text: str
     annotations: list[Any] | None = None  # echoed back on assistant output items
     logprobs: list[Any] | None = None
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
 class InputMessage(_Strict):
@@ -80,6 +98,7 @@ class ResponsesRequest(_Strict):
     stream: bool | None = False
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
     previous_response_id: str | None = None
     store: bool | None = True
     metadata: dict[str, str] | None = None

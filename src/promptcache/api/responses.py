@@ -15,7 +15,8 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.auth import Caller
-from promptcache.api.context import ServerContext, cache_settings, new_id, now
+from promptcache.api.cache_options import marks_of, openai_cache_settings
+from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.prompts import render_prompt
 from promptcache.api.protocol import ResponsesRequest, message_parts
@@ -103,6 +104,11 @@ class _Draft:
                 user=r.user,
                 prompt_cache_key=r.prompt_cache_key,
                 prompt_cache_retention=r.prompt_cache_retention,
+                prompt_cache_options=(
+                    r.prompt_cache_options.model_dump(exclude_none=True)
+                    if r.prompt_cache_options
+                    else None
+                ),
             ),
         }
 
@@ -128,7 +134,14 @@ async def create_response(
         request_id=draft.id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
         params=sampling_params(req.max_output_tokens, req.temperature, req.top_p),
-        cache=cache_settings(tenant, req.prompt_cache_retention, req.prompt_cache_key),
+        cache=openai_cache_settings(
+            tenant,
+            req.prompt_cache_key,
+            req.prompt_cache_retention,
+            req.prompt_cache_options,
+            marks_of(req.input if isinstance(req.input, list) else [], len(system + history)),
+            rendered.messages,
+        ),
         messages=rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,

@@ -42,7 +42,7 @@ class CacheMatch:
     loads: list[Location] = field(default_factory=list)  # the next blocks, on host or disk
     partial: Location | None = None  # a breakpoint's partial block, copied after them
     partial_hash: BlockHash | None = None
-    at_breakpoint: bool = False  # the hit ends exactly at an explicit breakpoint
+    breakpoint_tokens: int = 0  # the longest explicit breakpoint the hit covers
 
     @property
     def wait(self) -> bool:

@@ -37,12 +37,13 @@ class CachePolicy:
         return rounded if rounded >= self.min_prompt_tokens else 0
 
     def usage(
-        self, hit: int, written: int, at_breakpoint: bool, breakpoint_end: int, implicit: bool
+        self, hit: int, written: int, breakpoint_hit: int, breakpoint_end: int, implicit: bool
     ) -> tuple[int, int]:
         """Reported (cached, written) tokens of a request that reused `hit` prompt tokens
-        (ending at a breakpoint or not), cached `written` more in full blocks right after
-        them (implicit mode), and cached breakpoints up to `breakpoint_end`."""
-        cached = hit if at_breakpoint else self.reported(hit)
+        (holding an explicit breakpoint of `breakpoint_hit` tokens, or 0), cached `written`
+        more in full blocks right after them (implicit mode), and cached breakpoints up to
+        `breakpoint_end`."""
+        cached = max(self.reported(hit), breakpoint_hit)
         after = max(cached, breakpoint_end)
         if implicit:
             after = max(after, self.reported(hit + written))

@@ -113,6 +113,7 @@ class PrefixCache:
         if implicit and self._worth_waiting(handle, seq, hashes, found, hit):
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
+        covered = bp.position if bp is not None else 0  # the hit holds this breakpoint
         if bp is not None and bp.position > hit:
             hit = bp.position
         else:
@@ -131,10 +132,10 @@ class PrefixCache:
         evicted = None
         if found < len(hashes):  # did the prefix go on, and leave for room?
             evicted = self.pool.recently_evicted(hashes[found])
-        at_bp = bp is not None and hit == bp.position
+        bp_tokens = covered if hit >= covered else 0
         partial_h = bp.partial if bp is not None and partial is not None else None
         return CacheMatch(
-            blocks, hit, matched_tokens, reason, evicted, lower, partial, partial_h, at_bp
+            blocks, hit, matched_tokens, reason, evicted, lower, partial, partial_h, bp_tokens
         )
 
     def _settle(
@@ -261,7 +262,7 @@ class PrefixCache:
         handle.host_tokens, handle.disk_tokens = tokens[Tier.HOST], tokens[Tier.DISK]
         self.counters.host_hit_tokens += handle.host_tokens
         self.counters.disk_hit_tokens += handle.disk_tokens
-        if match.at_breakpoint:
+        if match.breakpoint_tokens:
             self.counters.breakpoint_hits += 1
 
     def load_lower(

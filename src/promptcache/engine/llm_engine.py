@@ -324,9 +324,9 @@ class LLMEngine:
     def _usage(self, seq: Sequence) -> Usage:
         h = seq.cache
         reused, written = h.hit_tokens or 0, h.write_tokens
-        at_bp = h.admission is not None and h.admission.at_breakpoint
+        bp_tokens = h.admission.breakpoint_tokens if h.admission is not None else 0
         implicit = h.settings.mode is CacheMode.IMPLICIT
-        cached, write = self.policy.usage(reused, written, at_bp, h.breakpoint_end, implicit)
+        cached, write = self.policy.usage(reused, written, bp_tokens, h.breakpoint_end, implicit)
         return Usage(
             prompt_tokens=len(seq.prompt_token_ids),
             cached_tokens=cached,
