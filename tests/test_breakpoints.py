@@ -182,7 +182,7 @@ def test_bundled_outputs_equal_with_breakpoints_automatic_and_no_caching(
         texts = []
         for tail in tails:
             engine.submit(GenerationRequest(doc + tail, twelve, settings, request_id="r"))
-            final = [o for o in _drain(engine) if o.finished][0]
+            final = next(o for o in _drain(engine) if o.finished)
             texts.append(final.token_ids)
         if caching:
             # the breakpoint (1,061) beats the automatic entry (1,056) in implicit mode too
