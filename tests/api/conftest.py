@@ -16,7 +16,13 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.api.inprocess import running, running_exact, running_keys  # noqa: F401 (fixtures)
+from tests.api.inprocess import (  # noqa: F401 (fixtures)
+    clock,
+    running,
+    running_clock,
+    running_exact,
+    running_keys,
+)
 
 KEYS = {"sk-tenant-a": "tenant-a", "sk-tenant-b": "tenant-b"}
 MODEL = "smollm2-135m-instruct"

@@ -68,12 +68,37 @@ def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
     yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
 
 
+class FakeClock:
+    """Unix time that only moves when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def running_clock(bundled: LoadedModel, tmp_path: Path, clock: FakeClock) -> Iterator[Running]:
+    """The in-process server on a fake clock (retention times move only when told)."""
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), clock=clock)
+
+
 def _serve(
-    bundled: LoadedModel, tmp_path: Path, config: EngineConfig, keys: KeyRing | None = None
+    bundled: LoadedModel,
+    tmp_path: Path,
+    config: EngineConfig,
+    keys: KeyRing | None = None,
+    clock: FakeClock | None = None,
 ) -> Iterator[Running]:
     if config.disk_cache_dir is None:
         config = dataclasses.replace(config, disk_cache_dir=str(tmp_path / "kv-cache"))
-    engine = LLMEngine(bundled, config)
+    engine = LLMEngine(bundled, config, clock=clock or time.time)
     sequences: list[Sequence] = []
     add = engine.add
 

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptcache.api import errors
+from promptcache.api.anthropic.messages import create_message
+from promptcache.api.anthropic.protocol import MessagesRequest
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
 from promptcache.api.context import ServerContext
@@ -34,6 +36,7 @@ from promptcache.ledger.books import Books
 log = logging.getLogger(__name__)
 
 Authorization = Annotated[str | None, Header()]
+ApiKey = Annotated[str | None, Header()]  # Anthropic's x-api-key
 
 
 def create_app(
@@ -148,6 +151,16 @@ def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
     ) -> Any:
         caller = keys.caller(authorization)
         return await create_response(req, ctx, caller, request.is_disconnected)
+
+    @app.post("/v1/messages", response_model=None)
+    async def messages(
+        req: MessagesRequest,
+        request: Request,
+        authorization: Authorization = None,
+        x_api_key: ApiKey = None,
+    ) -> Any:
+        caller = keys.caller(authorization, x_api_key)
+        return await create_message(req, ctx, caller, request.is_disconnected)
 
     @app.get("/v1/responses/{response_id}", response_model=None)
     async def retrieve(response_id: str, authorization: Authorization = None) -> Any:

@@ -1,4 +1,5 @@
-"""API keys and tenants: `Authorization: Bearer KEY` -> the tenant that salts the cache.
+"""API keys and tenants: `Authorization: Bearer KEY` (or Anthropic's `x-api-key: KEY`) ->
+the tenant that salts the cache. The same keys and tenants serve every API.
 
 The keys file is JSON, `{"sk-key": "tenant-name", ...}`. With no keys file every request
 is accepted as the single tenant "default". An admin key (`admin_api_key`), if set, may
@@ -60,10 +61,13 @@ class KeyRing:
         """The caller's tenant, or a 401 in OpenAI's shape."""
         return self.caller(authorization).tenant
 
-    def caller(self, authorization: str | None) -> Caller:
-        """The caller (tenant, key id, admin), or a 401 in OpenAI's shape."""
+    def caller(self, authorization: str | None, api_key: str | None = None) -> Caller:
+        """The caller (tenant, key id, admin) by `api_key` (`x-api-key`) if given, else by
+        the bearer token; or a 401."""
         scheme, _, key = (authorization or "").partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
+        if api_key:
+            key = api_key.strip()
         if self.admin_key and key == self.admin_key:
             return Caller(ADMIN_TENANT, key_id(key), admin=True)
         if self.keys is None:
@@ -75,7 +79,7 @@ class KeyRing:
             raise APIError(
                 401,
                 "You didn't provide an API key. You need to provide your API "
-                "key in an Authorization header using Bearer auth.",
+                "key in an Authorization header using Bearer auth (or in x-api-key).",
                 "invalid_request_error",
                 None,
                 "missing_api_key",

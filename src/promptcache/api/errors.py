@@ -1,4 +1,11 @@
-"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with its status codes."""
+"""API errors in the shape of the API that was called, with its status codes.
+
+OpenAI's endpoints: `{"error": {"message", "type", "param", "code"}}`. Anthropic's
+(`/v1/messages`): `{"type": "error", "error": {"type", "message"}, "request_id": null}`,
+its error type named by the status (400 invalid_request_error, 401 authentication_error,
+403 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error,
+500 api_error, 503 overloaded_error).
+"""
 
 from __future__ import annotations
 
@@ -42,27 +49,53 @@ class APIError(Exception):
         }
 
 
+ANTHROPIC_PATH = "/v1/messages"
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_body(err: APIError) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(err.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": None}
+
+
+def _anthropic(request: Request | None) -> bool:
+    return request is not None and request.url.path.startswith(ANTHROPIC_PATH)
+
+
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, "invalid_request_error", param, code)
 
 
-def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
+def error_response(err: APIError, request: Request | None = None) -> JSONResponse:
+    """The error in the shape of the API `request` called (OpenAI's by default)."""
+    body = anthropic_body(err) if _anthropic(request) else err.body()
+    return JSONResponse(body, status_code=err.status, headers=err.headers or None)
 
 
-async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return error_response(exc)
+    return error_response(exc, request)
 
 
-async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Pydantic validation -> 400 naming the first offending parameter."""
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     kind = first.get("type", "")
-    if kind == "extra_forbidden":
+    if _anthropic(request):  # Anthropic names the field, then the problem
+        what = "invalid JSON body" if kind == "json_invalid" else first.get("msg", "invalid")
+        err = invalid(f"{param}: {what}" if param and kind != "json_invalid" else what, param)
+    elif kind == "extra_forbidden":
         err = invalid(
             f"Unrecognized request argument supplied: {param}", param, "unknown_parameter"
         )
@@ -81,14 +114,15 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
         err = invalid(
             f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, "invalid_value"
         )
-    return error_response(err)
+    return error_response(err, request)
 
 
-async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(APIError(exc.status_code, str(exc.detail), type_))
+    return error_response(APIError(exc.status_code, str(exc.detail), type_), request)
 
 
-async def unhandled_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(APIError(500, f"internal error: {type(exc).__name__}", "server_error"))
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    err = APIError(500, f"internal error: {type(exc).__name__}", "server_error")
+    return error_response(err, request)

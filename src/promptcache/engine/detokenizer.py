@@ -21,6 +21,7 @@ class Detokenizer:
     tokenizer: Any
     stop: tuple[str, ...]
     text: str = ""
+    matched: str | None = None  # the stop string that ended the text, once one did
     _checked_upto: int = 0
     _stream: DecodeStream | None = field(default=None)
     _ids: list[int] = field(default_factory=list)
@@ -43,9 +44,10 @@ class Detokenizer:
             return False
         longest = max(len(s) for s in self.stop)
         start = max(0, self._checked_upto - longest + 1)
-        hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+        hits = [(i, s) for s, i in ((s, self.text.find(s, start)) for s in self.stop) if i >= 0]
         self._checked_upto = len(self.text)
         if hits:
-            self.text = self.text[: min(hits)]
+            at, self.matched = min(hits, key=lambda hit: hit[0])
+            self.text = self.text[:at]
             return True
         return False

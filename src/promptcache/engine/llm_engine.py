@@ -319,6 +319,7 @@ class LLMEngine:
             # A finished sequence's list no longer changes: handed over without a copy.
             token_ids=seq.output_token_ids if finished else [],
             cache=CacheReport.of(seq.cache) if finished else None,
+            stop_sequence=req.detok.matched if finished else None,
         )
 
     def _usage(self, seq: Sequence) -> Usage:

@@ -76,6 +76,7 @@ class RequestOutput:
     token_ids: list[int] = field(default_factory=list)
     cache: CacheReport | None = None  # on the final output
     worker: str | None = None  # the worker that ran it (set by the router)
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
     def to_dict(self) -> dict[str, Any]:
         """The `generate --json` shape."""

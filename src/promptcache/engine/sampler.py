@@ -1,4 +1,4 @@
-"""Turn the logits of sampled rows into next tokens: greedy, temperature and top-p.
+"""Turn the logits of sampled rows into next tokens: greedy, temperature, top-k and top-p.
 
 Each sequence draws from its own `torch.Generator`, so a seeded request gives the same
 tokens whatever it is batched with.
@@ -28,7 +28,11 @@ def sample(
 
 
 def _sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
-    probs = torch.softmax(logits.float() / p.temperature, dim=-1)
+    logits = logits.float()
+    if 0 < p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits / p.temperature, dim=-1)
     if p.top_p < 1.0:
         probs = _top_p(probs, p.top_p)
     if gen is not None and gen.device != probs.device:

@@ -13,6 +13,7 @@ class SamplingParams:
         max_tokens: most tokens to generate; None = up to the model's context length.
         temperature: 0 means greedy (argmax); otherwise logits are divided by it.
         top_p: nucleus sampling mass in (0, 1]; 1 keeps every token.
+        top_k: sample only among the k most likely tokens; 0 keeps every token.
         seed: seeds this request's own random generator, so its samples do not depend on
             what else is batched with it. None draws a fresh seed.
         stop: strings that end generation; the returned text stops before them.
@@ -24,6 +25,7 @@ class SamplingParams:
     max_tokens: int | None = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
@@ -36,6 +38,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must not be empty")
 

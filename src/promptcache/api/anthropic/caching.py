@@ -1,0 +1,118 @@
+"""Anthropic's `cache_control` -> the engine's cache settings, and its cache usage fields.
+
+    cache_control on a system or message text block   a breakpoint at the end of the block
+    cache_control at the top level                     automatic caching: a breakpoint at
+                                                       the end of the last block
+    ttl "5m" (default) | "1h"                          idle lifetime; a hit refreshes it
+
+Prefix order is Anthropic's: system, then messages (no tools here). At most 4 breakpoints
+per request (the automatic one counts), and `1h` ones must come before `5m` ones; both are
+refused with a 400 otherwise, as Anthropic does. Nothing is cached without a breakpoint
+(explicit mode); a prefix shorter than `min_breakpoint_tokens` is not cached.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from promptcache.api.anthropic.protocol import CacheControl, MessagesRequest, TextBlock
+from promptcache.api.errors import invalid
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
+from promptcache.engine.outputs import Usage
+from promptcache.model.chat import MessageSpan
+
+MAX_BREAKPOINTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    message: int  # index among the rendered messages (the system prompt first)
+    part: int  # content block index
+    ttl: Retention
+
+
+def _ttl(cc: CacheControl) -> Retention:
+    return Retention.ONE_HOUR if cc.ttl == "1h" else Retention.FIVE_MINUTES
+
+
+def _blocks(content: str | list[TextBlock] | None) -> list[TextBlock]:
+    return content if isinstance(content, list) else []
+
+
+def marks_of(req: MessagesRequest) -> list[Mark]:
+    """The request's breakpoints in prompt order; raises a 400 for too many or for a `1h`
+    after a `5m`."""
+    system = [req.system] if req.system else []
+    contents = [*system, *(m.content for m in req.messages)]
+    marks = [
+        Mark(i, j, _ttl(block.cache_control))
+        for i, content in enumerate(contents)
+        for j, block in enumerate(_blocks(content))
+        if block.cache_control is not None
+    ]
+    if req.cache_control is not None:
+        last = contents[-1]
+        part = len(last) - 1 if isinstance(last, list) else 0
+        marks.append(Mark(len(contents) - 1, part, _ttl(req.cache_control)))
+    if len(marks) > MAX_BREAKPOINTS:
+        raise invalid(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(marks)}.",
+            "cache_control",
+        )
+    for before, after in itertools.pairwise(marks):
+        if before.ttl is Retention.FIVE_MINUTES and after.ttl is Retention.ONE_HOUR:
+            raise invalid(
+                "a cache_control with ttl '1h' must not come after one with ttl '5m': "
+                "longer-lived cache entries must come first in the prompt",
+                "cache_control",
+            )
+    return marks
+
+
+def anthropic_cache_settings(
+    tenant: str, marks: list[Mark], spans: tuple[MessageSpan, ...]
+) -> CacheSettings:
+    """Explicit mode with the marks' exact token positions (where the template kept the
+    block's text)."""
+    found: dict[int, Retention] = {}
+    for m in marks:
+        span = spans[m.message] if m.message < len(spans) else None
+        if span is None or m.part >= len(span.part_ends):
+            continue
+        position = span.part_ends[m.part]
+        if position > 0:
+            found[position] = found.get(position, m.ttl).longest(m.ttl)
+    breakpoints = tuple(Breakpoint(p, found[p]) for p in sorted(found))
+    return CacheSettings(
+        tenant=tenant,
+        retention=Retention.FIVE_MINUTES,
+        mode=CacheMode.EXPLICIT,
+        breakpoints=breakpoints,
+    )
+
+
+def anthropic_usage(u: Usage, settings: CacheSettings) -> dict[str, Any]:
+    """Anthropic's usage object: uncached input, cache reads, cache writes split by ttl."""
+    cached, written = u.cached_tokens, u.cache_write_tokens
+    long_end = max(
+        (b.position for b in settings.breakpoints if b.retention is Retention.ONE_HOUR),
+        default=0,
+    )
+    long = max(0, min(cached + written, long_end) - cached)
+    return {
+        "input_tokens": u.prompt_tokens - cached - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": written - long,
+            "ephemeral_1h_input_tokens": long,
+        },
+        "output_tokens": u.completion_tokens,
+        "inference_geo": None,
+        "output_tokens_details": None,
+        "server_tool_use": None,
+        "service_tier": "standard",
+    }
