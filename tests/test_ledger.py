@@ -275,7 +275,8 @@ def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     v1 = [
         c
         for c in LedgerRow.columns()
-        if c not in ("diagnosis", "reused_host_tokens", "reused_disk_tokens")
+        if c
+        not in ("diagnosis", "reused_host_tokens", "reused_disk_tokens", "cache_write_long_tokens")
     ]
     row = _row(DAY1, "a")
     values = [getattr(row, c) for c in v1]
@@ -289,7 +290,7 @@ def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:
     ledger.close()
     assert old == row  # the new columns read as their defaults
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.close()
 
 
@@ -301,3 +302,22 @@ def test_common_prefix_across_chunk_boundaries(k: int) -> None:
     b = a[:k] + [-1] * 5
     assert common_prefix(a, b) == common_prefix(b, a) == k
     assert common_prefix(a, a) == 1000
+
+
+def test_anthropic_rows_price_writes_by_ttl() -> None:
+    from promptcache.cache.settings import Breakpoint, CacheSettings, Retention
+
+    sonnet = PriceTable().rows["claude-sonnet-4-5"]
+    assert (sonnet.input, sonnet.cached_input, sonnet.write, sonnet.write_long) == pytest.approx(
+        (3.0, 0.3, 3.75, 6.0)
+    )
+    # 100 uncached, 1,000 read, 300 written of which 200 kept an hour, 10 out
+    cost = sonnet.cost(1400, 1000, 300, 10, write_long=200)
+    assert cost == pytest.approx((100 * 3 + 1000 * 0.3 + 100 * 3.75 + 200 * 6 + 10 * 15) / 1e6)
+    row = Price.from_table("m", {"input": 2, "output": 8, "cache_write": 2.5, "cache_write_1h": 4})
+    assert (row.write, row.write_long) == (2.5, 4.0)
+    assert Price(1.0, 0.1, 4.0).write_long == 1.0  # OpenAI: writes are ordinary input
+    marks = (Breakpoint(1200, Retention.ONE_HOUR), Breakpoint(1300, Retention.FIVE_MINUTES))
+    settings = CacheSettings(retention=Retention.FIVE_MINUTES, breakpoints=marks)
+    assert settings.kept_long(1000, 1300) == 200
+    assert CacheSettings(retention=Retention.EXTENDED).kept_long(0, 500) == 500

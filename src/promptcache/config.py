@@ -138,6 +138,9 @@ class ServerConfig:
         price_model: the price row for a served model with no row of its own (the built-in
             rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
             rows). Default gpt-5-mini.
+        anthropic_price_model: the price row of Anthropic Messages API requests
+            (`/v1/messages`) to a served model with no row of its own; built-in rows:
+            claude-opus-4-5, claude-sonnet-4-5, claude-haiku-4-5. Default claude-sonnet-4-5.
         admin_api_key: a key that may read every tenant's usage (None: none may).
         diagnosis_history: recent prompts remembered per tenant (in memory) to tell where a
             prompt diverged from the closest earlier one; 0 turns that part off. Default 64.
@@ -154,6 +157,7 @@ class ServerConfig:
     max_queue: int = 256
     enable_ledger: bool = True
     price_model: str = "gpt-5-mini"
+    anthropic_price_model: str = "claude-sonnet-4-5"
     admin_api_key: str | None = None
     diagnosis_history: int = 64
     internal_api_key: str | None = None

@@ -27,7 +27,7 @@ from promptcache.engine.request import PreparedRequest
 from promptcache.engine.sequence import Sequence
 from promptcache.ledger.books import Books
 from promptcache.ledger.diagnosis import PromptHistory, Rules
-from promptcache.ledger.prices import OPENAI_PRICES
+from promptcache.ledger.prices import ANTHROPIC_PRICES, OPENAI_PRICES
 from promptcache.ledger.store import Ledger
 from promptcache.model.loader import LoadedModel
 
@@ -122,6 +122,7 @@ def _serve(
         rules=rules,
         decode=lambda ids: str(bundled.tokenizer.decode(ids)),
         history=PromptHistory(16),
+        anthropic=("claude-sonnet-4-5", ANTHROPIC_PRICES["claude-sonnet-4-5"]),
     )
     keys = keys or KeyRing(None)
     app = create_app(engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books)

@@ -15,7 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from promptcache.model.chat import render_chat
-from tests.api.inprocess import MODEL, FakeClock, Running
+from tests.api.inprocess import MODEL, FakeClock, Running, wait_for
 
 DOC = (
     "Field guide. Lichens grow on bark and stone; each is a fungus living with an alga, "
@@ -276,3 +276,21 @@ def test_bad_keys_are_authentication_errors(running_keys: Running) -> None:
         headers={"Authorization": "Bearer sk-b"},
     )
     assert bearer.status_code == 200
+
+
+def test_ledger_prices_writes_by_ttl(running: Running) -> None:
+    client = _client(running)
+    doc, position = _doc(running)
+    first = _create(client, system=_system(doc, ONE_HOUR), messages=_ask("Hi"))
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == position
+    second = _create(client, system=_system(doc, ONE_HOUR), messages=_ask("Hey"))
+    wait_for(lambda: len(running.ledger.rows()) == 2)
+    write, read = running.ledger.rows()
+    assert (write.price_row, write.endpoint) == ("claude-sonnet-4-5", "messages")
+    assert write.cache_write_tokens == write.cache_write_long_tokens == position
+    plain = write.prompt_tokens - position
+    expected = (plain * 3.0 + position * 6.0 + write.output_tokens * 15.0) / 1e6
+    assert write.cost_usd == pytest.approx(expected)  # 1-hour writes at 2 x input
+    assert read.cached_tokens == second.usage.cache_read_input_tokens == position
+    expected = ((read.prompt_tokens - position) * 3.0 + position * 0.3) / 1e6
+    assert read.cost_usd == pytest.approx(expected + read.output_tokens * 15.0 / 1e6)

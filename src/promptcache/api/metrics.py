@@ -109,6 +109,9 @@ class Metrics:
                 ("disk_corrupt_total", "Disk-tier files deleted: bad checksum, truncated"),
                 ("disk_foreign_total", "Disk-tier files deleted: another model or KV layout"),
                 ("prompt_tokens_reused_from_disk", "Prompt tokens reused from the disk tier"),
+                ("breakpoint_hits", "Requests whose reuse held an explicit breakpoint"),
+                ("breakpoint_writes", "Partial blocks cached for explicit breakpoints"),
+                ("breakpoints_skipped", "Breakpoints not cached: too short, or no free block"),
             )
         }
         self.blocks_total = Gauge(

@@ -94,6 +94,15 @@ class CacheSettings:
                 out = out.longest(bp.retention)
         return out
 
+    def kept_long(self, start: int, end: int) -> int:
+        """Of the prompt tokens in [start, end), how many are cached for an hour or more
+        (by the request's retention, or inside a breakpoint's prefix of `1h` or longer):
+        the tokens whose writes Anthropic bills at the 1-hour rate."""
+        if self.retention.offloaded:
+            return max(0, end - start)
+        reach = max((b.position for b in self.breakpoints if b.retention.offloaded), default=0)
+        return max(0, min(end, reach) - start)
+
     def writes_block(self, end: int) -> bool:
         """Whether a full block ending at token `end` is cached by this request."""
         if self.mode is CacheMode.IMPLICIT:

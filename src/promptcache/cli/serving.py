@@ -51,6 +51,7 @@ def make_books(
         return None
     engine = build_config(EngineConfig, args, "engine")
     row, price = prices.for_model(name, server.price_model)
+    anthropic = prices.for_model(name, server.anthropic_price_model)
     path = data_dir_of(server) / LEDGER_FILE
     log.info("usage ledger in %s (prices: %s)", path, row)
     return Books(
@@ -61,6 +62,7 @@ def make_books(
         rules=Rules(policy, engine.block_size),
         decode=lambda ids: str(tokenizer.decode(ids)),
         history=PromptHistory(server.diagnosis_history),
+        anthropic=anthropic,
     )
 
 

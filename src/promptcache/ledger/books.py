@@ -13,6 +13,8 @@ from promptcache.ledger.prices import Price
 from promptcache.ledger.rows import LedgerRow
 from promptcache.ledger.store import Ledger
 
+ANTHROPIC_ENDPOINT = "messages"  # the endpoint name `/v1/messages` requests carry
+
 
 @dataclass(slots=True)
 class Books:
@@ -23,6 +25,7 @@ class Books:
     rules: Rules | None = None  # the cache's rules; None: no diagnosis
     decode: Callable[[list[int]], str] = field(default=lambda ids: "")
     history: PromptHistory = field(default_factory=lambda: PromptHistory(64))
+    anthropic: tuple[str, Price] | None = None  # the price row of `/v1/messages` requests
 
     def on_request_end(self, record: RequestRecord) -> asyncio.Future[None] | None:
         """The end-of-request hook: diagnose, then queue the row; the future resolves once
@@ -35,5 +38,8 @@ class Books:
                 ids = record.request.token_ids
                 self.history.add(tenant, record.request_id, ids, record.worker)
         text = found.to_json() if found is not None else None
-        row = LedgerRow.of(record, self.model, self.price_row, self.price, text)
+        row_name, price = self.price_row, self.price
+        if record.endpoint == ANTHROPIC_ENDPOINT and self.anthropic is not None:
+            row_name, price = self.anthropic
+        row = LedgerRow.of(record, self.model, row_name, price, text)
         return self.ledger.record(row)

@@ -1,11 +1,14 @@
 """Prices per model, USD per million tokens, and what a request costs with and without the
 cache.
 
-Built-in rows are OpenAI's list prices (standard tier). A served model without a row of
-its own is priced as `price_model` (default `gpt-5-mini`). The config file can add or
-replace rows (`[prices."MODEL"]` with `input`, `cached_input`, `cache_write`, `output`);
-`cached_input` defaults to 10 % of `input` (a 90 % discount) and `cache_write` to
-`input` (OpenAI bills writes as ordinary input).
+Built-in rows are OpenAI's and Anthropic's list prices (standard tier). A served model
+without a row of its own is priced as `price_model` (default `gpt-5-mini`) on the OpenAI
+endpoints and as `anthropic_price_model` (default `claude-sonnet-4-5`) on `/v1/messages`.
+The config file can add or replace rows (`[prices."MODEL"]` with `input`, `cached_input`,
+`cache_write`, `cache_write_1h`, `output`); `cached_input` defaults to 10 % of `input` (a
+90 % discount), `cache_write` to `input` (OpenAI bills writes as ordinary input) and
+`cache_write_1h` (writes kept an hour or more) to `cache_write`. Anthropic's rows bill
+writes at 1.25 × input (5 minutes) and 2 × input (1 hour), reads at 0.1 ×.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens. `cache_write` None = the input price."""
+    """USD per 1M tokens. `cache_write` None = the input price; `cache_write_1h` None =
+    the `cache_write` price."""
 
     input: float
     cached_input: float
     output: float
     cache_write: float | None = None
+    cache_write_1h: float | None = None
 
     @property
     def write(self) -> float:
         return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def write_long(self) -> float:
+        return self.write if self.cache_write_1h is None else self.cache_write_1h
 
     @classmethod
     def parse(cls, text: str) -> Price:
@@ -41,24 +50,35 @@ class Price:
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any]) -> Price:
         """A `[prices."NAME"]` table of the config file."""
-        unknown = set(table) - {"input", "cached_input", "cache_write", "output"}
+        known = {"input", "cached_input", "cache_write", "cache_write_1h", "output"}
+        unknown = set(table) - known
         if unknown or "input" not in table or "output" not in table:
             raise ValueError(
                 f"[prices.{name!r}] needs input and output (and may set cached_input, "
-                f"cache_write), USD per 1M tokens; unknown: {sorted(unknown)}"
+                f"cache_write, cache_write_1h), USD per 1M tokens; unknown: {sorted(unknown)}"
             )
         inp = float(table["input"])
         cached = float(table.get("cached_input", inp / 10))
-        write = table.get("cache_write")
-        return cls(inp, cached, float(table["output"]), None if write is None else float(write))
+        write, write_1h = table.get("cache_write"), table.get("cache_write_1h")
+        return cls(
+            inp,
+            cached,
+            float(table["output"]),
+            None if write is None else float(write),
+            None if write_1h is None else float(write_1h),
+        )
 
-    def cost(self, prompt: int, cached: int, cache_write: int, output: int) -> float:
-        """USD as billed with the cache: cached input at its price, writes at theirs."""
+    def cost(
+        self, prompt: int, cached: int, cache_write: int, output: int, write_long: int = 0
+    ) -> float:
+        """USD as billed with the cache: cached input at its price, writes at theirs
+        (`write_long` of them, kept an hour or more, at the 1-hour write price)."""
         plain = prompt - cached - cache_write
         return (
             plain * self.input
             + cached * self.cached_input
-            + cache_write * self.write
+            + (cache_write - write_long) * self.write
+            + write_long * self.write_long
             + output * self.output
         ) / 1e6
 
@@ -80,11 +100,24 @@ OPENAI_PRICES: dict[str, Price] = {
 DEFAULT_PRICE_MODEL = "gpt-5-mini"  # a 90 % cached-input discount, as OpenAI bills it
 
 
+def _anthropic(inp: float, out: float) -> Price:
+    """Anthropic's rule: reads 0.1 ×, 5-minute writes 1.25 ×, 1-hour writes 2 × input."""
+    return Price(inp, inp * 0.1, out, inp * 1.25, inp * 2)
+
+
+ANTHROPIC_PRICES: dict[str, Price] = {
+    "claude-opus-4-5": _anthropic(5.00, 25.00),
+    "claude-sonnet-4-5": _anthropic(3.00, 15.00),
+    "claude-haiku-4-5": _anthropic(1.00, 5.00),
+}
+DEFAULT_ANTHROPIC_PRICE_MODEL = "claude-sonnet-4-5"
+
+
 class PriceTable:
     """Rows by model name: the built-in ones plus the config file's."""
 
     def __init__(self, extra: Mapping[str, Price] | None = None) -> None:
-        self.rows: dict[str, Price] = {**OPENAI_PRICES, **(extra or {})}
+        self.rows: dict[str, Price] = {**OPENAI_PRICES, **ANTHROPIC_PRICES, **(extra or {})}
 
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> PriceTable:

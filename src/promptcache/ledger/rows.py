@@ -43,6 +43,7 @@ class LedgerRow:
     diagnosis: str | None = None  # JSON of `promptcache.ledger.diagnosis.Diagnosis`
     reused_host_tokens: int = 0  # of reused_tokens, those loaded from the host tier
     reused_disk_tokens: int = 0  # of reused_tokens, those loaded from the disk tier
+    cache_write_long_tokens: int = 0  # of cache_write_tokens, those kept an hour or more
 
     @classmethod
     def of(
@@ -57,6 +58,7 @@ class LedgerRow:
         prompt = u.prompt_tokens if u else len(req.token_ids)
         cached, write = (u.cached_tokens, u.cache_write_tokens) if u else (0, 0)
         output = u.completion_tokens if u else 0
+        long = req.cache.kept_long(cached, cached + write)
         billed = u is not None  # a request refused before any output costs nothing
         return cls(
             time=time.time(),
@@ -78,7 +80,7 @@ class LedgerRow:
             ttft_s=record.ttft_s,
             latency_s=record.latency_s,
             price_row=price_row,
-            cost_usd=price.cost(prompt, cached, write, output) if billed else 0.0,
+            cost_usd=price.cost(prompt, cached, write, output, long) if billed else 0.0,
             cost_without_cache_usd=price.cost_without_cache(prompt, output) if billed else 0.0,
             cache_reason=record.cache.reason if record.cache else None,
             matched_tokens=record.cache.matched_tokens if record.cache else None,
@@ -87,6 +89,7 @@ class LedgerRow:
             diagnosis=diagnosis,
             reused_host_tokens=record.cache.reused_from_host if record.cache else 0,
             reused_disk_tokens=record.cache.reused_from_disk if record.cache else 0,
+            cache_write_long_tokens=long,
         )
 
     @staticmethod

@@ -60,6 +60,7 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE requests ADD COLUMN diagnosis TEXT;",
     "ALTER TABLE requests ADD COLUMN reused_host_tokens INTEGER NOT NULL DEFAULT 0;",
     "ALTER TABLE requests ADD COLUMN reused_disk_tokens INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE requests ADD COLUMN cache_write_long_tokens INTEGER NOT NULL DEFAULT 0;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 LEDGER_FILE = "ledger.sqlite3"  # under the server's data dir

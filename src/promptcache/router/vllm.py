@@ -39,6 +39,7 @@ def completion_body(request: GenerationRequest, model: str, max_tokens: int) -> 
         "max_tokens": max_tokens,
         "temperature": p.temperature,
         "top_p": p.top_p,
+        "top_k": p.top_k or -1,  # vLLM: -1 keeps every token
         "stream": True,
         "stream_options": {"include_usage": True},
         "return_token_ids": True,

@@ -97,11 +97,7 @@ def anthropic_cache_settings(
 def anthropic_usage(u: Usage, settings: CacheSettings) -> dict[str, Any]:
     """Anthropic's usage object: uncached input, cache reads, cache writes split by ttl."""
     cached, written = u.cached_tokens, u.cache_write_tokens
-    long_end = max(
-        (b.position for b in settings.breakpoints if b.retention is Retention.ONE_HOUR),
-        default=0,
-    )
-    long = max(0, min(cached + written, long_end) - cached)
+    long = settings.kept_long(cached, cached + written)
     return {
         "input_tokens": u.prompt_tokens - cached - written,
         "cache_creation_input_tokens": written,
