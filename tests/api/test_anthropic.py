@@ -294,3 +294,6 @@ def test_ledger_prices_writes_by_ttl(running: Running) -> None:
     assert read.cached_tokens == second.usage.cache_read_input_tokens == position
     expected = ((read.prompt_tokens - position) * 3.0 + position * 0.3) / 1e6
     assert read.cost_usd == pytest.approx(expected + read.output_tokens * 15.0 / 1e6)
+    assert write.diagnosis is not None and read.diagnosis is not None
+    assert json.loads(write.diagnosis)["reason"] == "no_breakpoint"  # nothing cached yet
+    assert json.loads(read.diagnosis)["reason"] == "breakpoint"

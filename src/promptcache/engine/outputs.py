@@ -37,6 +37,9 @@ class CacheReport:
     evicted_expired: bool = False  # ... because its retention ran out (else for room)
     reused_from_host: int = 0  # of the reused prompt tokens, those loaded from the host tier
     reused_from_disk: int = 0  # ... and those loaded from the disk tier
+    mode: str = "implicit"  # "implicit" | "explicit" (only breakpoints cached and matched)
+    breakpoints: int = 0  # explicit breakpoints the request carried
+    breakpoint_tokens: int = 0  # the longest breakpoint prefix the reuse held (0: none)
 
     @classmethod
     def of(cls, handle: CacheHandle) -> CacheReport:
@@ -54,6 +57,9 @@ class CacheReport:
             evicted_expired=evicted.expired if evicted else False,
             reused_from_host=handle.host_tokens,
             reused_from_disk=handle.disk_tokens,
+            mode=s.mode.value,
+            breakpoints=len(s.breakpoints),
+            breakpoint_tokens=handle.admission.breakpoint_tokens if handle.admission else 0,
         )
 
 

@@ -9,6 +9,10 @@ Reasons, first that applies:
     disabled        prefix caching is off
     below_minimum   the prompt is shorter than min_prompt_tokens: reported as 0 (OpenAI's
                     rules), whatever was reused physically
+    breakpoint      the reuse is an explicit breakpoint's prefix, to the token; what follows
+                    it was computed
+    no_breakpoint   explicit mode (only breakpoints are cached and matched) and none of this
+                    tenant's latest breakpoints starts the prompt
     hit             everything reusable was reused and reported (the whole prompt, or all it
                     shared with an earlier prompt up to its last message, the new input)
     rounded         as `hit`, but the report is rounded down to the increment
@@ -35,6 +39,7 @@ from typing import Any
 
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.engine.lifecycle import RequestRecord
+from promptcache.engine.outputs import CacheReport
 from promptcache.ledger.dynamic import changed_kinds
 from promptcache.model.chat import MessageSpan
 
@@ -178,7 +183,11 @@ def _first_reason(
 ) -> Diagnosis:
     assert record.usage is not None and record.cache is not None
     u, report, tokens = record.usage, record.cache, record.request.token_ids
-    reason, summary = _simple_reason(rules, u.prompt_tokens, u.cached_tokens, u.reused_tokens)
+    reason, summary = None, ""
+    if rules.policy.enabled:
+        reason, summary = _explicit_reason(report, u.reused_tokens)
+    if reason is None:
+        reason, summary = _simple_reason(rules, u.prompt_tokens, u.cached_tokens, u.reused_tokens)
     if reason is not None:
         return Diagnosis(reason, summary, **base)  # type: ignore[arg-type]
     if report.evicted_at is not None and report.evicted_expired:
@@ -255,6 +264,24 @@ def _new_input(
         message_role=span.role,
         **base,  # type: ignore[arg-type]
     )
+
+
+def _explicit_reason(report: CacheReport, reused: int) -> tuple[str | None, str]:
+    """Reasons of explicit breakpoints: a hit that is a breakpoint's prefix, or an explicit
+    request that matched none."""
+    if report.breakpoint_tokens and reused == report.breakpoint_tokens:
+        return "breakpoint", (
+            f"reused the {reused}-token prefix of an explicit breakpoint, to the token; the "
+            "rest of the prompt was computed"
+        )
+    if report.mode == "explicit" and reused == 0:
+        marks = "its own breakpoints" if report.breakpoints else "no breakpoint"
+        return "no_breakpoint", (
+            "explicit mode caches and matches only breakpoints, and none of this tenant's "
+            f"latest 80 starts this prompt (the request carried {marks}; mark the end of the "
+            "stable prefix with prompt_cache_breakpoint or cache_control)"
+        )
+    return None, ""
 
 
 def _simple_reason(rules: Rules, prompt: int, cached: int, reused: int) -> tuple[str | None, str]:
