@@ -144,6 +144,17 @@ class ServerConfig:
         admin_api_key: a key that may read every tenant's usage (None: none may).
         diagnosis_history: recent prompts remembered per tenant (in memory) to tell where a
             prompt diverged from the closest earlier one; 0 turns that part off. Default 64.
+        max_request_bytes: largest request body accepted; larger ones get HTTP 413.
+            Default 16 MiB.
+        max_header_bytes: largest request headers (names and values together); larger
+            ones get HTTP 431. Default 64 KiB.
+        max_messages: most messages in one request (with a stored conversation's
+            history); more get HTTP 400. Default 2048.
+        max_stop_sequences: most `stop_sequences` in an Anthropic Messages request
+            (OpenAI's `stop` takes at most 4, as upstream). Default 16.
+        body_timeout_s: seconds a client may take to send a request's whole body; slower
+            ones get HTTP 408 and the connection is closed. Default 60.
+        keep_alive_timeout_s: seconds an idle keep-alive connection stays open. Default 5.
         internal_api_key: the secret a router presents to this server's worker endpoint
             (`POST /v1/promptcache/generate`, which runs pre-tokenized requests for any
             tenant); None turns that endpoint off. `serve --workers` sets a random one.
@@ -161,8 +172,24 @@ class ServerConfig:
     admin_api_key: str | None = None
     diagnosis_history: int = 64
     internal_api_key: str | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_messages: int = 2048
+    max_stop_sequences: int = 16
+    body_timeout_s: float = 60.0
+    keep_alive_timeout_s: int = 5
 
     def __post_init__(self) -> None:
+        for name in (
+            "max_request_bytes",
+            "max_header_bytes",
+            "max_messages",
+            "max_stop_sequences",
+            "body_timeout_s",
+            "keep_alive_timeout_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.diagnosis_history < 0:

@@ -22,6 +22,7 @@ from tests.api.inprocess import (  # noqa: F401 (fixtures)
     running_clock,
     running_exact,
     running_keys,
+    running_limits,
 )
 
 KEYS = {"sk-tenant-a": "tenant-a", "sk-tenant-b": "tenant-b"}

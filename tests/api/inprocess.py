@@ -19,6 +19,7 @@ from openai import OpenAI
 
 from promptcache.api.app import create_app
 from promptcache.api.auth import KeyRing
+from promptcache.api.limits import Limits
 from promptcache.api.store import ResponseStore
 from promptcache.config import EngineConfig
 from promptcache.engine.lifecycle import RequestHooks, RequestRecord
@@ -89,12 +90,30 @@ def running_clock(bundled: LoadedModel, tmp_path: Path, clock: FakeClock) -> Ite
     yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), clock=clock)
 
 
+SMALL_LIMITS = Limits(
+    max_request_bytes=1 << 20,
+    max_header_bytes=8 << 10,
+    max_messages=100,
+    max_stop_sequences=16,
+    body_timeout_s=2.0,
+)
+
+
+@pytest.fixture
+def running_limits(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    """The in-process server with small limits (1 MiB bodies, 8 KiB headers, 100 messages,
+    2 s to send a body)."""
+    config = EngineConfig(kv_cache_bytes=64 << 20)
+    yield from _serve(bundled, tmp_path, config, limits=SMALL_LIMITS)
+
+
 def _serve(
     bundled: LoadedModel,
     tmp_path: Path,
     config: EngineConfig,
     keys: KeyRing | None = None,
     clock: FakeClock | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[Running]:
     if config.disk_cache_dir is None:
         config = dataclasses.replace(config, disk_cache_dir=str(tmp_path / "kv-cache"))
@@ -125,7 +144,9 @@ def _serve(
         anthropic=("claude-sonnet-4-5", ANTHROPIC_PRICES["claude-sonnet-4-5"]),
     )
     keys = keys or KeyRing(None)
-    app = create_app(engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books)
+    app = create_app(
+        engine, MODEL, keys, store, max_queue=8, hooks=hooks, books=books, limits=limits
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

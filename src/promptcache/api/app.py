@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptcache.api import errors
+from promptcache.api import errors, openapi
 from promptcache.api.anthropic.messages import create_message
 from promptcache.api.anthropic.protocol import MessagesRequest
 from promptcache.api.auth import KeyRing
@@ -22,11 +22,13 @@ from promptcache.api.chat import create_chat_completion
 from promptcache.api.context import ServerContext
 from promptcache.api.dashboard import dashboard_response
 from promptcache.api.internal import add_worker_routes
+from promptcache.api.limits import Limits, LimitsMiddleware
 from promptcache.api.metrics import Metrics
 from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
 from promptcache.api.usage import request_cache, usage_report
+from promptcache.config import ServerConfig
 from promptcache.engine.async_engine import AsyncEngine
 from promptcache.engine.client import EngineClient
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
@@ -48,6 +50,7 @@ def create_app(
     hooks: RequestHooks | None = None,
     books: Books | None = None,
     internal_api_key: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """Build the app; the engine thread starts and stops with the app's lifespan.
 
@@ -55,9 +58,8 @@ def create_app(
     subscribe here; pass your own `RequestHooks` to subscribe more). With
     `internal_api_key`, the worker endpoints a router calls are on (api/internal.py).
     """
-    app = build_app(
-        AsyncEngine(engine, max_queue), engine.tokenizer, model_name, keys, store, hooks, books
-    )
+    client = AsyncEngine(engine, max_queue)
+    app = build_app(client, engine.tokenizer, model_name, keys, store, hooks, books, limits)
     info = {
         "model": model_name,
         "kv_identity": engine.kv_identity,
@@ -76,9 +78,12 @@ def build_app(
     store: ResponseStore,
     hooks: RequestHooks | None = None,
     books: Books | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The OpenAI API over any `EngineClient`: the in-process engine, or the router's
-    `RemoteEngine` (which then also registers its metrics)."""
+    `RemoteEngine` (which then also registers its metrics). `limits` default to
+    `ServerConfig`'s defaults."""
+    limits = limits or Limits.of(ServerConfig())
     hooks = hooks or RequestHooks()
     client = TrackedClient(engine, hooks)
     metrics = Metrics(client.stats)
@@ -88,7 +93,9 @@ def build_app(
     hooks.subscribe(metrics.on_request_end)
     if books is not None:
         hooks.subscribe(books.on_request_end)
-    ctx = ServerContext(client, tokenizer, model_name, store, metrics, created=int(time.time()))
+    ctx = ServerContext(
+        client, tokenizer, model_name, store, metrics, created=int(time.time()), limits=limits
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +103,7 @@ def build_app(
         try:
             yield
         finally:
+            ctx.renderer.shutdown(wait=False)
             client.shutdown()
             store.close()
             if books is not None:
@@ -103,6 +111,8 @@ def build_app(
 
     app = FastAPI(title="promptcache", lifespan=lifespan)
     app.state.ctx = ctx
+    app.add_middleware(LimitsMiddleware, limits=limits)
+    openapi.install(app)
     app.add_exception_handler(errors.APIError, errors.api_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)

@@ -12,7 +12,6 @@ from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.prompts import render_prompt
 from promptcache.api.protocol import ChatCompletionRequest, message_parts
 from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
@@ -56,7 +55,7 @@ async def create_chat_completion(
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
     messages = [{"role": m.role, "content": message_parts(m.content)} for m in req.messages]
-    rendered = render_prompt(ctx.tokenizer, messages)
+    rendered = await ctx.render(messages, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
     completion_id = new_id("chatcmpl-")

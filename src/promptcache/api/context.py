@@ -1,20 +1,26 @@
-"""What every endpoint handler needs: the engine client, the tokenizer, names, store and
-metrics; and the one place that turns engine refusals into OpenAI errors."""
+"""What every endpoint handler needs: the engine client, the tokenizer, names, store,
+metrics and limits; prompt rendering off the event loop; and the one place that turns
+engine refusals into API errors."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptcache.api.errors import APIError, invalid
+from promptcache.api.limits import Limits
 from promptcache.api.metrics import Metrics
+from promptcache.api.prompts import render_prompt
 from promptcache.api.store import ResponseStore
-from promptcache.cache.settings import CacheSettings, Retention
+from promptcache.config import ServerConfig
 from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.request import GenerationRequest
+from promptcache.model.chat import RenderedChat
 
 
 @dataclass(slots=True)
@@ -25,6 +31,18 @@ class ServerContext:
     store: ResponseStore
     metrics: Metrics
     created: int
+    limits: Limits = field(default_factory=lambda: Limits.of(ServerConfig()))
+    # one thread renders prompts (chat template + tokenizer), so a long prompt never
+    # stalls the event loop, and the tokenizer is never used by two threads at once
+    renderer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="render")
+    )
+
+    async def render(self, messages: list[dict[str, Any]], param: str) -> RenderedChat:
+        """The prompt of `messages` (at most `max_messages`), rendered in the render thread."""
+        self.limits.check_messages(len(messages), param)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.renderer, render_prompt, self.tokenizer, messages)
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -53,15 +71,6 @@ class ServerContext:
             ) from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
-
-
-def cache_settings(tenant: str, retention: str | None, key: str | None) -> CacheSettings:
-    """The request's cache settings from OpenAI's fields (retention default `in_memory`)."""
-    return CacheSettings(
-        tenant=tenant,
-        retention=Retention(retention) if retention else Retention.IN_MEMORY,
-        prompt_cache_key=key,
-    )
 
 
 def new_id(prefix: str) -> str:

@@ -18,7 +18,6 @@ from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.prompts import render_prompt
 from promptcache.api.protocol import ResponsesRequest, message_parts
 from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import TextDeltas, sse
@@ -128,7 +127,7 @@ async def create_response(
     history = _history(req, ctx, tenant)
     new_input = _input_messages(req)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    rendered = render_prompt(ctx.tokenizer, system + history + new_input)
+    rendered = await ctx.render(system + history + new_input, "input")
     draft = _Draft(req, ctx.model_name)
     request = GenerationRequest(
         request_id=draft.id,  # the id the client sees names the request in the books

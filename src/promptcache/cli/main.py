@@ -174,6 +174,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from promptcache.api.app import create_app
+    from promptcache.api.limits import Limits
     from promptcache.api.store import ResponseStore
     from promptcache.cli.serving import data_dir_of, keyring, make_books, run_uvicorn
     from promptcache.engine.llm_engine import LLMEngine
@@ -201,6 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         server.max_queue,
         books=books,
         internal_api_key=server.internal_api_key,
+        limits=Limits.of(server),
     )
     return run_uvicorn(app, server, f"{name} (responses stored in {data_dir})")
 

@@ -76,16 +76,24 @@ def serve_client(
 ) -> FastAPI:
     """The OpenAI API over `client` (an `EngineClient`), with keys, books and store."""
     from promptcache.api.app import build_app
+    from promptcache.api.limits import Limits
     from promptcache.api.store import ResponseStore
 
     books = make_books(args, server, name, tokenizer, policy)
     store = ResponseStore(data_dir_of(server) / "responses.sqlite3")
-    return build_app(client, tokenizer, name, keyring(server), store, books=books)
+    limits = Limits.of(server)
+    return build_app(client, tokenizer, name, keyring(server), store, books=books, limits=limits)
 
 
 def run_uvicorn(app: FastAPI, server: ServerConfig, what: str) -> int:
     import uvicorn
 
     log.info("serving %s on http://%s:%d/v1", what, server.host, server.port)
-    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=server.host,
+        port=server.port,
+        log_level="info",
+        timeout_keep_alive=server.keep_alive_timeout_s,
+    )
     return 0

@@ -18,7 +18,6 @@ from promptcache.api.anthropic.protocol import MessagesRequest, TextBlock
 from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext
 from promptcache.api.errors import APIError, anthropic_body, invalid
-from promptcache.api.prompts import render_prompt
 from promptcache.api.streaming import TextDeltas, sse
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.client import Disconnected
@@ -27,17 +26,16 @@ from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 
 ENDPOINT = "messages"
-MAX_STOP_SEQUENCES = 16
 
 
 def _content(content: str | list[TextBlock]) -> str | list[str]:
     return content if isinstance(content, str) else [b.text for b in content]
 
 
-def _sampling(req: MessagesRequest) -> SamplingParams:
+def _sampling(req: MessagesRequest, max_stops: int) -> SamplingParams:
     stops = req.stop_sequences or []
-    if len(stops) > MAX_STOP_SEQUENCES:
-        raise invalid(f"stop_sequences: at most {MAX_STOP_SEQUENCES} are supported")
+    if len(stops) > max_stops:
+        raise invalid(f"stop_sequences: at most {max_stops} are supported (max_stop_sequences)")
     if any(not s for s in stops):
         raise invalid("stop_sequences: each must be a non-empty string")
     return SamplingParams(
@@ -49,7 +47,7 @@ def _sampling(req: MessagesRequest) -> SamplingParams:
     )
 
 
-def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> GenerationRequest:
+async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> GenerationRequest:
     if req.messages[-1].role == "assistant":
         raise invalid(
             "messages: a final assistant message (a prefill) is not supported; end with a "
@@ -57,11 +55,11 @@ def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> Genera
         )
     system = [{"role": "system", "content": _content(req.system)}] if req.system else []
     turns = [{"role": m.role, "content": _content(m.content)} for m in req.messages]
-    rendered = render_prompt(ctx.tokenizer, system + turns)
+    rendered = await ctx.render(system + turns, "messages")
     return GenerationRequest(
         request_id=f"msg_{uuid.uuid4().hex[:24]}",
         token_ids=rendered.token_ids,
-        params=_sampling(req),
+        params=_sampling(req, ctx.limits.max_stop_sequences),
         cache=anthropic_cache_settings(caller.tenant, marks_of(req), rendered.messages),
         messages=rendered.messages,
         endpoint=ENDPOINT,
@@ -107,7 +105,7 @@ async def create_message(
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
-    request = _request(req, ctx, caller)
+    request = await _request(req, ctx, caller)
     handle = ctx.submit(request, "messages")
     rid = handle.request_id
     if req.stream:

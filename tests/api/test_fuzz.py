@@ -1,0 +1,121 @@
+"""Fuzzing the server with schemathesis against its own OpenAPI document: every generated
+request (valid by the schema, and deliberately invalid ones) is answered with a 2xx or a
+4xx in its API's error shape, never a 5xx or a hang; afterwards the server is healthy and
+the KV pool's integrity check holds.
+
+The engine runs with a 96-token context so that each generation is short; prompts longer
+than that are refused (400), which is one of the outcomes under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from promptcache.config import EngineConfig
+from promptcache.model.loader import LoadedModel
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_for
+
+EXAMPLES = 20  # generated requests per operation and mode
+seen: dict[str, int] = {}  # status codes seen, for the summary
+
+
+@pytest.fixture(scope="module")
+def fuzzed(bundled: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    config = EngineConfig(kv_cache_bytes=64 << 20, max_model_len=96)
+    tmp = tmp_path_factory.mktemp("fuzz")
+    yield from _serve(bundled, tmp, config, limits=SMALL_LIMITS)
+
+
+def _operations(base_url: str) -> list[Any]:
+    loaded = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    return [result.ok() for result in loaded.get_all_operations()]
+
+
+def _served_model(case: Any) -> Any:
+    """Most generated bodies name a random model (a plain 404): name ours in those whose
+    `model` is a string, so the requests reach the engine."""
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        body["model"] = MODEL
+    return case
+
+
+def _error_shape(path: str, body: Any) -> bool:
+    if path.startswith("/v1/messages"):
+        return (
+            body.get("type") == "error"
+            and isinstance(body.get("error"), dict)
+            and isinstance(body["error"].get("type"), str)
+            and isinstance(body["error"].get("message"), str)
+        )
+    error = body.get("error")
+    return isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error)
+
+
+@pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda m: m.value)
+def test_every_generated_request_gets_a_2xx_or_a_clean_4xx(
+    fuzzed: Running, mode: GenerationMode
+) -> None:
+    operations = _operations(fuzzed.base_url)
+    assert {op.label for op in operations} >= {
+        "POST /v1/chat/completions",
+        "POST /v1/responses",
+        "POST /v1/messages",
+    }
+    for op in operations:
+
+        @given(case=op.as_strategy(generation_mode=mode).map(_served_model))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def run(case: Any) -> None:
+            response = case.call(base_url=fuzzed.base_url, timeout=60)
+            key = f"{mode.value} {case.method} {case.path} {response.status_code}"
+            seen[key] = seen.get(key, 0) + 1
+            assert response.status_code < 500, f"{key}: {response.text[:500]}"
+            if response.status_code >= 400:
+                assert _error_shape(case.path, response.json()), f"{key}: {response.text[:500]}"
+
+        try:
+            run()
+        except Unsatisfiable:  # nothing to make invalid (no parameters and no body)
+            assert mode is GenerationMode.NEGATIVE and op.method.upper() == "GET", op.label
+    for endpoint in ("/v1/chat/completions", "/v1/responses", "/v1/messages"):
+        assert any(f"{mode.value} POST {endpoint} " in key for key in seen), endpoint
+
+
+def test_the_server_is_healthy_after_the_fuzz(fuzzed: Running) -> None:
+    assert seen, "the fuzz test did not run first"
+    health = httpx.get(f"{fuzzed.base_url}/health", timeout=10)
+    assert health.status_code == 200
+
+    def idle() -> bool:
+        return bool(httpx.get(f"{fuzzed.base_url}/health").json()["requests_in_flight"] == 0)
+
+    wait_for(idle)
+    fuzzed.engine.check_integrity()
+    print("fuzz outcomes:", dict(sorted(seen.items())))
+
+
+def test_the_openapi_document_names_our_errors(fuzzed: Running) -> None:
+    doc = httpx.get(f"{fuzzed.base_url}/openapi.json", timeout=10).json()
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert "422" not in chat["responses"] and "400" in chat["responses"]
+    body = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    request = doc["components"]["schemas"][body]
+    assert request["additionalProperties"] is False  # unknown fields are refused
+    assert "prompt_cache_options" in request["properties"]
+    error = doc["paths"]["/v1/messages"]["post"]["responses"]["400"]["content"]
+    assert error["application/json"]["schema"]["properties"]["type"] == {"const": "error"}
