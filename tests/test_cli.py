@@ -51,6 +51,9 @@ def test_generate_json() -> None:
         "evicted_expired": False,
         "reused_from_host": 0,
         "reused_from_disk": 0,
+        "mode": "implicit",
+        "breakpoints": 0,
+        "breakpoint_tokens": 0,
     }
     assert 0 < out["ttft_s"] <= out["total_s"]
     assert "dtype float32" in done.stderr

@@ -4,11 +4,17 @@ the tenant that salts the cache. The same keys and tenants serve every API.
 The keys file is JSON, `{"sk-key": "tenant-name", ...}`. With no keys file every request
 is accepted as the single tenant "default". An admin key (`admin_api_key`), if set, may
 read every tenant's usage; its own requests run as tenant "admin".
+
+Keys are looked up by their SHA-256 digest and the admin key is compared with
+`hmac.compare_digest`, so the time a check takes tells nothing about how much of a
+guessed key was right. Keys are never logged or stored: the books name a key by a
+truncated digest (`key_id`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +40,15 @@ def key_id(key: str) -> str:
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
 class KeyRing:
     def __init__(self, keys: dict[str, str] | None, admin_key: str | None = None) -> None:
         self.keys = keys
         self.admin_key = admin_key
+        self._by_digest = {_digest(k): t for k, t in keys.items()} if keys is not None else None
 
     @classmethod
     def from_file(cls, path: Path | None, admin_key: str | None = None) -> KeyRing:
@@ -68,7 +79,7 @@ class KeyRing:
         key = key.strip() if scheme.lower() == "bearer" else ""
         if api_key:
             key = api_key.strip()
-        if self.admin_key and key == self.admin_key:
+        if self.admin_key and hmac.compare_digest(_digest(key), _digest(self.admin_key)):
             return Caller(ADMIN_TENANT, key_id(key), admin=True)
         if self.keys is None:
             return Caller(DEFAULT_TENANT, None)
@@ -84,8 +95,8 @@ class KeyRing:
                 None,
                 "missing_api_key",
             )
-        assert self.keys is not None
-        tenant = self.keys.get(key)
+        assert self._by_digest is not None
+        tenant = self._by_digest.get(_digest(key))
         if tenant is None:
             raise APIError(
                 401, "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"
