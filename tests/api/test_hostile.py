@@ -7,14 +7,19 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from promptcache.config import EngineConfig
 from promptcache.model.chat import render_chat
-from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, wait_for
+from promptcache.model.loader import LoadedModel
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_for
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -164,3 +169,28 @@ def test_a_body_sent_too_slowly_is_refused_and_others_are_served(running_limits:
     assert reply.startswith("HTTP/1.1 408"), reply[:200]
     assert time.monotonic() - started < 20
     assert "request_timeout" in reply
+
+
+@pytest.fixture
+def running_short(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    """Small limits, and a request may run for 1 s at most."""
+    limits = replace(SMALL_LIMITS, request_timeout_s=1.0)
+    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), limits=limits)
+
+
+def test_a_request_past_the_total_timeout_is_stopped(running_short: Running) -> None:
+    story = [{"role": "user", "content": "Tell me a very long story."}]
+    long = {"model": MODEL, "messages": story, "max_tokens": 400, "temperature": 0}
+    r = _post(running_short, "/v1/chat/completions", json.dumps(long))
+    assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+    streamed = _post(running_short, "/v1/chat/completions", json.dumps({**long, "stream": True}))
+    assert streamed.status_code == 200 and "request_timeout_s" in streamed.text
+    r = _post(running_short, "/v1/messages", json.dumps(long))
+    assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
+
+    def idle() -> bool:
+        health = httpx.get(f"{running_short.base_url}/health").json()
+        return bool(health["requests_in_flight"] == 0 and running_short.engine.pool.num_in_use == 0)
+
+    wait_for(idle)  # the stopped requests were aborted and freed their blocks
+    running_short.engine.check_integrity()

@@ -31,6 +31,7 @@ from promptcache.api.usage import request_cache, usage_report
 from promptcache.config import ServerConfig
 from promptcache.engine.async_engine import AsyncEngine
 from promptcache.engine.client import EngineClient
+from promptcache.engine.errors import RequestTimedOut
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.ledger.books import Books
@@ -85,7 +86,7 @@ def build_app(
     `ServerConfig`'s defaults."""
     limits = limits or Limits.of(ServerConfig())
     hooks = hooks or RequestHooks()
-    client = TrackedClient(engine, hooks)
+    client = TrackedClient(engine, hooks, limits.request_timeout_s)
     metrics = Metrics(client.stats)
     register = getattr(engine, "register_metrics", None)
     if register is not None:
@@ -114,6 +115,7 @@ def build_app(
     app.add_middleware(LimitsMiddleware, limits=limits)
     openapi.install(app)
     app.add_exception_handler(errors.APIError, errors.api_error_handler)
+    app.add_exception_handler(RequestTimedOut, errors.timeout_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(Exception, errors.unhandled_error_handler)

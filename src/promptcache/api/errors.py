@@ -4,7 +4,7 @@ OpenAI's endpoints: `{"error": {"message", "type", "param", "code"}}`. Anthropic
 (`/v1/messages`): `{"type": "error", "error": {"type", "message"}, "request_id": null}`,
 its error type named by the status (400 invalid_request_error, 401 authentication_error,
 403 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error,
-500 api_error, 503 overloaded_error).
+500 api_error, 503 overloaded_error, 504 timeout_error).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ _ANTHROPIC_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",
 }
 
 
@@ -115,6 +116,11 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
             f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, "invalid_value"
         )
     return error_response(err, request)
+
+
+async def timeout_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A request that ran past `request_timeout_s` (it was aborted): 504."""
+    return error_response(APIError(504, str(exc), "server_error", None, "request_timeout"), request)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:

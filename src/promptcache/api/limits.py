@@ -4,6 +4,8 @@ middleware that holds the transport-level ones before any handler runs.
     max_header_bytes     request headers, names and values together      -> 431
     max_request_bytes    the body, by Content-Length or as it streams in  -> 413
     body_timeout_s       time to receive the whole body (slow senders)    -> 408
+    request_timeout_s    a request's whole run, queue included            -> 504 (aborted;
+                         in-band error event on a stream)
     max_messages         messages in one request, after history           -> 400 (handlers)
     max_stop_sequences   Anthropic's stop_sequences (OpenAI's stop: 4)    -> 400 (handlers)
 
@@ -32,6 +34,7 @@ class Limits:
     max_messages: int
     max_stop_sequences: int
     body_timeout_s: float
+    request_timeout_s: float
 
     @classmethod
     def of(cls, server: ServerConfig) -> Limits:
@@ -41,6 +44,7 @@ class Limits:
             server.max_messages,
             server.max_stop_sequences,
             server.body_timeout_s,
+            server.request_timeout_s,
         )
 
     def check_messages(self, n: int, param: str) -> None:

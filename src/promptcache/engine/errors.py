@@ -17,3 +17,8 @@ class EngineOverloaded(RuntimeError):
 
 class EngineDead(RuntimeError):
     """The engine hit an internal error or was shut down (HTTP 500)."""
+
+
+class RequestTimedOut(TimeoutError):
+    """The request ran longer than the server's `request_timeout_s` and was aborted (HTTP
+    504)."""

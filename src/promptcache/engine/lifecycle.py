@@ -29,7 +29,7 @@ from promptcache.engine.client import (
     RequestStream,
     final_output,
 )
-from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError, RequestTimedOut
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 
@@ -100,9 +100,14 @@ class TrackedStream:
     """A request's stream that reports its end to the hooks once."""
 
     def __init__(
-        self, inner: RequestStream, request: GenerationRequest, hooks: RequestHooks
+        self,
+        inner: RequestStream,
+        request: GenerationRequest,
+        hooks: RequestHooks,
+        timeout_s: float | None = None,
     ) -> None:
         self._inner, self._request, self._hooks = inner, request, hooks
+        self._timeout = timeout_s
         self._start = time.perf_counter()
         self._first: float | None = None
         self._last: RequestOutput | None = None
@@ -114,9 +119,13 @@ class TrackedStream:
 
     async def outputs(self) -> AsyncGenerator[RequestOutput, None]:
         outcome, error = Outcome.ABORTED, None
+        deadline = None if self._timeout is None else self._start + self._timeout
         try:
             async with aclosing(self._inner.outputs()) as inner:
-                async for out in inner:
+                while True:
+                    out = await self._next(inner, deadline)
+                    if out is None:
+                        break
                     self._seen(out)
                     if out.finished:
                         outcome = Outcome.FINISHED
@@ -130,6 +139,22 @@ class TrackedStream:
 
     async def final(self, disconnected: Disconnected | None = None) -> RequestOutput:
         return await final_output(self.outputs(), disconnected)
+
+    async def _next(
+        self, inner: AsyncGenerator[RequestOutput, None], deadline: float | None
+    ) -> RequestOutput | None:
+        """The next output, None at the end; `RequestTimedOut` past the deadline (leaving
+        then closes the engine's stream, which aborts the request)."""
+        if deadline is None:
+            return await anext(inner, None)
+        left = deadline - time.perf_counter()
+        try:
+            return await asyncio.wait_for(anext(inner, None), max(left, 0.0))
+        except TimeoutError:
+            raise RequestTimedOut(
+                f"the request ran longer than this server's {self._timeout:g} s limit "
+                "(request_timeout_s) and was stopped"
+            ) from None
 
     def _seen(self, out: RequestOutput) -> None:
         if self._first is None and out.new_token_ids:
@@ -160,9 +185,13 @@ class TrackedStream:
 class TrackedClient:
     """An `EngineClient` that fires the end-of-request hooks for the client it wraps."""
 
-    def __init__(self, inner: EngineClient, hooks: RequestHooks) -> None:
+    def __init__(
+        self, inner: EngineClient, hooks: RequestHooks, timeout_s: float | None = None
+    ) -> None:
+        """`timeout_s`: most seconds a request may run, queue included (None: no limit)."""
         self.inner = inner
         self.hooks = hooks
+        self.timeout_s = timeout_s
 
     def start(self) -> None:
         self.inner.start()
@@ -177,7 +206,7 @@ class TrackedClient:
         except (RequestError, EngineOverloaded, EngineDead) as exc:
             self.hooks.fire(_rejected(request, exc, time.perf_counter() - start))
             raise
-        return TrackedStream(stream, request, self.hooks)
+        return TrackedStream(stream, request, self.hooks, self.timeout_s)
 
     def abort(self, request_id: str) -> None:
         self.inner.abort(request_id)
