@@ -15,6 +15,12 @@ prefixes and unique ones, long and short prompts, and some hang up mid-stream. A
 - usage: every finished request's usage as its client saw it equals its ledger row, and
   `cached_tokens` follows OpenAI's rules (0, or 1,024 and up in steps of 128).
 
+Then the crash run (`--kill-after`, default 20 s; 0 skips it): load again, `kill -9` the
+server mid-flight, and check that `responses.sqlite3` and `ledger.sqlite3` pass SQLite's
+integrity check, that after a restart every finished request its client saw has its
+ledger row and every stored response is retrievable, and that the disk tier (fed by the
+`24h` requests of the mix) found no corrupt file.
+
 Exit status 1 when any check fails. Figures are recorded in docs/reliability.md.
 """
 
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import json
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -57,6 +64,8 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     usages: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)  # ids of stored responses received
+    killed: bool = False  # the server was killed on purpose: errors from then on are expected
 
 
 def _prompt(rng: random.Random) -> tuple[str, str]:
@@ -111,10 +120,16 @@ async def _responses(client: AsyncOpenAI, rng: random.Random, tally: Tally) -> s
     system, user = _prompt(rng)
     n = rng.randint(4, 24)
     if rng.random() < 0.5:
+        retention: Any = "24h" if rng.random() < 0.3 else "in_memory"
         out = await client.responses.create(
-            model=MODEL, instructions=system, input=user, max_output_tokens=n
+            model=MODEL,
+            instructions=system,
+            input=user,
+            max_output_tokens=n,
+            prompt_cache_retention=retention,
         )
         tally.usages[out.id] = _responses_usage(out.usage)
+        tally.stored.add(out.id)
         return "responses"
     hang_up = rng.random() < 0.15
     stream = await client.responses.create(
@@ -146,6 +161,9 @@ async def _user(i: int, client: AsyncOpenAI, deadline: float, tally: Tally) -> N
                 tally.unexpected.append(f"429 without OpenAI's shape: {exc.body}")
             await asyncio.sleep(0.5)
         except openai.APIError as exc:
+            if tally.killed:
+                tally.outcomes["cut by the kill"] += 1
+                return
             tally.unexpected.append(f"{type(exc).__name__}: {exc}")
             tally.outcomes["error"] += 1
 
@@ -197,16 +215,78 @@ def _usage_mismatches(tally: Tally, ledger: Path) -> list[str]:
     return bad
 
 
-async def _load(base: str, pid: int, args: argparse.Namespace) -> tuple[Tally, dict[str, int]]:
+async def _load(
+    base: str, pid: int, args: argparse.Namespace, duration: float, kill: Any = None
+) -> tuple[Tally, dict[str, int]]:
+    """`duration` seconds of load; with `kill`, call it then, while requests are in flight."""
     tally, rss = Tally(), dict[str, int]()
-    start_t = time.monotonic()
-    deadline = start_t + args.duration
+    deadline = time.monotonic() + duration
     client = AsyncOpenAI(base_url=base + "/v1", api_key="soak", max_retries=0, timeout=600)
-    sampler = asyncio.create_task(_sample_rss(pid, start_t + args.warmup, deadline, rss))
-    await asyncio.gather(*(_user(i, client, deadline, tally) for i in range(args.clients)))
+    sampler = asyncio.create_task(_sample_rss(pid, time.monotonic() + args.warmup, deadline, rss))
+    if kill is None:
+        await asyncio.gather(*(_user(i, client, deadline, tally) for i in range(args.clients)))
+    else:  # the users go on until the kill cuts them off
+        users = asyncio.gather(
+            *(_user(i, client, deadline + 600, tally) for i in range(args.clients))
+        )
+        await asyncio.sleep(duration)
+        tally.killed = True
+        kill()
+        await users
     await sampler
     await client.close()
     return tally, rss
+
+
+def _crash_run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """Load, `kill -9` mid-flight, check both databases, restart, check what was kept."""
+    port = free_port()
+    server = start("promptcache", _serve_cmd(port, data, args), port, data / "server-crash.log")
+    tally, _ = asyncio.run(
+        _load(f"http://127.0.0.1:{port}", server.proc.pid, args, args.kill_after, server.proc.kill)
+    )
+    server.proc.wait(30)
+    sound = {}
+    for name in ("responses.sqlite3", LEDGER_FILE):
+        db = sqlite3.connect(data / name)
+        sound[name] = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db.close()
+    port = free_port()
+    again = start("promptcache", _serve_cmd(port, data, args), port, data / "server-restart.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        missing = [
+            rid
+            for rid in tally.stored
+            if httpx.get(f"{base}/v1/responses/{rid}", timeout=30).status_code != 200
+        ]
+        metrics = httpx.get(f"{base}/metrics", timeout=30).text
+    finally:
+        stop(again)
+    booked = {r.request_id for r in Ledger(data / LEDGER_FILE).rows("outcome = 'finished'")}
+    return {
+        "requests_before_the_kill": sum(tally.outcomes.values()),
+        "cut_by_the_kill": tally.outcomes["cut by the kill"],
+        "unexpected_errors": len(tally.unexpected),
+        "databases_sound": all(sound.values()),
+        "finished_without_a_ledger_row": len(set(tally.usages) - booked),
+        "stored_responses_checked": len(tally.stored),
+        "stored_responses_missing": len(missing),
+        "disk_blocks_at_restart": _metric(metrics, "promptcache_disk_blocks"),
+        "disk_corrupt_at_restart": _metric(metrics, "promptcache_disk_corrupt_total"),
+    }
+
+
+def _serve_cmd(port: int, data: Path, args: argparse.Namespace) -> list[str]:
+    extra = args.serve_args.split()
+    return promptcache_cmd(port, "--data-dir", str(data), "--kv-cache-bytes", "1GiB", *extra)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return -1.0
 
 
 def main() -> int:
@@ -214,16 +294,20 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=300.0, help="seconds of load (300)")
     p.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before memory counts")
+    p.add_argument(
+        "--serve-args", default="", help="extra flags for promptcache serve, e.g. '--dtype float32'"
+    )
+    p.add_argument("--kill-after", type=float, default=20.0, help="crash run's load (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args()
     data = Path(tempfile.mkdtemp(prefix="promptcache-soak-"))
     port = free_port()
-    cmd = promptcache_cmd(port, "--data-dir", str(data), "--kv-cache-bytes", "1GiB")
+    cmd = _serve_cmd(port, data, args)
     server = start("promptcache", cmd, port, data / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
         began = time.monotonic()
-        tally, rss = asyncio.run(_load(base, server.proc.pid, args))
+        tally, rss = asyncio.run(_load(base, server.proc.pid, args, args.duration))
         drained = _drained(base)
         rss["end"] = _rss(server.proc.pid)
         elapsed = time.monotonic() - began
@@ -245,12 +329,18 @@ def main() -> int:
         "memory_flat": flat,
         "pool_drained": drained,
     }
+    ok = not tally.unexpected and not mismatches and flat and drained
+    if args.kill_after > 0:
+        crash = _crash_run(args, data)
+        figures["crash"] = crash
+        ok = ok and crash["databases_sound"] and crash["unexpected_errors"] == 0
+        ok = ok and crash["finished_without_a_ledger_row"] == 0
+        ok = ok and crash["stored_responses_missing"] == 0 and crash["disk_corrupt_at_restart"] == 0
     print(json.dumps(figures, indent=2))
     for line in (tally.unexpected + mismatches)[:20]:
         print("  ", line)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    ok = not tally.unexpected and not mismatches and flat and drained
     print("soak:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 
