@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from promptcache.engine.errors import RequestError
-from promptcache.engine.sampler import _top_p
+from promptcache.engine.sampler import _top_p, sample
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import chat_prompt_ids
 from promptcache.model.loader import LoadedModel
@@ -102,3 +102,22 @@ def test_request_validation(tiny_llama: LoadedModel, make_engine: Any) -> None:
     with pytest.raises(RequestError, match="already running"):
         engine.add_request([1, 2], request_id=rid)
     engine.abort(rid)
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300, 5e-324])
+def test_a_tiny_temperature_samples_the_argmax(temperature: float) -> None:
+    """Found by the fuzz test: logits / 1e-300 overflowed to inf, softmax gave nan and
+    torch.multinomial killed the engine thread."""
+    logits = torch.tensor([[1.0, 3.0, -2.0, 3.0 - 1e-3], [0.5, -1.0, 7.0, 6.9]])
+    params = [
+        SamplingParams(temperature=temperature),
+        SamplingParams(temperature=temperature, top_k=2),
+    ]
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    assert sample(logits, params, gens) == [1, 2]
+
+
+def test_a_tiny_top_p_keeps_the_most_likely_token() -> None:
+    """Found by the fuzz test: top_p 5e-324 is 0 in float32 and dropped every token."""
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    assert _top_p(probs, 5e-324).tolist() == [0.0, 1.0, 0.0]

@@ -93,6 +93,14 @@ def test_hostile_bodies_get_clean_400s(
             assert payload["error"]["param"] == param
 
 
+def test_a_tiny_temperature_is_served(running_limits: Running) -> None:
+    """Found by the fuzz test: temperature 1e-300 used to kill the engine thread."""
+    for t in (1e-300, 5e-324):
+        r = _post(running_limits, "/v1/chat/completions", _chat(temperature=t, max_tokens=3))
+        assert r.status_code == 200, r.text
+    _healthy(running_limits)
+
+
 def test_invalid_utf8_and_not_json(running_limits: Running) -> None:
     for body in (b'{"model": "\xff\xfe", "messages": []}', b"\x00\x01\x02", b""):
         r = _post(running_limits, "/v1/chat/completions", body)

@@ -32,7 +32,9 @@ def _sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | 
     if 0 < p.top_k < logits.shape[-1]:
         kth = torch.topk(logits, p.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits / p.temperature, dim=-1)
+    # Shifted so the largest is 0: a tiny temperature then sends the others to -inf (a
+    # one-hot distribution), never inf - inf = nan.
+    probs = torch.softmax((logits - logits.max()) / p.temperature, dim=-1)
     if p.top_p < 1.0:
         probs = _top_p(probs, p.top_p)
     if gen is not None and gen.device != probs.device:
@@ -44,6 +46,8 @@ def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose mass reaches `top_p`."""
     sorted_probs, order = probs.sort(descending=True)
     before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
-    sorted_probs[before >= top_p] = 0.0
+    drop = before >= top_p
+    drop[..., 0] = False  # the most likely token always stays (top_p 5e-324 is 0 in float32)
+    sorted_probs[drop] = 0.0
     kept = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return kept / kept.sum()

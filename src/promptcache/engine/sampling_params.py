@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GREEDY_BELOW = 1e-5  # temperatures below this sample the argmax
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
@@ -11,7 +13,9 @@ class SamplingParams:
 
     Attributes:
         max_tokens: most tokens to generate; None = up to the model's context length.
-        temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+        temperature: 0 means greedy (argmax), and so does anything below
+            `GREEDY_BELOW` (1e-5: in float32 a smaller one is the argmax, or 0); otherwise
+            logits are divided by it.
         top_p: nucleus sampling mass in (0, 1]; 1 keeps every token.
         top_k: sample only among the k most likely tokens; 0 keeps every token.
         seed: seeds this request's own random generator, so its samples do not depend on
@@ -45,4 +49,4 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
