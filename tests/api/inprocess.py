@@ -170,3 +170,14 @@ def wait_for(predicate: object, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def wait_idle(running: Running, timeout: float = 120) -> None:
+    """Wait for no request in flight and no KV block in use, then check the pool."""
+
+    def idle() -> bool:
+        health = httpx.get(f"{running.base_url}/health", timeout=10).json()
+        return bool(health["requests_in_flight"] == 0 and running.engine.pool.num_in_use == 0)
+
+    wait_for(idle, timeout)
+    running.engine.check_integrity()

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 
 from promptcache.config import EngineConfig
 from promptcache.model.loader import LoadedModel
-from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_for
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
 
 # Generated requests per operation and mode, the same ones every run (derandomized, so
 # `make test` is repeatable); PROMPTCACHE_FUZZ_EXAMPLES=500 PROMPTCACHE_FUZZ_RANDOM=1
@@ -106,12 +106,7 @@ def test_the_server_is_healthy_after_the_fuzz(fuzzed: Running) -> None:
     assert seen, "the fuzz test did not run first"
     health = httpx.get(f"{fuzzed.base_url}/health", timeout=10)
     assert health.status_code == 200
-
-    def idle() -> bool:
-        return bool(httpx.get(f"{fuzzed.base_url}/health").json()["requests_in_flight"] == 0)
-
-    wait_for(idle)
-    fuzzed.engine.check_integrity()
+    wait_idle(fuzzed)
     print("fuzz outcomes:", dict(sorted(seen.items())))
 
 

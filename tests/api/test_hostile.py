@@ -19,7 +19,7 @@ import pytest
 from promptcache.config import EngineConfig
 from promptcache.model.chat import render_chat
 from promptcache.model.loader import LoadedModel
-from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_for
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -45,12 +45,7 @@ def _healthy(running: Running) -> None:
         timeout=120,
     )
     assert r.status_code == 200, r.text
-
-    def idle() -> bool:
-        return bool(httpx.get(f"{running.base_url}/health").json()["requests_in_flight"] == 0)
-
-    wait_for(idle)
-    running.engine.check_integrity()
+    wait_idle(running)
 
 
 CASES: list[tuple[str, str, str | None]] = [
@@ -195,10 +190,4 @@ def test_a_request_past_the_total_timeout_is_stopped(running_short: Running) -> 
     assert streamed.status_code == 200 and "request_timeout_s" in streamed.text
     r = _post(running_short, "/v1/messages", json.dumps(long))
     assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
-
-    def idle() -> bool:
-        health = httpx.get(f"{running_short.base_url}/health").json()
-        return bool(health["requests_in_flight"] == 0 and running_short.engine.pool.num_in_use == 0)
-
-    wait_for(idle)  # the stopped requests were aborted and freed their blocks
-    running_short.engine.check_integrity()
+    wait_idle(running_short)  # the stopped requests were aborted and freed their blocks

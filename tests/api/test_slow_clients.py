@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tests.api.inprocess import MODEL, Running, wait_for
+from tests.api.inprocess import MODEL, Running, wait_idle
 
 HI = [{"role": "user", "content": "Tell me a very long story about the sea."}]
 
@@ -41,17 +41,6 @@ def _served(running: Running) -> None:
     assert r.status_code == 200, r.text
 
 
-def _drained(running: Running) -> None:
-    """No request in flight and no KV block held: abandoned requests were freed."""
-
-    def idle() -> bool:
-        health = httpx.get(f"{running.base_url}/health").json()
-        return bool(health["requests_in_flight"] == 0 and running.engine.pool.num_in_use == 0)
-
-    wait_for(idle, timeout=120)
-    running.engine.check_integrity()
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -67,7 +56,7 @@ def test_a_client_that_never_reads_its_stream(running: Running) -> None:
         mute.sendall(_request(body))
         for _ in range(3):
             _served(running)  # others are answered while it never reads
-        _drained(running)  # its generation ended and its blocks went back
+        wait_idle(running)  # its generation ended and its blocks went back
     _served(running)
 
 
@@ -98,4 +87,4 @@ def test_a_thousand_idle_connections(running: Running) -> None:
         for s in idle:
             s.close()
     _served(running)
-    _drained(running)
+    wait_idle(running)

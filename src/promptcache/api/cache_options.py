@@ -75,22 +75,25 @@ def openai_cache_settings(
         retention=base,
         prompt_cache_key=key,
         mode=mode,
-        breakpoints=_breakpoints(marks, spans, base, WRITTEN[mode]),
+        breakpoints=tuple(place_breakpoints(_ttls(marks, base), spans)[-WRITTEN[mode] :]),
     )
 
 
-def _breakpoints(
-    marks: list[Mark], spans: tuple[MessageSpan, ...], base: Retention, keep: int
-) -> tuple[Breakpoint, ...]:
-    """Token positions of the marks (where the template kept the part's text), the latest
-    `keep` of them, each with its ttl (or `base`), in prompt order."""
+def _ttls(marks: list[Mark], base: Retention) -> list[tuple[int, int, Retention]]:
+    return [(m.message, m.part, Retention(m.mark.ttl) if m.mark.ttl else base) for m in marks]
+
+
+def place_breakpoints(
+    marks: Iterable[tuple[int, int, Retention]], spans: tuple[MessageSpan, ...]
+) -> list[Breakpoint]:
+    """Breakpoints at the ends of the marked content parts, `(message, part, retention)`
+    each, in prompt order: one per position (with the longest retention marked there);
+    a part the template did not reproduce verbatim has no exact end and is skipped."""
     found: dict[int, Retention] = {}
-    for m in marks:
-        span = spans[m.message] if m.message < len(spans) else None
-        if span is None or m.part >= len(span.part_ends):
-            continue  # the template did not reproduce this message's text: no exact end
-        position = span.part_ends[m.part]
-        ttl = Retention(m.mark.ttl) if m.mark.ttl else base
+    for message, part, ttl in marks:
+        span = spans[message] if message < len(spans) else None
+        if span is None or part >= len(span.part_ends) or span.part_ends[part] <= 0:
+            continue
+        position = span.part_ends[part]
         found[position] = found.get(position, ttl).longest(ttl)
-    latest = sorted(found)[-keep:]
-    return tuple(Breakpoint(p, found[p]) for p in latest if p > 0)
+    return [Breakpoint(p, found[p]) for p in sorted(found)]

@@ -290,9 +290,7 @@ class PrefixCache:
             self._load_full(handle, match, seq, block_table, loader)
             (block_id,) = self.pool.allocate(1)
             loader(where, h, block_id)
-            if where.tier is Tier.HOST and self.host is not None:
-                self.host.touch(h)
-                self.host.counters.loads += 1
+            self._used_from_host(where, h)
         finally:
             if held:
                 self.pool.free([where.slot])
@@ -316,12 +314,11 @@ class PrefixCache:
             self.host.pin(hashes)
         try:
             fresh = self.pool.allocate(len(hashes))  # may evict others into the host tier
-            for h, loc, block_id in zip(hashes, match.loads, fresh, strict=True):
+            for i, (h, loc, block_id) in enumerate(zip(hashes, match.loads, fresh, strict=True)):
                 loader(loc, h, block_id)
-                if loc.tier is Tier.HOST and self.host is not None:
-                    self.host.touch(h)
-                    self.host.counters.loads += 1
-                self.pool.register(block_id, h, handle.settings.retention)
+                self._used_from_host(loc, h)
+                end = (first + i + 1) * self.block_size
+                self.pool.register(block_id, h, handle.settings.block_retention(end))
         finally:
             if self.host is not None:
                 self.host.unpin(hashes)
@@ -329,6 +326,12 @@ class PrefixCache:
             self._persist(handle, seq, i, block_id)
         block_table.extend(fresh)
         handle.num_registered_blocks = len(block_table)
+
+    def _used_from_host(self, where: Location, h: BlockHash) -> None:
+        """A block was copied back from the host tier: it is its most recent entry now."""
+        if where.tier is Tier.HOST and self.host is not None:
+            self.host.touch(h)
+            self.host.counters.loads += 1
 
     def _persist(self, handle: CacheHandle, seq: TokenSource, i: int, block_id: int) -> None:
         """Write-through: block `i` of a `24h` request goes to the disk tier too."""

@@ -119,7 +119,10 @@ class TrackedStream:
 
     async def outputs(self) -> AsyncGenerator[RequestOutput, None]:
         outcome, error = Outcome.ABORTED, None
-        deadline = None if self._timeout is None else self._start + self._timeout
+        deadline = None  # in event-loop time
+        if self._timeout is not None:
+            spent = time.perf_counter() - self._start
+            deadline = asyncio.get_running_loop().time() + self._timeout - spent
         try:
             async with aclosing(self._inner.outputs()) as inner:
                 while True:
@@ -143,13 +146,12 @@ class TrackedStream:
     async def _next(
         self, inner: AsyncGenerator[RequestOutput, None], deadline: float | None
     ) -> RequestOutput | None:
-        """The next output, None at the end; `RequestTimedOut` past the deadline (leaving
-        then closes the engine's stream, which aborts the request)."""
-        if deadline is None:
-            return await anext(inner, None)
-        left = deadline - time.perf_counter()
+        """The next output, None at the end; `RequestTimedOut` past the deadline (event-loop
+        time; leaving then closes the engine's stream, which aborts the request). No task
+        per output: the timeout is a timer handle on this one."""
         try:
-            return await asyncio.wait_for(anext(inner, None), max(left, 0.0))
+            async with asyncio.timeout_at(deadline):  # None: no deadline
+                return await anext(inner, None)
         except TimeoutError:
             raise RequestTimedOut(
                 f"the request ran longer than this server's {self._timeout:g} s limit "

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptcache.api.anthropic.protocol import CacheControl, MessagesRequest, TextBlock
+from promptcache.api.cache_options import place_breakpoints
 from promptcache.api.errors import invalid
-from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
+from promptcache.cache.settings import CacheMode, CacheSettings, Retention
 from promptcache.engine.outputs import Usage
 from promptcache.model.chat import MessageSpan
 
@@ -77,15 +78,7 @@ def anthropic_cache_settings(
 ) -> CacheSettings:
     """Explicit mode with the marks' exact token positions (where the template kept the
     block's text)."""
-    found: dict[int, Retention] = {}
-    for m in marks:
-        span = spans[m.message] if m.message < len(spans) else None
-        if span is None or m.part >= len(span.part_ends):
-            continue
-        position = span.part_ends[m.part]
-        if position > 0:
-            found[position] = found.get(position, m.ttl).longest(m.ttl)
-    breakpoints = tuple(Breakpoint(p, found[p]) for p in sorted(found))
+    breakpoints = tuple(place_breakpoints([(m.message, m.part, m.ttl) for m in marks], spans))
     return CacheSettings(
         tenant=tenant,
         retention=Retention.FIVE_MINUTES,
