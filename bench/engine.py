@@ -1,9 +1,12 @@
 """Engine benchmark: promptcache beside plain transformers `generate`, same prompts, same run.
 
 Prints prefill tokens/s at several prompt lengths, decode tokens/s at batch 1 and 8, and the
-throughput of a batch of mixed-length requests. Medians over `--repeats` runs.
+throughput of a batch of mixed-length requests. Medians over `--repeats` runs. The header
+names the CPU, its ISA flags, the dtype and the weights. `--weights q4` adds our engine on
+the GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
 
-    .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--repeats 3]
+    .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--weights dense|q4]
+                                     [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.device import cpu_model, resolve_device, resolve_dtype
+from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
 from promptcache.model.loader import load_model
 
 
@@ -44,9 +47,8 @@ def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list
 
 
 class Ours:
-    name = "promptcache"
-
     def __init__(self, model: Any) -> None:
+        self.name = "promptcache q4" if model.weights == "q4" else "promptcache"
         # The prefix cache is off: repeats of one prompt must cost what the first did, so
         # this measures the engine itself (bench/prefix.py measures the cache).
         self.engine = LLMEngine(model, EngineConfig(enable_prefix_caching=False))
@@ -144,22 +146,32 @@ def bench_batch(
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], names: list[str]) -> None:
+    """One row per bench and size: each system's tokens/s, then each of ours against
+    transformers (and 4-bit against dense when both ran)."""
     keyed: dict[tuple, dict[str, float]] = {}
     for r in rows:
         key = (r["bench"], r.get("tokens") or r.get("batch") or r.get("requests"))
         value = r.get("tokens_per_s") or r["output_tokens_per_s"]
         keyed.setdefault(key, {})[r["system"]] = value
-    print("| bench | size | promptcache tok/s | transformers tok/s | ratio |")
-    print("|---|---|---|---|---|")
+    ours = [n for n in names if n != "transformers"]
+    ratios = [f"{n} / transformers" for n in ours]
+    if len(ours) == 2:
+        ratios.append("q4 / dense")
+    head = ["bench", "size", *(f"{n} tok/s" for n in names), *ratios]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for (bench, size), v in keyed.items():
-        ours, hf = v.get("promptcache", 0.0), v.get("transformers", 0.0)
         label = {
             "prefill": f"{size} prompt tokens",
             "decode": f"batch {size}",
             "batch": f"{size} requests",
         }[bench]
-        print(f"| {bench} | {label} | {ours:.1f} | {hf:.1f} | {ours / hf:.2f}x |")
+        cells = [f"{v.get(n, 0.0):.1f}" for n in names]
+        cells += [f"{v.get(n, 0.0) / v['transformers']:.2f}x" for n in ours]
+        if len(ours) == 2:
+            cells.append(f"{v.get(ours[1], 0.0) / v[ours[0]]:.2f}x")
+        print(f"| {bench} | {label} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -167,6 +179,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--weights", default="dense", choices=WEIGHTS, help="q4: also 4-bit")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lengths", default="1024,2048,4096")
     ap.add_argument("--decode-tokens", type=int, default=64)
@@ -175,18 +188,25 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     model = load_model(args.model, device=device, dtype=resolve_dtype(args.dtype, device))
+    systems: list[Any] = [Ours(model)]
+    weights = "dense"
+    if args.weights == "q4":
+        q4 = load_model(args.model, device=device, dtype=model.dtype, weights="q4")
+        weights = "dense and 4-bit" if q4.weights == "q4" else "dense (4-bit unavailable)"
+        if q4.weights == "q4":
+            systems.append(Ours(q4))
+    systems.append(Transformers(model))
     print(
         f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}"
-        f"\n# CPU: {cpu_model()}"
+        f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}, "
+        f"weights {weights}\n# CPU: {cpu_model()}"
     )
-    systems = [Ours(model), Transformers(model)]
     vocab = model.spec.vocab_size
     lengths = [int(x) for x in args.lengths.split(",")]
     rows = bench_prefill(systems, lengths, vocab, args.repeats)
     rows += bench_decode(systems, [1, 8], vocab, args.repeats, args.decode_tokens)
     rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
-    print_table(rows)
+    print_table(rows, [s.name for s in systems])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -52,7 +52,7 @@ def test_grouped_decode_equals_sdpa_with_padding() -> None:
     values = torch.randn(KV, 3, width, HD, generator=g)
     mask = decode_mask(lens, width, None)
     ref = _reference(q[:, :, None], keys.transpose(0, 1), values.transpose(0, 1), mask)
-    got = grouped_decode_attention(q, keys, values, mask)
+    got = grouped_decode_attention(q, keys, values, ~mask)
     torch.testing.assert_close(got, ref[:, :, 0], rtol=1e-5, atol=1e-5)
 
 
@@ -64,3 +64,20 @@ def test_grouped_prefill_is_chosen_for_short_bf16_chunks_without_a_window() -> N
     assert not _grouped_prefill_fits(bf16.float(), short, None)  # float32: flash
     big = PrefillSlice(0, 1024, GROUPED_PREFILL_MAX_SCORES // 1024, torch.zeros(1), None)
     assert not _grouped_prefill_fits(bf16, big, None)
+
+
+def test_rms_norm_gives_transformers_bits() -> None:
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from promptcache.model.layers import RMSNorm
+
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.bfloat16):
+        ours, theirs = RMSNorm(576, 1e-5), LlamaRMSNorm(576, eps=1e-5)
+        weight = torch.rand(576, generator=g) + 0.5
+        ours.weight.data.copy_(weight)
+        theirs.weight.data.copy_(weight)
+        ours, theirs = ours.to(dtype), theirs.to(dtype)
+        for rows in (1, 7, 300):
+            x = (torch.randn(rows, 576, generator=g) * 3).to(dtype)
+            assert torch.equal(ours(x), theirs(x)), (dtype, rows)

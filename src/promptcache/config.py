@@ -62,6 +62,13 @@ class EngineConfig:
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
+        onednn_cache_capacity: entries in each of oneDNN's two caches of compiled kernels
+            (one per operation shape, holding output-sized buffers; engine/host_memory.py),
+            which otherwise grow with every new prefill length up to 1,024 entries each
+            (~750 MiB and more on the bundled model). Applied by `promptcache serve` and
+            the router's Ray workers before the model loads; `LRU_CACHE_CAPACITY` or
+            `ONEDNN_PRIMITIVE_CACHE_CAPACITY` set in the environment win; 0 keeps
+            oneDNN's defaults. Default 64.
     """
 
     block_size: int = 16
@@ -83,6 +90,7 @@ class EngineConfig:
     disk_cache_dir: str | None = None
     disk_min_free_bytes: int = 1 * GIB
     tune_host_malloc: bool = True
+    onednn_cache_capacity: int = 64
 
     def __post_init__(self) -> None:
         positive = (
@@ -102,6 +110,7 @@ class EngineConfig:
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
         for name in (
+            "onednn_cache_capacity",
             "host_cache_bytes",
             "disk_cache_bytes",
             "disk_min_free_bytes",

@@ -32,6 +32,7 @@ from promptcache.cli.usage import add_usage_parser, run_usage_command
 from promptcache.config import EngineConfig, RouterConfig, ServerConfig
 from promptcache.model.device import (
     DTYPE_CHOICES,
+    WEIGHTS,
     cpu_has_fast_bf16,
     resolve_device,
     resolve_dtype,
@@ -92,6 +93,13 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
         choices=DTYPE_CHOICES,
         help="auto = bfloat16 on CUDA or CPUs with AMX/AVX512-BF16, else float32",
     )
+    p.add_argument(
+        "--weights",
+        default="dense",
+        choices=WEIGHTS,
+        help="dense = dequantized to --dtype; q4 = a GGUF's own 4-bit blocks (CPU, bfloat16, "
+        "AVX512; else dense with a warning); default: dense",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,21 +138,26 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, config: EngineConfig) -> Any:
+    from promptcache.engine.host_memory import bound_onednn_caches
     from promptcache.model.loader import load_model
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model = load_model(args.model, device=device, dtype=dtype)
+    if device.type == "cpu":
+        caps = bound_onednn_caches(config.onednn_cache_capacity)
+        log.info("oneDNN kernel caches: %s", ", ".join(f"{k}={v}" for k, v in caps.items()))
+    model = load_model(args.model, device=device, dtype=dtype, weights=args.weights)
     why = ""
     if args.dtype == "auto" and device.type == "cpu":
         why = " (auto: CPU has AMX/AVX512-BF16)" if cpu_has_fast_bf16() else " (auto: no fast bf16)"
     log.info(
-        "model %s on %s, dtype %s%s",
+        "model %s on %s, dtype %s%s, %s weights",
         model.path.name,
         device.type,
         str(dtype).removeprefix("torch."),
         why,
+        "4-bit" if model.weights == "q4" else "dense",
     )
     return model
 
@@ -155,7 +168,7 @@ def _generate(args: argparse.Namespace) -> int:
     from promptcache.model.chat import chat_prompt_ids
 
     config = build_config(EngineConfig, args, "engine")
-    model = _load(args)
+    model = _load(args, config)
     engine = LLMEngine(model, config)
     prompt: str | list[int] = args.prompt
     if args.chat:
@@ -189,7 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         engine_config = dataclasses.replace(engine_config, disk_cache_dir=kv_dir)
     keys = keyring(server)
     # tensors are built off the main thread: one OpenMP team in the process (engine/openmp.py)
-    engine = run_on_temporary_thread(lambda: LLMEngine(_load(args), engine_config))
+    engine = run_on_temporary_thread(lambda: LLMEngine(_load(args, engine_config), engine_config))
     model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
     books = make_books(args, server, name, model.tokenizer, engine.policy)

@@ -113,6 +113,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         args.model,
         args.device,
         args.dtype,
+        args.weights,
         engine,
         routing,
         args.ray_replicas,

@@ -1,4 +1,6 @@
-"""Keep glibc's allocator from handing the engine's temporaries back to the OS every step.
+"""Keep the process's native memory bounded and reused: glibc's allocator, oneDNN's caches.
+
+glibc: keep the allocator from handing the engine's temporaries back to the OS every step.
 
 A forward pass allocates and frees tensors of a few MB (attention scores, MLP activations).
 glibc serves those with mmap and returns them with munmap (or trims the heap), so every
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 
 log = logging.getLogger("promptcache")
@@ -38,3 +41,24 @@ def tune_host_malloc() -> bool:
     if not ok:
         log.info("glibc mallopt refused the allocator settings; left as they were")
     return bool(ok)
+
+
+# oneDNN keeps two caches of compiled kernels, one entry per operation shape: ideep's
+# (`LRU_CACHE_CAPACITY`) and oneDNN's own (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`), 1,024 each by
+# default, and an entry holds buffers the size of its output (2.4 MiB for an 800-row chunk
+# through a 1,536-wide linear in bf16). A server's prefill chunks come in every length, so
+# each new length adds entries until the caches are full. Measured on the bundled model,
+# bf16, 2 cores: 600 distinct prompt lengths grew resident memory by 757 MiB with the
+# defaults; 300 lengths by 150 MiB at 256, 67 MiB at 128 and 13 MiB at 64, with no
+# measurable cost in prefill time (rebuilding a kernel takes ~1 ms; a step uses ~5 shapes).
+ONEDNN_CACHE_VARIABLES = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+
+
+def bound_onednn_caches(capacity: int) -> dict[str, str]:
+    """Set both cache capacities to `capacity` unless the environment already sets them
+    (0: leave oneDNN's defaults); returns the values in force. oneDNN reads them once, at
+    its first use in the process, so this must run before the model is loaded."""
+    if capacity > 0:
+        for name in ONEDNN_CACHE_VARIABLES:
+            os.environ.setdefault(name, str(capacity))
+    return {name: os.environ.get(name, "default") for name in ONEDNN_CACHE_VARIABLES}

@@ -14,7 +14,7 @@ This module knows nothing about scheduling or which blocks are free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ class PrefillSlice:
     context_len: int  # tokens in KV once this chunk is written (cached + chunk)
     block_ids: torch.Tensor  # (n_blocks,) int64, covers context_len
     mask: torch.Tensor | None  # (1, 1, q_len, context_len) bool, None = plain causal
+    rows: torch.Tensor | None = None  # gather rows of block_ids (set by the first layer)
 
 
 @dataclass(slots=True)
@@ -41,6 +42,9 @@ class AttentionMetadata:
     decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
     prefills: list[PrefillSlice]
     sliding_window: int | None = None
+    # Derived once per step by the first layer, reused by the others (and for K and V):
+    decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
+    decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
 
 
 # A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
@@ -75,8 +79,10 @@ def paged_attention(
         if p.context_len == p.query_len:  # no cached context: attend to the chunk itself
             keys, values = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
         else:  # whole blocks: the slots after context_len are masked, not sliced off
-            keys = _gather(k_cache, p.block_ids)  # (KV, n_blocks * block_size, hd)
-            values = _gather(v_cache, p.block_ids)
+            if p.rows is None:
+                p.rows = gather_rows(k_cache, p.block_ids)
+            keys = _gather(k_cache, p.block_ids, p.rows)  # (KV, n_blocks * block_size, hd)
+            values = _gather(v_cache, p.block_ids, p.rows)
             if _grouped_prefill_fits(q, p, meta.sliding_window):
                 out[rows] = grouped_prefill_attention(q[rows], keys, values, p.context_len)
                 continue
@@ -85,15 +91,21 @@ def paged_attention(
     return out
 
 
-def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+def gather_rows(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """The rows of `cache` viewed as (KV * num_blocks) blocks that `_gather` reads: the
+    same for every layer (their pools have one shape), so computed once per step."""
+    kv, nb = cache.shape[0], cache.shape[1]
+    heads = torch.arange(kv, device=cache.device).view(kv, *([1] * block_ids.dim()))
+    return (heads * nb + block_ids).reshape(-1)
+
+
+def _gather(cache: torch.Tensor, block_ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """(KV, num_blocks, bs, hd) and ids (..., n) -> (KV, ..., n * bs, hd), contiguous.
 
     One row gather over the pool viewed as (KV * num_blocks) rows of a block each:
     ~7x faster than advanced indexing on dim 1 (0.03 vs 0.2 ms for 3 x 291 blocks).
     """
     kv, nb, bs, hd = cache.shape
-    heads = torch.arange(kv, device=cache.device).view(kv, *([1] * block_ids.dim()))
-    rows = (heads * nb + block_ids).reshape(-1)
     out = torch.index_select(cache.view(kv * nb, bs * hd), 0, rows)
     return out.view(kv, *block_ids.shape[:-1], block_ids.shape[-1] * bs, hd)
 
@@ -107,11 +119,15 @@ def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int 
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
-    assert meta.decode_block_tables is not None and meta.decode_mask is not None
-    keys = _gather(k_cache, meta.decode_block_tables)  # (KV, Bd, W, hd)
-    values = _gather(v_cache, meta.decode_block_tables)
+    tables, mask = meta.decode_block_tables, meta.decode_mask
+    assert tables is not None and mask is not None
+    if meta.decode_rows is None:
+        meta.decode_rows, meta.decode_hidden = gather_rows(k_cache, tables), ~mask
+    keys = _gather(k_cache, tables, meta.decode_rows)  # (KV, Bd, W, hd)
+    values = _gather(v_cache, tables, meta.decode_rows)
     if q.device.type == "cpu" and q.dtype != torch.float32:
-        return grouped_decode_attention(q, keys, values, meta.decode_mask)
+        assert meta.decode_hidden is not None
+        return grouped_decode_attention(q, keys, values, meta.decode_hidden)
     o = F.scaled_dot_product_attention(
         q.unsqueeze(2),
         keys.transpose(0, 1),  # (Bd, KV, W, hd)
@@ -123,11 +139,12 @@ def _decode_attention(
 
 
 def grouped_decode_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, hidden: torch.Tensor
 ) -> torch.Tensor:
     """Single-query GQA attention as two batched matmuls: q (Bd, H, hd) over keys/values
-    (KV, Bd, W, hd) with mask (Bd, 1, 1, W) -> (Bd, H, hd). Scores stay in q's dtype, as in
-    transformers' eager attention; softmax accumulates in float32.
+    (KV, Bd, W, hd), the keys where `hidden` (Bd, 1, 1, W) is True left out (the inverse of
+    `decode_mask`) -> (Bd, H, hd). Scores stay in q's dtype, as in transformers' eager
+    attention; softmax accumulates in float32.
 
     On CPU in bfloat16/float16, PyTorch's SDPA kernel is ~10x slower than this for one query
     per sequence (measured: 5.7 ms vs 0.5 ms at 8 x 1k context).
@@ -136,7 +153,7 @@ def grouped_decode_attention(
     kv = keys.shape[0]
     qg = (q * hd**-0.5).view(bd, kv, h // kv, hd).transpose(0, 1)  # (KV, Bd, G, hd)
     scores = torch.matmul(qg, keys.transpose(-1, -2))  # (KV, Bd, G, W)
-    scores.masked_fill_(~mask.view(1, bd, 1, -1), float("-inf"))
+    scores.masked_fill_(hidden.view(1, bd, 1, -1), float("-inf"))
     probs = torch.softmax(scores, dim=-1)  # accumulates in float32 for bf16/fp16 inputs
     return torch.matmul(probs, values).transpose(0, 1).reshape(bd, h, hd)
 

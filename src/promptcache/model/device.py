@@ -1,4 +1,4 @@
-"""Choose the torch device and dtype from user strings (`--device`, `--dtype`)."""
+"""Choose the torch device and dtype from user strings (`--device`, `--dtype`, `--weights`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
+WEIGHTS = ("dense", "q4")  # `--weights`: dequantized to the dtype, or a GGUF's 4-bit blocks
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,9 @@ from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
+from promptcache.model.int4_linear import Int4Linear
 from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary
+from promptcache.model.q4 import Q4Tensor
 from promptcache.model.spec import ModelSpec
 
 
@@ -109,3 +111,14 @@ class LlamaForCausalLM(nn.Module):
         pack_linears(self)
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
+
+    def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
+        """Serve these projections (by module name) from their 4-bit codes, keeping the
+        present (dense, dequantized) module for many-row inputs; see int4_linear."""
+        for name, q in weights.items():
+            parent_name, _, attr = name.rpartition(".")
+            parent = self.get_submodule(parent_name)
+            old = getattr(parent, attr)
+            if getattr(old, "out_features", None) != q.shape[0] or old.in_features != q.shape[1]:
+                raise ValueError(f"{name}: 4-bit weight {q.shape} does not fit the module")
+            setattr(parent, attr, Int4Linear(q, old.bias, dtype, dense=old))

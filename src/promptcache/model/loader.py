@@ -17,11 +17,14 @@ import torch
 
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import can_pack
+from promptcache.model.device import WEIGHTS
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.fingerprint import model_fingerprint
 from promptcache.model.gguf_convert import ensure_converted
+from promptcache.model.int4_linear import int4_supported
 from promptcache.model.layers import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.q4 import read_q4
 from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
 from promptcache.model.weights import read_checkpoint, to_our_names
 
@@ -33,7 +36,8 @@ CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
 @dataclass(slots=True)
 class LoadedModel:
     """A model ready to run: our module, its spec, its tokenizer, where it came from, and
-    the content fingerprint of its folder (see `promptcache.model.fingerprint`)."""
+    the content fingerprint of its folder (see `promptcache.model.fingerprint`; with 4-bit
+    weights, marked so: their KV differs from the dense weights'), and which weights serve."""
 
     module: LlamaForCausalLM
     spec: ModelSpec
@@ -42,6 +46,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     fingerprint: str
+    weights: str = "dense"
 
 
 def default_cache_dir() -> Path:
@@ -73,11 +78,17 @@ def load_model(
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     cache_dir: Path | None = None,
+    weights: str = "dense",
 ) -> LoadedModel:
-    """Load `model` (see `resolve_model_path`) onto `device` in `dtype`."""
+    """Load `model` (see `resolve_model_path`) onto `device` in `dtype`; `weights="q4"`
+    serves a GGUF's 4-bit projections as they are stored (see `model.int4_linear`), or
+    falls back to dense weights, with a warning, where they cannot be served fast."""
     from transformers import AutoConfig, AutoTokenizer
 
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     device = device or torch.device("cpu")
+    gguf = _gguf_source(model) if weights == "q4" else None
     path = resolve_model_path(model, cache_dir)
     try:
         hf_config = AutoConfig.from_pretrained(path)
@@ -85,8 +96,38 @@ def load_model(
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {exc}") from exc
     spec = spec_from_hf_config(hf_config)
     module = build_module(hf_config, spec, path, device, dtype)
+    fingerprint = model_fingerprint(path)
+    if gguf is not None and _use_int4(module, gguf, spec, device, dtype):
+        weights, fingerprint = "q4", f"{fingerprint}+q4"
+    else:
+        weights = "dense"
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return LoadedModel(module, spec, tokenizer, path, device, dtype, model_fingerprint(path))
+    return LoadedModel(module, spec, tokenizer, path, device, dtype, fingerprint, weights)
+
+
+def _gguf_source(model: str | None) -> Path:
+    """The GGUF file whose 4-bit blocks `--weights q4` serves."""
+    if model is None:
+        return bundled_gguf_path()
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    raise ModelLoadError(f"--weights q4 needs a .gguf model (its 4-bit blocks); {model} is not")
+
+
+def _use_int4(
+    module: LlamaForCausalLM, gguf: Path, spec: ModelSpec, device: torch.device, dtype: torch.dtype
+) -> bool:
+    """Swap the projections for 4-bit ones; False (and a warning) where that cannot be fast."""
+    why = int4_supported(device, dtype)
+    if why is None:
+        try:
+            module.use_int4(read_q4(gguf, spec.num_heads, spec.num_kv_heads), dtype)
+            return True
+        except ModelLoadError as exc:
+            why = str(exc)
+    log.warning("serving dense %s weights instead of 4-bit: %s", str(dtype)[6:], why)
+    return False
 
 
 def build_module(

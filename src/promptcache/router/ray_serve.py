@@ -51,9 +51,16 @@ class EngineReplica:
     """One engine per replica; `generate` streams a request's outputs as JSON dicts."""
 
     def __init__(
-        self, model: str | None, device: str, dtype: str, engine: dict[str, Any], queue: int
+        self,
+        model: str | None,
+        device: str,
+        dtype: str,
+        weights: str,
+        engine: dict[str, Any],
+        queue: int,
     ) -> None:
         from promptcache.engine.async_engine import AsyncEngine
+        from promptcache.engine.host_memory import bound_onednn_caches
         from promptcache.engine.llm_engine import LLMEngine
         from promptcache.engine.openmp import run_on_temporary_thread
         from promptcache.model.device import resolve_device, resolve_dtype
@@ -61,9 +68,13 @@ class EngineReplica:
 
         config = EngineConfig(**engine)
         where = resolve_device(device)
+        if where.type == "cpu":
+            bound_onednn_caches(config.onednn_cache_capacity)
 
         def build() -> LLMEngine:
-            loaded = load_model(model, device=where, dtype=resolve_dtype(dtype, where))
+            loaded = load_model(
+                model, device=where, dtype=resolve_dtype(dtype, where), weights=weights
+            )
             return LLMEngine(loaded, config)
 
         self.engine = run_on_temporary_thread(build)
@@ -118,6 +129,7 @@ def deploy(
     model: str | None,
     device: str,
     dtype: str,
+    weights: str,
     engine: EngineConfig,
     routing: RouterConfig,
     replicas: int,
@@ -146,7 +158,7 @@ def deploy(
         num_replicas=replicas,
         request_router_config=router,
         ray_actor_options=resources,
-    ).bind(model, device, dtype, dataclasses.asdict(engine), max_queue)
+    ).bind(model, device, dtype, weights, dataclasses.asdict(engine), max_queue)
     return serve.run(app, name=APP, route_prefix=None)
 
 

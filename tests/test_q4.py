@@ -1,0 +1,130 @@
+"""4-bit weights (`--weights q4`): the GGUF's blocks read exactly, the int4 matmul within
+bfloat16's rounding of the dequantized weights, the whole model's logits as close to
+float32 as dense bfloat16's, and the fallback where the kernel cannot serve."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from promptcache.model.bundled import bundled_gguf_path
+from promptcache.model.cpu_linear import PackedLinear
+from promptcache.model.errors import ModelLoadError
+from promptcache.model.int4_linear import DENSE_FROM_ROWS, Int4Linear, int4_supported
+from promptcache.model.loader import LoadedModel, load_model, resolve_model_path
+from promptcache.model.q4 import Q4Tensor, decode_blocks, read_q4
+from promptcache.model.weights import read_checkpoint, to_our_names
+
+CPU = torch.device("cpu")
+NO_INT4 = int4_supported(CPU, torch.bfloat16)
+needs_int4 = pytest.mark.skipif(NO_INT4 is not None, reason=str(NO_INT4))
+
+
+def _prompt(n: int, seed: int) -> list[int]:
+    """Seeded ordinary token ids of the bundled model's vocabulary."""
+    return torch.randint(100, 40000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _block(d: float, m: float | None, codes: list[int]) -> np.ndarray:
+    head = np.array([d] + ([] if m is None else [m]), dtype=np.float16).view(np.uint8)
+    low, high = np.array(codes[:16], np.uint8), np.array(codes[16:], np.uint8)
+    return np.concatenate([head, low | (high << 4)])
+
+
+def test_blocks_decode_to_gguf_values_nibble_order_included() -> None:
+    codes = [(7 * i + 3) % 16 for i in range(32)]
+    q41 = decode_blocks(_block(0.5, -2.0, codes)[None, :], with_min=True)
+    assert q41.codes[0].tolist() == codes  # low nibbles are codes 0..15, high ones 16..31
+    assert q41.dequantize()[0].tolist() == [0.5 * c - 2.0 for c in codes]
+    q40 = decode_blocks(_block(0.25, None, codes)[None, :], with_min=False)
+    assert q40.dequantize()[0].tolist() == [0.25 * (c - 8) for c in codes]
+
+
+def test_bundled_q4_blocks_equal_the_dequantized_conversion_bit_for_bit() -> None:
+    q4 = read_q4(bundled_gguf_path(), num_heads=9, num_kv_heads=3)
+    dense = to_our_names(read_checkpoint(resolve_model_path(None)), tied=True)
+    assert len(q4) == 30 * 4  # qkv, o, gate_up, down in each of 30 layers
+    for name, q in q4.items():
+        assert torch.equal(q.dequantize(), dense[name + ".weight"]), name
+
+
+def _random_q4(n: int, k: int, seed: int) -> Q4Tensor:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+    scale = torch.rand(n, k // 32, generator=g) * 0.02
+    low = -torch.rand(n, k // 32, generator=g) * 0.15
+    return Q4Tensor(codes, scale, low)
+
+
+@needs_int4
+@pytest.mark.parametrize("rows", [1, 3, 8, DENSE_FROM_ROWS - 1, DENSE_FROM_ROWS, 100])
+def test_int4_matmul_is_the_dequantized_product_within_bfloat16_rounding(rows: int) -> None:
+    q = _random_q4(192, 576, seed=rows)
+    weight = q.dequantize()
+    bias = torch.randn(192)
+    dense = PackedLinear(weight.bfloat16(), bias.bfloat16())
+    layer = Int4Linear(q, bias, torch.bfloat16, dense=dense)
+    x = torch.randn(rows, 576).bfloat16()
+    exact = x.float() @ weight.t() + bias.bfloat16().float()
+    got, dense_got = layer(x).float(), dense(x).float()
+    scale = exact.abs().max()
+    # bfloat16 keeps 8 bits: inputs and outputs rounded to 2^-8 of their size
+    assert (got - exact).abs().max() / scale < 2**-6
+    assert (dense_got - exact).abs().max() / scale < 2**-6
+
+
+@pytest.fixture(scope="module")
+def q4_model() -> LoadedModel:
+    return load_model(None, dtype=torch.bfloat16, weights="q4")
+
+
+@needs_int4
+def test_q4_model_logits_are_as_close_to_float32_as_dense_bfloat16(
+    q4_model: LoadedModel, bundled: LoadedModel, make_engine: Any
+) -> None:
+    dense = load_model(None, dtype=torch.bfloat16)
+    assert q4_model.weights == "q4" and dense.weights == "dense"
+    assert q4_model.fingerprint != dense.fingerprint  # their KV differs: never shared
+    prompt = _prompt(96, seed=4)
+    # chunks of 8 rows: every projection runs the int4 kernel
+    logits = {
+        name: make_engine(m, kv_cache_bytes=16 << 20).prompt_logits(prompt, chunk_size=8)
+        for name, m in (("q4", q4_model), ("bf16", dense), ("fp32", bundled))
+    }
+    ref = logits["fp32"]
+    q4_err = (logits["q4"] - ref).abs().max().item()
+    bf16_err = (logits["bf16"] - ref).abs().max().item()
+    assert q4_err <= 1.5 * bf16_err, (q4_err, bf16_err)
+    agree = (logits["q4"].argmax(-1) == ref.argmax(-1)).float().mean().item()
+    dense_agree = (logits["bf16"].argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree >= dense_agree - 0.05, (agree, dense_agree)
+
+
+@needs_int4
+def test_q4_model_generates_greedily(q4_model: LoadedModel, make_engine: Any) -> None:
+    from promptcache.engine.sampling_params import SamplingParams
+
+    engine = make_engine(q4_model, kv_cache_bytes=32 << 20)
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    [out] = engine.generate(["The capital of France is"], params)
+    assert len(out.token_ids) == 12 and "Paris" in out.text
+
+
+def test_q4_falls_back_to_dense_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = load_model(None, dtype=torch.float32, weights="q4")
+    assert model.weights == "dense"
+    assert "serving dense float32 weights instead of 4-bit" in caplog.text
+    assert "bfloat16" in caplog.text
+
+
+def test_q4_needs_a_gguf_model(tiny_llama_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"needs a \.gguf model"):
+        load_model(str(tiny_llama_dir), weights="q4")
+    with pytest.raises(ValueError, match="unknown weights"):
+        load_model(None, weights="q8")
