@@ -1,7 +1,8 @@
 """The batched-matmul attention paths (used on CPU in bfloat16) equal PyTorch's SDPA.
 
 They are dtype-generic, so float32 checks them tightly; the engine picks them only for
-bf16/fp16 on CPU, where the float32 parity tests would not reach them.
+bf16/fp16 on CPU (bf16 only where it is native), where the float32 parity tests would not
+reach them. RMSNorm gives transformers' bits.
 """
 
 from __future__ import annotations
@@ -81,3 +82,22 @@ def test_rms_norm_gives_transformers_bits() -> None:
         for rows in (1, 7, 300):
             x = (torch.randn(rows, 576, generator=g) * 3).to(dtype)
             assert torch.equal(ours(x), theirs(x)), (dtype, rows)
+
+
+def test_matmul_paths_only_where_bfloat16_is_native() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from promptcache.model.attention import matmul_paths
+    from promptcache.model.cpu_linear import can_pack
+
+    bf16 = torch.zeros(0, dtype=torch.bfloat16)
+    assert matmul_paths(bf16) == can_pack(torch.device("cpu"), torch.bfloat16)
+    assert not matmul_paths(bf16.float())
+    # oneDNN limited to AVX2 (as on a CPU without AVX512-BF16): PyTorch's kernels instead
+    probe = "import torch; from promptcache.model.attention import matmul_paths; "
+    probe += "print(matmul_paths(torch.zeros(0, dtype=torch.bfloat16)))"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.split()[-1] == "False", out.stderr[-500:]

@@ -159,7 +159,27 @@ def _load(args: argparse.Namespace, config: EngineConfig) -> Any:
         why,
         "4-bit" if model.weights == "q4" else "dense",
     )
+    if device.type == "cpu":
+        _log_cpu_paths(dtype, model.weights)
     return model
+
+
+def _log_cpu_paths(dtype: Any, weights: str) -> None:
+    """Which kernels this CPU, ISA and dtype get (chosen once, from what the CPU has)."""
+    import torch
+
+    from promptcache.model.attention import matmul_paths
+    from promptcache.model.cpu_linear import can_pack
+
+    linears = "prepacked for oneDNN" if can_pack(torch.device("cpu"), dtype) else "F.linear"
+    if weights == "q4":
+        linears = "int4 below 32 rows, else " + linears
+    log.info(
+        "CPU kernels: %s; linears %s, attention %s",
+        torch.backends.cpu.get_cpu_capability(),
+        linears,
+        "batched matmuls" if matmul_paths(torch.zeros(0, dtype=dtype)) else "PyTorch SDPA",
+    )
 
 
 def _generate(args: argparse.Namespace) -> int:

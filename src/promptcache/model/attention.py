@@ -14,10 +14,13 @@ This module knows nothing about scheduling or which blocks are free.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from promptcache.model.cpu_linear import can_pack
 
 
 @dataclass(slots=True)
@@ -110,8 +113,23 @@ def _gather(cache: torch.Tensor, block_ids: torch.Tensor, rows: torch.Tensor) ->
     return out.view(kv, *block_ids.shape[:-1], block_ids.shape[-1] * bs, hd)
 
 
+def matmul_paths(q: torch.Tensor) -> bool:
+    """Whether attention over `q` takes the two-matmul paths instead of PyTorch's kernels:
+    on CPU in a 16-bit dtype, and for bfloat16 only where the CPU computes it natively.
+    Measured per layer, 2 cores: with native bfloat16 (AVX512-BF16) the matmul paths win
+    6-9x for decode and ~2x for a short chunk over a long context; with bfloat16 emulated
+    (oneDNN and ATen limited to AVX2) they lose up to 22x on such chunks, and in float32
+    the kernels are as fast or faster either way."""
+    return q.device.type == "cpu" and q.dtype != torch.float32 and _fast_16bit(q.dtype)
+
+
+@functools.cache
+def _fast_16bit(dtype: torch.dtype) -> bool:
+    return dtype != torch.bfloat16 or can_pack(torch.device("cpu"), dtype)
+
+
 def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int | None) -> bool:
-    if q.device.type != "cpu" or q.dtype == torch.float32 or sliding_window is not None:
+    if not matmul_paths(q) or sliding_window is not None:
         return False
     return p.query_len * q.shape[1] * p.context_len <= GROUPED_PREFILL_MAX_SCORES
 
@@ -125,7 +143,7 @@ def _decode_attention(
         meta.decode_rows, meta.decode_hidden = gather_rows(k_cache, tables), ~mask
     keys = _gather(k_cache, tables, meta.decode_rows)  # (KV, Bd, W, hd)
     values = _gather(v_cache, tables, meta.decode_rows)
-    if q.device.type == "cpu" and q.dtype != torch.float32:
+    if matmul_paths(q):
         assert meta.decode_hidden is not None
         return grouped_decode_attention(q, keys, values, meta.decode_hidden)
     o = F.scaled_dot_product_attention(
