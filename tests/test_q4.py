@@ -128,3 +128,15 @@ def test_q4_needs_a_gguf_model(tiny_llama_dir: Path) -> None:
         load_model(str(tiny_llama_dir), weights="q4")
     with pytest.raises(ValueError, match="unknown weights"):
         load_model(None, weights="q8")
+
+
+def test_a_misfit_4bit_weight_leaves_the_model_all_dense(tiny_llama_dir: Path) -> None:
+    model = load_model(str(tiny_llama_dir), dtype=torch.bfloat16)
+    layer = model.module.layers[0]
+    before = (layer.self_attn.o_proj, layer.mlp.down_proj)
+    fits = _random_q4(64, 64, seed=1)  # o_proj: 64 -> 64
+    misfit = _random_q4(64, 96, seed=2)  # down_proj is 128 -> 64
+    weights = {"layers.0.self_attn.o_proj": fits, "layers.0.mlp.down_proj": misfit}
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        model.module.use_int4(weights, torch.bfloat16)
+    assert (layer.self_attn.o_proj, layer.mlp.down_proj) == before

@@ -12,6 +12,7 @@ from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
+from promptcache.model.errors import ModelLoadError
 from promptcache.model.int4_linear import Int4Linear
 from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary
 from promptcache.model.q4 import Q4Tensor
@@ -114,11 +115,15 @@ class LlamaForCausalLM(nn.Module):
 
     def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
         """Serve these projections (by module name) from their 4-bit codes, keeping the
-        present (dense, dequantized) module for many-row inputs; see int4_linear."""
+        present (dense, dequantized) module for many-row inputs; see int4_linear.
+
+        Every shape is checked before any module is swapped: on a mismatch
+        (`ModelLoadError`) the model is left as it was, all dense."""
+        for name, q in weights.items():
+            old = self.get_submodule(name)
+            if (getattr(old, "out_features", None), getattr(old, "in_features", None)) != q.shape:
+                raise ModelLoadError(f"{name}: 4-bit weight {q.shape} does not fit the model")
         for name, q in weights.items():
             parent_name, _, attr = name.rpartition(".")
-            parent = self.get_submodule(parent_name)
-            old = getattr(parent, attr)
-            if getattr(old, "out_features", None) != q.shape[0] or old.in_features != q.shape[1]:
-                raise ValueError(f"{name}: 4-bit weight {q.shape} does not fit the module")
-            setattr(parent, attr, Int4Linear(q, old.bias, dtype, dense=old))
+            parent, old = self.get_submodule(parent_name), self.get_submodule(name)
+            setattr(parent, attr, Int4Linear(q, getattr(old, "bias", None), dtype, dense=old))
