@@ -1,12 +1,15 @@
 """Engine benchmark: promptcache beside plain transformers `generate`, same prompts, same run.
 
-Prints prefill tokens/s at several prompt lengths, decode tokens/s at batch 1 and 8, and the
-throughput of a batch of mixed-length requests. Medians over `--repeats` runs. The header
+Prints prefill tokens/s at several prompt lengths, decode tokens/s at batch 1 and 8, the
+throughput of a batch of mixed-length requests, decode at batch 1 after a long prompt
+(`--long-context`, 4,064 tokens) and the hit path: a 32-token tail over that many cached
+tokens, up to its first token (ours with the prefix cache on; transformers' forward over
+its own cache of the prefix). Medians over `--repeats` runs. The header
 names the CPU, its ISA flags, the dtype and the weights. `--weights q4` adds our engine on
 the GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
 
     .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--weights dense|q4]
-                                     [--repeats 3]
+                                     [--repeats 3] [--long-context 4064]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list
 class Ours:
     def __init__(self, model: Any) -> None:
         self.name = "promptcache q4" if model.weights == "q4" else "promptcache"
+        self.model = model
         # The prefix cache is off: repeats of one prompt must cost what the first did, so
         # this measures the engine itself (bench/prefix.py measures the cache).
         self.engine = LLMEngine(model, EngineConfig(enable_prefix_caching=False))
@@ -59,6 +63,21 @@ class Ours:
         outs = self.engine.generate(prompts, params)
         assert all(len(o.token_ids) == new_tokens for o in outs)
         return statistics.median(o.ttft_s or 0.0 for o in outs)
+
+    def decode_after(self, prompt: list[int], n: int) -> float:
+        """Seconds from the first token to the `n`th after it (n decode steps)."""
+        params = SamplingParams(max_tokens=n + 1, temperature=0, ignore_eos=True)
+        start = time.perf_counter()
+        [out] = self.engine.generate([prompt], params)
+        assert len(out.token_ids) == n + 1 and out.ttft_s is not None
+        return time.perf_counter() - start - out.ttft_s
+
+    def hit_runner(self, prefix: list[int], tail: list[int]) -> Callable[[], Any]:
+        cached = LLMEngine(self.model, EngineConfig())
+        params = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
+        cached.generate([[*prefix, tail[0]]], params)  # caches the prefix's blocks
+        # One request per run: the prefix (whole blocks) is a hit, the tail is computed.
+        return lambda: cached.generate([prefix + tail], params)
 
 
 class Transformers:
@@ -88,6 +107,35 @@ class Transformers:
         )
         assert out.shape[1] == width + new_tokens
         return 0.0
+
+    @torch.inference_mode()
+    def decode_after(self, prompt: list[int], n: int) -> float:
+        """Seconds for `n` greedy single-token forwards over the prompt's cache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.hf(torch.tensor([prompt], device=self.device), past_key_values=cache)
+        start = time.perf_counter()
+        for _ in range(n):
+            token = out.logits[:, -1:].argmax(-1)
+            out = self.hf(token, past_key_values=cache)
+        return time.perf_counter() - start
+
+    def hit_runner(self, prefix: list[int], tail: list[int]) -> Callable[[], Any]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.hf(torch.tensor([prefix], device=self.device), past_key_values=cache)
+        ids = torch.tensor([tail], device=self.device)
+
+        @torch.inference_mode()
+        def run() -> Any:
+            out = self.hf(ids, past_key_values=cache, logits_to_keep=1)
+            cache.crop(-len(tail))  # back to the prefix alone
+            return out.logits.argmax(-1)
+
+        return run
 
 
 def bench_prefill(systems: list[Any], lengths: list[int], vocab: int, repeats: int) -> list[dict]:
@@ -120,6 +168,31 @@ def bench_decode(
             t_all = median_time(lambda s=s, p=prompts: s.run(p, new_tokens), repeats)
             rate = b * (new_tokens - 1) / (t_all - t_first)
             rows.append({"bench": "decode", "system": s.name, "batch": b, "tokens_per_s": rate})
+    return rows
+
+
+def bench_long_decode(systems: list[Any], length: int, vocab: int, repeats: int) -> list[dict]:
+    """Batch-1 decode of 32 tokens after a `length`-token prompt, each token attending to
+    all of it; the prompt's prefill is timed apart and left out."""
+    [prompt] = make_prompts(1, [length], vocab, seed=length + 1)
+    rows = []
+    for s in systems:
+        t = statistics.median(s.decode_after(prompt, 32) for _ in range(repeats))
+        rows.append(
+            {"bench": "long decode", "system": s.name, "tokens": length, "tokens_per_s": 32 / t}
+        )
+    return rows
+
+
+def bench_hit(systems: list[Any], length: int, vocab: int, repeats: int) -> list[dict]:
+    """The hit path: a 32-token tail over a cached `length`-token prefix, up to its first
+    token. Ours through an engine with the prefix cache on; transformers' forward over its
+    own cache of the prefix (cropped back after each run)."""
+    [prefix, tail] = make_prompts(2, [length, 32], vocab, seed=7)
+    rows = []
+    for s in systems:
+        t = median_time(s.hit_runner(prefix, tail), repeats)
+        rows.append({"bench": "hit", "system": s.name, "tokens": 32, "tokens_per_s": 32 / t})
     return rows
 
 
@@ -166,6 +239,8 @@ def print_table(rows: list[dict], names: list[str]) -> None:
             "prefill": f"{size} prompt tokens",
             "decode": f"batch {size}",
             "batch": f"{size} requests",
+            "long decode": f"batch 1 after {size} prompt tokens",
+            "hit": f"{size}-token tail over a cached prefix",
         }[bench]
         cells = [f"{v.get(n, 0.0):.1f}" for n in names]
         cells += [f"{v.get(n, 0.0) / v['transformers']:.2f}x" for n in ours]
@@ -184,6 +259,9 @@ def main() -> None:
     ap.add_argument("--lengths", default="1024,2048,4096")
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--batch-requests", type=int, default=16)
+    ap.add_argument(
+        "--long-context", type=int, default=4064, help="decode and hit rows at this context"
+    )
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -206,6 +284,9 @@ def main() -> None:
     rows = bench_prefill(systems, lengths, vocab, args.repeats)
     rows += bench_decode(systems, [1, 8], vocab, args.repeats, args.decode_tokens)
     rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
+    if args.long_context:
+        rows += bench_long_decode(systems, args.long_context, vocab, args.repeats)
+        rows += bench_hit(systems, args.long_context, vocab, args.repeats)
     print_table(rows, [s.name for s in systems])
     if args.json:
         with open(args.json, "w") as f:

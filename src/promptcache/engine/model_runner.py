@@ -17,6 +17,7 @@ from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
 from promptcache.model.attention import AttentionMetadata, PrefillSlice, causal_mask, decode_mask
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.pool_runs import Run, decode_runs
 from promptcache.util import cdiv
 
 
@@ -86,6 +87,7 @@ class ModelRunner:
         )
         if decodes:
             meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
+            meta.decode_runs = self._decode_runs(decodes)
         return StepInputs(
             input_ids=self._tensor(ids),
             positions=self._tensor(positions),
@@ -124,6 +126,19 @@ class ModelRunner:
             )
             row += item.num_tokens
         return slices
+
+    def _decode_runs(self, items: list[ScheduledSeq]) -> list[list[Run]] | None:
+        """Each decode's context as runs of the pool, or None where one is too scattered
+        (or a sliding window leaves keys out)."""
+        if self.sliding_window is not None:
+            return None
+        out = []
+        for i in items:
+            runs = decode_runs(i.seq.block_table, i.seq.num_computed + 1, self.block_size)
+            if runs is None:
+                return None
+            out.append(runs)
+        return out
 
     def _decode_tables(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = [i.seq.num_computed + 1 for i in items]

@@ -9,7 +9,9 @@ Each layer first writes the batch's K/V into the block pool at ``slot_mapping``
 (slot = block_id * block_size + offset), then reads every sequence's whole context back
 through its block table. Decode rows are attended together (padded to the longest context
 and masked); each prefill chunk is attended on its own, causally, after its cached context.
-This module knows nothing about scheduling or which blocks are free.
+Float32 decode over long contexts skips the gather and reads the pool's runs of blocks in
+place (`promptcache.model.pool_runs`). This module knows nothing about scheduling or which
+blocks are free.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.cpu_linear import can_pack
+from promptcache.model.pool_runs import Run, attend_pieces, run_views
 
 
 @dataclass(slots=True)
@@ -45,9 +48,11 @@ class AttentionMetadata:
     decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
     prefills: list[PrefillSlice]
     sliding_window: int | None = None
+    decode_runs: list[list[Run]] | None = None  # each decode's context as runs of the pool
     # Derived once per step by the first layer, reused by the others (and for K and V):
     decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
     decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
+    decode_in_place: bool | None = field(default=None)  # whether decode reads decode_runs
 
 
 # A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
@@ -56,6 +61,9 @@ class AttentionMetadata:
 # 4.6k keys 2.8 vs 3.3 ms, 128 over 4.6k 11 vs 16 ms). Much larger score matrices
 # (1024 x 1024 x 9 heads) lose to flash, which never materializes them.
 GROUPED_PREFILL_MAX_SCORES = 6_000_000
+
+# Float32 decode reads its context in place from this many keys per sequence on average.
+IN_PLACE_MIN_CONTEXT = 2048
 
 
 def paged_attention(
@@ -123,6 +131,26 @@ def matmul_paths(q: torch.Tensor) -> bool:
     return q.device.type == "cpu" and q.dtype != torch.float32 and _fast_16bit(q.dtype)
 
 
+def decode_by_matmuls(q: torch.Tensor) -> bool:
+    """Whether decode attention takes the two-matmul path: where the other attention
+    paths do, and in float32 on CPU too, where PyTorch's SDPA with the padding mask is
+    slower (per layer, 2 cores: 8 x 1k keys 1.7 vs 0.75 ms, 8 x 128 keys 0.29 vs 0.16 ms,
+    1 x 4.6k keys on par; `bench/attention.py`)."""
+    return matmul_paths(q) or (q.device.type == "cpu" and q.dtype == torch.float32)
+
+
+def _reads_in_place(q: torch.Tensor, runs: list[list[Run]] | None) -> bool:
+    """Float32 decode over long contexts reads the pool in place: there the gather's copy
+    (4 bytes a value) costs more than strided reads (per layer, 2 cores: 1 x 4.6k keys
+    0.39 vs 0.48 ms, 8 x 4.6k 3.6 vs 5.3 ms; at 8 x 1k the gather wins, 0.75 vs 0.98 ms).
+    In bfloat16 a matmul over strided views is slower than the gather and a contiguous
+    one (1 x 4.6k keys: 1.0 vs 0.46 ms)."""
+    if runs is None or q.device.type != "cpu" or q.dtype != torch.float32:
+        return False
+    total = sum(r.length for seq in runs for r in seq)
+    return total >= IN_PLACE_MIN_CONTEXT * len(runs)
+
+
 @functools.cache
 def _fast_16bit(dtype: torch.dtype) -> bool:
     return dtype != torch.bfloat16 or can_pack(torch.device("cpu"), dtype)
@@ -137,13 +165,18 @@ def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int 
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
+    if meta.decode_in_place is None:
+        meta.decode_in_place = _reads_in_place(q, meta.decode_runs)
+    if meta.decode_in_place:
+        assert meta.decode_runs is not None
+        return _decode_in_place(q, k_cache, v_cache, meta.decode_runs)
     tables, mask = meta.decode_block_tables, meta.decode_mask
     assert tables is not None and mask is not None
     if meta.decode_rows is None:
         meta.decode_rows, meta.decode_hidden = gather_rows(k_cache, tables), ~mask
     keys = _gather(k_cache, tables, meta.decode_rows)  # (KV, Bd, W, hd)
     values = _gather(v_cache, tables, meta.decode_rows)
-    if matmul_paths(q):
+    if decode_by_matmuls(q):
         assert meta.decode_hidden is not None
         return grouped_decode_attention(q, keys, values, meta.decode_hidden)
     o = F.scaled_dot_product_attention(
@@ -154,6 +187,20 @@ def _decode_attention(
         enable_gqa=True,
     )  # (Bd, H, 1, hd)
     return o.squeeze(2)
+
+
+def _decode_in_place(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, runs: list[list[Run]]
+) -> torch.Tensor:
+    """Each sequence's single query over its runs of the pool, read in place."""
+    bd, h, hd = q.shape
+    kv = k_cache.shape[0]
+    qg = (q * hd**-0.5).view(bd, kv, h // kv, hd)
+    out = torch.empty_like(q)
+    for i, seq_runs in enumerate(runs):
+        keys, values = run_views(k_cache, seq_runs), run_views(v_cache, seq_runs)
+        out[i] = attend_pieces(qg[i], keys, values).view(h, hd)
+    return out
 
 
 def grouped_decode_attention(

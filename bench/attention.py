@@ -1,0 +1,146 @@
+"""Per-layer attention time: context gathered from the block pool vs read in place.
+
+    python bench/attention.py [--dtypes float32,bfloat16] [--repeats 50]
+
+Shapes of the bundled model (9 query heads, 3 KV heads, head dim 64, blocks of 16). Each
+row is one layer's attention for a step; the engine runs 30 such layers per step. Blocks
+are laid out as a running server leaves them: a long prefix in ascending ids, later
+blocks in descending runs (freed last-first). Prints the CPU and medians in ms
+for three ways: the context gathered into one tensor then PyTorch's SDPA/flash kernel,
+gathered then two batched matmuls, or (decode) read in place from the pool's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.attention import (
+    _decode_in_place,
+    _gather,
+    _prefill_attention,
+    causal_mask,
+    decode_mask,
+    gather_rows,
+    grouped_decode_attention,
+    grouped_prefill_attention,
+)
+from promptcache.model.device import cpu_model
+from promptcache.model.pool_runs import decode_runs
+
+H, KV, HD, BS = 9, 3, 64, 16
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _tables(batch: int, ctx: int, shared: int) -> list[list[int]]:
+    """`shared` prefix blocks (ascending ids) common to all; each sequence's own blocks
+    follow in a descending run, as freed blocks come back."""
+    n = -(-ctx // BS)
+    prefix = list(range(shared))
+    own = n - shared
+    nxt = shared
+    out = []
+    for _ in range(batch):
+        out.append(prefix + list(range(nxt + own - 1, nxt - 1, -1)))
+        nxt += own
+    return out
+
+
+def _pool(dtype: torch.dtype, tables: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    nb = max(max(t) for t in tables) + 2
+    return torch.randn(KV, nb, BS, HD).to(dtype), torch.randn(KV, nb, BS, HD).to(dtype)
+
+
+def _decode_case(
+    dtype: torch.dtype, batch: int, ctx: int, shared: int, repeats: int
+) -> tuple[float, float, float]:
+    tables = _tables(batch, ctx, shared)
+    k_cache, v_cache = _pool(dtype, tables)
+    q = torch.randn(batch, H, HD).to(dtype)
+    tab = torch.tensor(tables)
+    mask = decode_mask(torch.full((batch,), ctx), tab.shape[1] * BS, None)
+    rows, hidden = gather_rows(k_cache, tab), ~mask
+
+    def kernel() -> object:
+        keys, values = _gather(k_cache, tab, rows), _gather(v_cache, tab, rows)
+        return F.scaled_dot_product_attention(
+            q.unsqueeze(2), keys.transpose(0, 1), values.transpose(0, 1), mask, enable_gqa=True
+        )
+
+    def matmuls() -> object:
+        keys, values = _gather(k_cache, tab, rows), _gather(v_cache, tab, rows)
+        return grouped_decode_attention(q, keys, values, hidden)
+
+    runs = [decode_runs(t, ctx, BS) for t in tables]
+    assert all(r is not None for r in runs)
+    return (
+        _median_ms(kernel, repeats),
+        _median_ms(matmuls, repeats),
+        _median_ms(lambda: _decode_in_place(q, k_cache, v_cache, runs), repeats),  # type: ignore[arg-type]
+    )
+
+
+def _prefill_case(
+    dtype: torch.dtype, q_len: int, ctx: int, repeats: int
+) -> tuple[float, float, None]:
+    (table,) = _tables(1, ctx, (ctx - q_len) // BS)
+    k_cache, v_cache = _pool(dtype, [table])
+    q = torch.randn(q_len, H, HD).to(dtype)
+    ids = torch.tensor(table)
+    rows = gather_rows(k_cache, ids)
+    mask = causal_mask(q_len, ctx, None, q.device)
+
+    def kernel() -> object:
+        keys, values = _gather(k_cache, ids, rows), _gather(v_cache, ids, rows)
+        return _prefill_attention(q, keys[:, :ctx], values[:, :ctx], mask)
+
+    def matmuls() -> object:
+        keys, values = _gather(k_cache, ids, rows), _gather(v_cache, ids, rows)
+        return grouped_prefill_attention(q, keys, values, ctx)
+
+    return _median_ms(kernel, repeats), _median_ms(matmuls, repeats), None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--repeats", type=int, default=50)
+    args = ap.parse_args()
+    print(f"# CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
+    print("| dtype | one layer's attention | gathered, SDPA | gathered, matmuls | in place |")
+    print("|---|---|---|---|---|")
+    for name in args.dtypes.split(","):
+        dtype = getattr(torch, name)
+        cases: list[tuple[str, tuple[float, float, float | None]]] = [
+            ("decode b1, 4.6k", _decode_case(dtype, 1, 4600, 280, args.repeats)),
+            ("decode b8, 4.6k (4.5k shared)", _decode_case(dtype, 8, 4600, 280, args.repeats)),
+            ("decode b8, 1k each", _decode_case(dtype, 8, 1024, 0, args.repeats)),
+            ("decode b8, 128 each", _decode_case(dtype, 8, 128, 0, args.repeats)),
+            ("chunk of 26 over 4.6k", _prefill_case(dtype, 26, 4626, args.repeats)),
+            ("chunk of 128 over 4.6k", _prefill_case(dtype, 128, 4728, args.repeats)),
+        ]
+        for label, times in cases:
+            print(
+                f"| {name} | {label} | "
+                + " | ".join("n/a" if t is None else f"{t:.3f}" for t in times)
+                + " |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Attention read in place from the pool's runs equals attention over gathered blocks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.attention import (
+    IN_PLACE_MIN_CONTEXT,
+    AttentionMetadata,
+    decode_mask,
+    paged_attention,
+)
+from promptcache.model.pool_runs import MAX_RUNS, Run, block_runs, decode_runs
+
+H, KV, HD, BS, NB = 6, 2, 16, 4, 40
+
+
+def test_block_runs_sort_and_merge_consecutive_ids() -> None:
+    assert block_runs([7, 6, 5, 1, 2, 9], 4) == [Run(4, 8), Run(20, 12), Run(36, 4)]
+    assert block_runs([], 4) == []
+
+
+def test_decode_runs_join_the_partial_last_block_to_its_run() -> None:
+    # blocks 5, 4, 3 (descending, as a freed sequence hands them out) then 6 with 2 slots
+    assert decode_runs([5, 4, 3, 6], 14, 4) == [Run(12, 14)]
+    # the partial block precedes the others by id: a run of its own, only its valid slots
+    assert decode_runs([5, 4, 3, 1], 14, 4) == [Run(12, 12), Run(4, 2)]
+    # a table longer than the context (blocks reserved ahead) is cut to the context
+    assert decode_runs([2, 3, 4, 9], 8, 4) == [Run(8, 8)]
+    scattered = list(range(0, 2 * (MAX_RUNS + 1), 2))
+    assert decode_runs(scattered, 4 * len(scattered), 4) is None
+
+
+def _pool(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(KV, NB, BS, HD, generator=g), torch.randn(KV, NB, BS, HD, generator=g)
+
+
+def _decode_meta(tables: list[list[int]], lens: list[int]) -> AttentionMetadata:
+    width = max(len(t) for t in tables)
+    padded = [t + [0] * (width - len(t)) for t in tables]
+    return AttentionMetadata(
+        # the step's own K/V land in the pool's last slots, outside every context here
+        slot_mapping=torch.arange(NB * BS - len(tables), NB * BS),
+        num_decodes=len(tables),
+        decode_block_tables=torch.tensor(padded),
+        decode_mask=decode_mask(torch.tensor(lens), width * BS, None),
+        prefills=[],
+        decode_runs=[decode_runs(t, n, BS) for t, n in zip(tables, lens, strict=True)],  # type: ignore[misc]
+    )
+
+
+def _gathered(cache: torch.Tensor, table: list[int], n: int) -> torch.Tensor:
+    return cache[:, table].reshape(KV, -1, HD)[:, :n]
+
+
+def test_decode_in_place_equals_sdpa_over_the_gathered_context() -> None:
+    g = torch.Generator().manual_seed(0)
+    k_cache, v_cache = _pool(g)
+    tables = [[*list(range(30, 10, -1)), 2, 3], [*list(range(32, 36)), 9], [36, 37, 38]]
+    lens = [86, 18, 12]
+    q = torch.randn(3, H, HD, generator=g)
+    kv_new = torch.zeros(3, KV, HD)
+    for in_place in (True, False):
+        meta = _decode_meta(tables, lens)
+        meta.decode_in_place = in_place  # as chosen per step (tested below)
+        got = paged_attention(q, kv_new, kv_new, k_cache, v_cache, meta)
+        for i, (t, n) in enumerate(zip(tables, lens, strict=True)):
+            keys, values = _gathered(k_cache, t, n), _gathered(v_cache, t, n)
+            ref = F.scaled_dot_product_attention(q[i][:, None], keys, values, enable_gqa=True)
+            torch.testing.assert_close(got[i], ref[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_float32_decode_reads_in_place_from_long_contexts_only() -> None:
+    from promptcache.model.attention import _reads_in_place
+
+    long_run = [[Run(0, IN_PLACE_MIN_CONTEXT)]]
+    short = [[Run(0, IN_PLACE_MIN_CONTEXT - 1)]]
+    q32 = torch.zeros(1, H, HD)
+    assert _reads_in_place(q32, long_run)
+    assert not _reads_in_place(q32, short)
+    assert not _reads_in_place(q32, None)  # scattered blocks or a sliding window
+    assert not _reads_in_place(q32.bfloat16(), long_run)  # bf16: the gather wins
