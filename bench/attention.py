@@ -5,7 +5,8 @@
 Shapes of the bundled model (9 query heads, 3 KV heads, head dim 64, blocks of 16). Each
 row is one layer's attention for a step; the engine runs 30 such layers per step. Blocks
 are laid out as a running server leaves them: a long prefix in ascending ids, later
-blocks in descending runs (freed last-first). Prints the CPU and medians in ms
+blocks in descending runs (freed last-first). The allocator is tuned as the engine tunes
+it (freed scratch memory stays in the heap). Prints the CPU and medians in ms
 for three ways: the context gathered into one tensor then PyTorch's SDPA/flash kernel,
 gathered then two batched matmuls, or (decode) read in place from the pool's runs.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.model.attention import (
     _decode_in_place,
     _gather,
@@ -121,6 +123,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
+    tune_host_malloc()  # as the engine does on CPU (EngineConfig.tune_host_malloc)
     print(f"# CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
     print("| dtype | one layer's attention | gathered, SDPA | gathered, matmuls | in place |")
     print("|---|---|---|---|---|")
