@@ -18,6 +18,7 @@ from promptcache.model.attention import (
     decode_mask,
     grouped_decode_attention,
     grouped_prefill_attention,
+    split_prefill_attention,
 )
 
 H, KV, HD = 6, 2, 16
@@ -101,3 +102,15 @@ def test_matmul_paths_only_where_bfloat16_is_native() -> None:
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.stdout.split()[-1] == "False", out.stderr[-500:]
+
+
+def test_split_prefill_equals_sdpa_with_a_causal_mask() -> None:
+    g = torch.Generator().manual_seed(4)
+    for q_len, ctx in ((1, 9), (7, 40), (33, 34), (64, 200)):
+        q = torch.randn(q_len, H, HD, generator=g)
+        keys = torch.randn(KV, ctx, HD, generator=g)
+        values = torch.randn(KV, ctx, HD, generator=g)
+        mask = causal_mask(q_len, ctx, None, torch.device("cpu"))
+        ref = _reference(q.transpose(0, 1)[None], keys[None], values[None], mask)
+        got = split_prefill_attention(q, keys, values)
+        torch.testing.assert_close(got, ref[0].transpose(0, 1), rtol=1e-5, atol=1e-5)

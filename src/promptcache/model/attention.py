@@ -98,6 +98,9 @@ def paged_attention(
                 out[rows] = grouped_prefill_attention(q[rows], keys, values, p.context_len)
                 continue
             keys, values = keys[:, : p.context_len], values[:, : p.context_len]
+            if _splits(q, meta.sliding_window):
+                out[rows] = split_prefill_attention(q[rows], keys, values)
+                continue
         out[rows] = _prefill_attention(q[rows], keys, values, p.mask)
     return out
 
@@ -251,6 +254,39 @@ def grouped_prefill_attention(
 def _future(q_len: int, width: int, device: torch.device) -> torch.Tensor:
     """(q_len, width) True above the diagonal: the keys after each query."""
     return torch.ones(q_len, width, dtype=torch.bool, device=device).triu(1)
+
+
+# PyTorch's CPU flash kernel that also returns each query's log-sum-exp (private, absent
+# from some builds: then chunks over cached context take the masked kernel).
+_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _splits(q: torch.Tensor, sliding_window: int | None) -> bool:
+    return q.device.type == "cpu" and sliding_window is None and _FLASH_WITH_LSE is not None
+
+
+def split_prefill_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """A chunk's queries (q_len, H, hd), the last q_len of keys/values' S positions
+    (KV, S, hd), as two flash calls joined by their log-sum-exps -> (q_len, H, hd):
+    unmasked over the S - q_len cached keys that every query sees, causal over the chunk's
+    own. The masked kernel instead computes every query against every key (the masked
+    ones too) and reads the mask: per layer, 2 cores, a 1,024-token chunk over 2,048 keys
+    takes 30 ms against 37 ms in float32, 30 against 35 in bfloat16.
+    """
+    assert _FLASH_WITH_LSE is not None
+    q_len, h, _ = q.shape
+    kv, start = keys.shape[0], keys.shape[1] - q_len
+    qh = q.transpose(0, 1).unsqueeze(0).contiguous()  # (1, H, q_len, hd)
+    k = keys.repeat_interleave(h // kv, dim=0).unsqueeze(0)  # (1, H, S, hd)
+    v = values.repeat_interleave(h // kv, dim=0).unsqueeze(0)
+    o_ctx, lse_ctx = _FLASH_WITH_LSE(qh, k[:, :, :start], v[:, :, :start])
+    o_own, lse_own = _FLASH_WITH_LSE(qh, k[:, :, start:], v[:, :, start:], is_causal=True)
+    # softmax over both halves: weight exp(lse_ctx) / (exp(lse_ctx) + exp(lse_own))
+    w_ctx = torch.sigmoid(lse_ctx.float() - lse_own.float()).unsqueeze(-1)
+    out = torch.lerp(o_own.float(), o_ctx.float(), w_ctx).to(q.dtype)
+    return out[0].transpose(0, 1)
 
 
 def _prefill_attention(
