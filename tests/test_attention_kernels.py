@@ -114,3 +114,12 @@ def test_split_prefill_equals_sdpa_with_a_causal_mask() -> None:
         ref = _reference(q.transpose(0, 1)[None], keys[None], values[None], mask)
         got = split_prefill_attention(q, keys, values)
         torch.testing.assert_close(got, ref[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_only_long_chunks_without_a_window_split() -> None:
+    from promptcache.model.attention import SPLIT_MIN_QUERIES, _splits
+
+    q = torch.zeros(1, 9, 64)
+    assert _splits(q, SPLIT_MIN_QUERIES, None)
+    assert not _splits(q, SPLIT_MIN_QUERIES - 1, None)  # the masked kernel is faster
+    assert not _splits(q, SPLIT_MIN_QUERIES, 4096)  # a sliding window needs the mask

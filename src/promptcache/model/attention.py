@@ -10,8 +10,9 @@ Each layer first writes the batch's K/V into the block pool at ``slot_mapping``
 through its block table. Decode rows are attended together (padded to the longest context
 and masked); each prefill chunk is attended on its own, causally, after its cached context.
 Float32 decode over long contexts skips the gather and reads the pool's runs of blocks in
-place (`promptcache.model.pool_runs`). This module knows nothing about scheduling or which
-blocks are free.
+place (`promptcache.model.pool_runs`); a long chunk over cached context attends to the
+cached keys and to its own as two flash calls joined by their log-sum-exps. This module
+knows nothing about scheduling or which blocks are free.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def paged_attention(
                 out[rows] = grouped_prefill_attention(q[rows], keys, values, p.context_len)
                 continue
             keys, values = keys[:, : p.context_len], values[:, : p.context_len]
-            if _splits(q, meta.sliding_window):
+            if _splits(q, p.query_len, meta.sliding_window):
                 out[rows] = split_prefill_attention(q[rows], keys, values)
                 continue
         out[rows] = _prefill_attention(q[rows], keys, values, p.mask)
@@ -261,8 +262,16 @@ def _future(q_len: int, width: int, device: torch.device) -> torch.Tensor:
 _FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def _splits(q: torch.Tensor, sliding_window: int | None) -> bool:
-    return q.device.type == "cpu" and sliding_window is None and _FLASH_WITH_LSE is not None
+# Chunks of at least this many queries split (below it, copying the cached keys for every
+# query head costs more than the masked kernel wastes: per layer over 4k keys, float32,
+# 32 queries 3.8 vs 2.9 ms, 256 18.2 vs 17.4, 512 34.6 vs 37.1).
+SPLIT_MIN_QUERIES = 512
+
+
+def _splits(q: torch.Tensor, query_len: int, sliding_window: int | None) -> bool:
+    if q.device.type != "cpu" or sliding_window is not None or _FLASH_WITH_LSE is None:
+        return False
+    return query_len >= SPLIT_MIN_QUERIES
 
 
 def split_prefill_attention(
