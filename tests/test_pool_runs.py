@@ -63,7 +63,8 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context() -> None:
     kv_new = torch.zeros(3, KV, HD)
     for in_place in (True, False):
         meta = _decode_meta(tables, lens)
-        meta.decode_in_place = in_place  # as chosen per step (tested below)
+        if not in_place:  # as chosen per step (tested below): gathered
+            meta.decode_runs = None
         got = paged_attention(q, kv_new, kv_new, k_cache, v_cache, meta)
         for i, (t, n) in enumerate(zip(tables, lens, strict=True)):
             keys, values = _gathered(k_cache, t, n), _gathered(v_cache, t, n)
@@ -72,12 +73,11 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context() -> None:
 
 
 def test_float32_decode_reads_in_place_from_long_contexts_only() -> None:
-    from promptcache.model.attention import _reads_in_place
+    from promptcache.model.attention import reads_in_place
 
-    long_run = [[Run(0, IN_PLACE_MIN_CONTEXT)]]
-    short = [[Run(0, IN_PLACE_MIN_CONTEXT - 1)]]
-    q32 = torch.zeros(1, H, HD)
-    assert _reads_in_place(q32, long_run)
-    assert not _reads_in_place(q32, short)
-    assert not _reads_in_place(q32, None)  # scattered blocks or a sliding window
-    assert not _reads_in_place(q32.bfloat16(), long_run)  # bf16: the gather wins
+    cpu = torch.device("cpu")
+    assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT])
+    assert not reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT - 1])
+    scattered = list(range(0, 2 * (MAX_RUNS + 1), 2))  # too scattered: gathered
+    assert decode_runs(scattered, 4 * len(scattered), 4) is None
+    assert not reads_in_place(torch.bfloat16, cpu, [IN_PLACE_MIN_CONTEXT])  # the gather wins

@@ -168,17 +168,23 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     """Which kernels this CPU, ISA and dtype get (chosen once, from what the CPU has)."""
     import torch
 
-    from promptcache.model.attention import matmul_paths
+    from promptcache.model.attention import IN_PLACE_MIN_CONTEXT, matmul_paths
     from promptcache.model.cpu_linear import can_pack
 
     linears = "prepacked for oneDNN" if can_pack(torch.device("cpu"), dtype) else "F.linear"
     if weights == "q4":
         linears = "int4 below 32 rows, else " + linears
+    if matmul_paths(torch.zeros(0, dtype=dtype)):
+        attention = "batched matmuls"
+    elif dtype == torch.float32:
+        attention = f"decode by matmuls (in place from {IN_PLACE_MIN_CONTEXT} keys), else SDPA"
+    else:
+        attention = "PyTorch SDPA"
     log.info(
         "CPU kernels: %s; linears %s, attention %s",
         torch.backends.cpu.get_cpu_capability(),
         linears,
-        "batched matmuls" if matmul_paths(torch.zeros(0, dtype=dtype)) else "PyTorch SDPA",
+        attention,
     )
 
 

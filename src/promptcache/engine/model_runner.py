@@ -15,7 +15,13 @@ from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
-from promptcache.model.attention import AttentionMetadata, PrefillSlice, causal_mask, decode_mask
+from promptcache.model.attention import (
+    AttentionMetadata,
+    PrefillSlice,
+    causal_mask,
+    decode_mask,
+    reads_in_place,
+)
 from promptcache.model.llama import LlamaForCausalLM
 from promptcache.model.pool_runs import Run, decode_runs
 from promptcache.util import cdiv
@@ -86,8 +92,9 @@ class ModelRunner:
             prefills=self._prefill_slices(prefills, start_row=len(decodes)),
         )
         if decodes:
-            meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
             meta.decode_runs = self._decode_runs(decodes)
+            if meta.decode_runs is None:
+                meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
         return StepInputs(
             input_ids=self._tensor(ids),
             positions=self._tensor(positions),
@@ -128,13 +135,16 @@ class ModelRunner:
         return slices
 
     def _decode_runs(self, items: list[ScheduledSeq]) -> list[list[Run]] | None:
-        """Each decode's context as runs of the pool, or None where one is too scattered
-        (or a sliding window leaves keys out)."""
-        if self.sliding_window is not None:
+        """Each decode's context as runs of the pool where this step reads them in place;
+        None (gathered) where the dtype or lengths do not call for it, a sliding window
+        leaves keys out, or a context is too scattered."""
+        ctx = [i.seq.num_computed + 1 for i in items]
+        dtype = self.kv_cache.data.dtype
+        if self.sliding_window is not None or not reads_in_place(dtype, self.device, ctx):
             return None
         out = []
-        for i in items:
-            runs = decode_runs(i.seq.block_table, i.seq.num_computed + 1, self.block_size)
+        for i, n in zip(items, ctx, strict=True):
+            runs = decode_runs(i.seq.block_table, n, self.block_size)
             if runs is None:
                 return None
             out.append(runs)

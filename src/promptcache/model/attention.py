@@ -49,11 +49,10 @@ class AttentionMetadata:
     decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
     prefills: list[PrefillSlice]
     sliding_window: int | None = None
-    decode_runs: list[list[Run]] | None = None  # each decode's context as runs of the pool
+    decode_runs: list[list[Run]] | None = None  # set: decode reads these runs in place
     # Derived once per step by the first layer, reused by the others (and for K and V):
     decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
     decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
-    decode_in_place: bool | None = field(default=None)  # whether decode reads decode_runs
 
 
 # A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
@@ -143,16 +142,16 @@ def decode_by_matmuls(q: torch.Tensor) -> bool:
     return matmul_paths(q) or (q.device.type == "cpu" and q.dtype == torch.float32)
 
 
-def _reads_in_place(q: torch.Tensor, runs: list[list[Run]] | None) -> bool:
+def reads_in_place(dtype: torch.dtype, device: torch.device, context_lens: list[int]) -> bool:
     """Float32 decode over long contexts reads the pool in place: there the gather's copy
     (4 bytes a value) costs more than strided reads (per layer, 2 cores: 1 x 4.6k keys
     0.39 vs 0.48 ms, 8 x 4.6k 3.6 vs 5.3 ms; at 8 x 1k the gather wins, 0.75 vs 0.98 ms).
     In bfloat16 a matmul over strided views is slower than the gather and a contiguous
-    one (1 x 4.6k keys: 1.0 vs 0.46 ms)."""
-    if runs is None or q.device.type != "cpu" or q.dtype != torch.float32:
+    one (1 x 4.6k keys: 1.0 vs 0.46 ms). Decided per step from the decodes' context
+    lengths, before any runs are computed."""
+    if device.type != "cpu" or dtype != torch.float32:
         return False
-    total = sum(r.length for seq in runs for r in seq)
-    return total >= IN_PLACE_MIN_CONTEXT * len(runs)
+    return sum(context_lens) >= IN_PLACE_MIN_CONTEXT * len(context_lens)
 
 
 @functools.cache
@@ -169,10 +168,7 @@ def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int 
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
-    if meta.decode_in_place is None:
-        meta.decode_in_place = _reads_in_place(q, meta.decode_runs)
-    if meta.decode_in_place:
-        assert meta.decode_runs is not None
+    if meta.decode_runs is not None:
         return _decode_in_place(q, k_cache, v_cache, meta.decode_runs)
     tables, mask = meta.decode_block_tables, meta.decode_mask
     assert tables is not None and mask is not None
