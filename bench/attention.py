@@ -5,8 +5,10 @@
 Shapes of the bundled model (9 query heads, 3 KV heads, head dim 64, blocks of 16). Each
 row is one layer's attention for a step; the engine runs 30 such layers per step. Blocks
 are laid out as a running server leaves them: a long prefix in ascending ids, later
-blocks in descending runs (freed last-first). The allocator is tuned as the engine tunes
-it (freed scratch memory stays in the heap). Prints the CPU and medians in ms
+blocks in descending runs (freed last-first). Decode cases cycle over up to 30 layers'
+pools (at most 256 MB in all), so that as in the engine each call finds its keys and
+values in memory, not in the CPU's caches. The allocator is tuned as the engine tunes it
+(freed scratch memory stays in the heap). Prints the CPU and medians in ms
 for three ways: the context gathered into one tensor then PyTorch's SDPA/flash kernel,
 gathered then two batched matmuls, or (decode) read in place from the pool's runs.
 """
@@ -14,6 +16,7 @@ gathered then two batched matmuls, or (decode) read in place from the pool's run
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -68,33 +71,45 @@ def _pool(dtype: torch.dtype, tables: list[list[int]]) -> tuple[torch.Tensor, to
     return torch.randn(KV, nb, BS, HD).to(dtype), torch.randn(KV, nb, BS, HD).to(dtype)
 
 
+def _layer_pools(dtype: torch.dtype, tables: list[list[int]]) -> Callable[[], tuple]:
+    """A function returning the next layer's (K, V) pools, cycling over as many layers
+    (up to 30) as fit in 256 MB."""
+    first = _pool(dtype, tables)
+    size = 2 * first[0].numel() * first[0].element_size()
+    pools = [first] + [_pool(dtype, tables) for _ in range(min(29, (256 << 20) // size - 1))]
+    turn = itertools.cycle(pools)
+    return lambda: next(turn)
+
+
 def _decode_case(
     dtype: torch.dtype, batch: int, ctx: int, shared: int, repeats: int
 ) -> tuple[float, float, float]:
     tables = _tables(batch, ctx, shared)
-    k_cache, v_cache = _pool(dtype, tables)
+    layer = _layer_pools(dtype, tables)
     q = torch.randn(batch, H, HD).to(dtype)
     tab = torch.tensor(tables)
     mask = decode_mask(torch.full((batch,), ctx), tab.shape[1] * BS, None)
-    rows, hidden = gather_rows(k_cache, tab), ~mask
+    rows, hidden = gather_rows(layer()[0], tab), ~mask
 
     def kernel() -> object:
+        k_cache, v_cache = layer()
         keys, values = _gather(k_cache, tab, rows), _gather(v_cache, tab, rows)
         return F.scaled_dot_product_attention(
             q.unsqueeze(2), keys.transpose(0, 1), values.transpose(0, 1), mask, enable_gqa=True
         )
 
     def matmuls() -> object:
+        k_cache, v_cache = layer()
         keys, values = _gather(k_cache, tab, rows), _gather(v_cache, tab, rows)
         return grouped_decode_attention(q, keys, values, hidden)
 
     runs = [decode_runs(t, ctx, BS) for t in tables]
     assert all(r is not None for r in runs)
-    return (
-        _median_ms(kernel, repeats),
-        _median_ms(matmuls, repeats),
-        _median_ms(lambda: _decode_in_place(q, k_cache, v_cache, runs), repeats),  # type: ignore[arg-type]
-    )
+
+    def in_place() -> object:
+        return _decode_in_place(q, *layer(), runs)  # type: ignore[arg-type]
+
+    return _median_ms(kernel, repeats), _median_ms(matmuls, repeats), _median_ms(in_place, repeats)
 
 
 def _prefill_case(
@@ -130,6 +145,9 @@ def main() -> None:
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
         cases: list[tuple[str, tuple[float, float, float | None]]] = [
+            ("decode b1, 128", _decode_case(dtype, 1, 128, 0, args.repeats)),
+            ("decode b1, 1k", _decode_case(dtype, 1, 1024, 0, args.repeats)),
+            ("decode b1, 2k", _decode_case(dtype, 1, 2048, 0, args.repeats)),
             ("decode b1, 4.6k", _decode_case(dtype, 1, 4600, 280, args.repeats)),
             ("decode b8, 4.6k (4.5k shared)", _decode_case(dtype, 8, 4600, 280, args.repeats)),
             ("decode b8, 1k each", _decode_case(dtype, 8, 1024, 0, args.repeats)),

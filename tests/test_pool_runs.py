@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from promptcache.model import attention
 from promptcache.model.attention import (
     IN_PLACE_MIN_CONTEXT,
+    LONE_IN_PLACE_MAX_CONTEXT,
     AttentionMetadata,
     decode_mask,
     paged_attention,
 )
-from promptcache.model.pool_runs import MAX_RUNS, Run, block_runs, decode_runs
+from promptcache.model.pool_runs import (
+    FLASH_WITH_LSE,
+    MAX_RUNS,
+    Run,
+    block_runs,
+    decode_runs,
+    flash_pieces,
+    run_views,
+)
 
 H, KV, HD, BS, NB = 6, 2, 16, 4, 40
 
@@ -54,7 +65,14 @@ def _gathered(cache: torch.Tensor, table: list[int], n: int) -> torch.Tensor:
     return cache[:, table].reshape(KV, -1, HD)[:, :n]
 
 
-def test_decode_in_place_equals_sdpa_over_the_gathered_context() -> None:
+@pytest.mark.parametrize("flash", [True, False], ids=["flash", "matmuls"])
+def test_decode_in_place_equals_sdpa_over_the_gathered_context(
+    flash: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not flash:  # a build without the flash kernel attends to the pieces by matmuls
+        monkeypatch.setattr(attention, "FLASH_WITH_LSE", None)
+    elif FLASH_WITH_LSE is None:
+        pytest.skip("this PyTorch build has no CPU flash kernel with log-sum-exp")
     g = torch.Generator().manual_seed(0)
     k_cache, v_cache = _pool(g)
     tables = [[*list(range(30, 10, -1)), 2, 3], [*list(range(32, 36)), 9], [36, 37, 38]]
@@ -76,8 +94,44 @@ def test_float32_decode_reads_in_place_from_long_contexts_only() -> None:
     from promptcache.model.attention import reads_in_place
 
     cpu = torch.device("cpu")
-    assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT])
-    assert not reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT - 1])
+    assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT] * 2)
+    assert not reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT - 1] * 2)
     scattered = list(range(0, 2 * (MAX_RUNS + 1), 2))  # too scattered: gathered
     assert decode_runs(scattered, 4 * len(scattered), 4) is None
-    assert not reads_in_place(torch.bfloat16, cpu, [IN_PLACE_MIN_CONTEXT])  # the gather wins
+    assert not reads_in_place(torch.bfloat16, cpu, [IN_PLACE_MIN_CONTEXT] * 2)  # the gather wins
+
+
+def test_a_lone_short_decode_reads_in_place_in_either_dtype(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from promptcache.model.attention import reads_in_place
+
+    cpu = torch.device("cpu")
+    if FLASH_WITH_LSE is None:
+        pytest.skip("this PyTorch build has no CPU flash kernel with log-sum-exp")
+    for dtype in (torch.float32, torch.bfloat16):
+        assert reads_in_place(dtype, cpu, [1])
+        assert reads_in_place(dtype, cpu, [LONE_IN_PLACE_MAX_CONTEXT])
+    assert not reads_in_place(torch.bfloat16, cpu, [LONE_IN_PLACE_MAX_CONTEXT + 1])
+    assert not reads_in_place(torch.bfloat16, cpu, [100, 100])  # one batched gather wins
+    assert not reads_in_place(torch.float32, cpu, [100, 100])
+    assert not reads_in_place(torch.float16, cpu, [100])
+    monkeypatch.setattr(attention, "FLASH_WITH_LSE", None)
+    assert not reads_in_place(torch.bfloat16, cpu, [100])  # only the flash kernel pays
+    assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT])
+
+
+@pytest.mark.skipif(FLASH_WITH_LSE is None, reason="no CPU flash kernel with log-sum-exp")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flash_pieces_equal_one_softmax_over_all_keys(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(1)
+    k_cache, v_cache = (c.to(dtype) for c in _pool(g))
+    qg = torch.randn(KV, H // KV, HD, generator=g).to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for runs in ([Run(8, 40)], [Run(8, 40), Run(100, 7), Run(60, 16)]):
+        keys, values = run_views(k_cache, runs), run_views(v_cache, runs)
+        got = flash_pieces(qg, keys, values)
+        k, v = torch.cat(keys, 1).float(), torch.cat(values, 1).float()
+        ref = F.scaled_dot_product_attention(qg.float(), k, v)  # (KV, G, hd)
+        assert got.dtype == dtype and got.shape == (KV, H // KV, HD)
+        torch.testing.assert_close(got.float(), ref, rtol=tol, atol=tol)

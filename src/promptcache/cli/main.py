@@ -168,8 +168,13 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     """Which kernels this CPU, ISA and dtype get (chosen once, from what the CPU has)."""
     import torch
 
-    from promptcache.model.attention import IN_PLACE_MIN_CONTEXT, matmul_paths
+    from promptcache.model.attention import (
+        IN_PLACE_MIN_CONTEXT,
+        LONE_IN_PLACE_MAX_CONTEXT,
+        matmul_paths,
+    )
     from promptcache.model.cpu_linear import can_pack
+    from promptcache.model.pool_runs import FLASH_WITH_LSE
 
     linears = "prepacked for oneDNN" if can_pack(torch.device("cpu"), dtype) else "F.linear"
     if weights == "q4":
@@ -180,6 +185,8 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
         attention = f"decode by matmuls (in place from {IN_PLACE_MIN_CONTEXT} keys), else SDPA"
     else:
         attention = "PyTorch SDPA"
+    if FLASH_WITH_LSE is not None and dtype in (torch.float32, torch.bfloat16):
+        attention += f"; a lone decode up to {LONE_IN_PLACE_MAX_CONTEXT} keys in place (flash)"
     log.info(
         "CPU kernels: %s; linears %s, attention %s",
         torch.backends.cpu.get_cpu_capability(),

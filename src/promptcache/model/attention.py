@@ -9,10 +9,10 @@ Each layer first writes the batch's K/V into the block pool at ``slot_mapping``
 (slot = block_id * block_size + offset), then reads every sequence's whole context back
 through its block table. Decode rows are attended together (padded to the longest context
 and masked); each prefill chunk is attended on its own, causally, after its cached context.
-Float32 decode over long contexts skips the gather and reads the pool's runs of blocks in
-place (`promptcache.model.pool_runs`); a long chunk over cached context attends to the
-cached keys and to its own as two flash calls joined by their log-sum-exps. This module
-knows nothing about scheduling or which blocks are free.
+A lone decode over a short context, and float32 decode over long contexts, skip the gather
+and read the pool's runs of blocks in place (`promptcache.model.pool_runs`); a long chunk
+over cached context attends to the cached keys and to its own as two flash calls joined by
+their log-sum-exps. This module knows nothing about scheduling or which blocks are free.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.cpu_linear import can_pack
-from promptcache.model.pool_runs import Run, attend_pieces, run_views
+from promptcache.model.pool_runs import (
+    FLASH_WITH_LSE,
+    Run,
+    attend_pieces,
+    flash_pieces,
+    run_views,
+)
 
 
 @dataclass(slots=True)
@@ -64,6 +70,9 @@ GROUPED_PREFILL_MAX_SCORES = 6_000_000
 
 # Float32 decode reads its context in place from this many keys per sequence on average.
 IN_PLACE_MIN_CONTEXT = 2048
+
+# A step's only decode reads its context in place up to this many keys, in any CPU dtype.
+LONE_IN_PLACE_MAX_CONTEXT = 1536
 
 
 def paged_attention(
@@ -143,15 +152,28 @@ def decode_by_matmuls(q: torch.Tensor) -> bool:
 
 
 def reads_in_place(dtype: torch.dtype, device: torch.device, context_lens: list[int]) -> bool:
-    """Float32 decode over long contexts reads the pool in place: there the gather's copy
-    (4 bytes a value) costs more than strided reads (per layer, 2 cores: 1 x 4.6k keys
-    0.39 vs 0.48 ms, 8 x 4.6k 3.6 vs 5.3 ms; at 8 x 1k the gather wins, 0.75 vs 0.98 ms).
-    In bfloat16 a matmul over strided views is slower than the gather and a contiguous
-    one (1 x 4.6k keys: 1.0 vs 0.46 ms). Decided per step from the decodes' context
-    lengths, before any runs are computed."""
-    if device.type != "cpu" or dtype != torch.float32:
+    """Whether this step's decodes read their contexts in place. Per layer, 2 cores, the
+    pool in memory rather than in the CPU's caches (`bench/attention.py`), in place vs
+    gathered (the faster of SDPA and matmuls):
+
+    - a lone decode over at most `LONE_IN_PLACE_MAX_CONTEXT` keys, float32 or bfloat16:
+      the flash kernel over the runs skips the gather's fixed costs (bf16 128 keys 0.05 vs
+      0.11 ms, 1k 0.17 vs 0.18, 2k 0.31 vs 0.25; float32 128 keys 0.05 vs 0.07, 2k 0.30
+      vs 0.37). In the engine, bf16 decode at 1k context runs 7 % faster, even at 2k. For
+      several decodes a call per sequence costs more than one batched gather (8 x 128
+      keys: 0.36 vs 0.16 ms in bf16);
+    - float32 from `IN_PLACE_MIN_CONTEXT` keys per sequence on average, where the gather's
+      copy (4 bytes a value) costs more than strided reads (8 x 4.6k keys 4.2 vs 8.1 ms;
+      8 x 128 0.41 vs 0.23). In bfloat16 over long contexts the gather stays (its copy is
+      cheap, the batched matmuls on the contiguous copy fast: 1 x 4.6k 0.35 vs 0.66 ms).
+
+    Decided per step from the decodes' context lengths, before any runs are computed."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
         return False
-    return sum(context_lens) >= IN_PLACE_MIN_CONTEXT * len(context_lens)
+    lone = len(context_lens) == 1 and context_lens[0] <= LONE_IN_PLACE_MAX_CONTEXT
+    if lone and FLASH_WITH_LSE is not None:
+        return True
+    return dtype == torch.float32 and sum(context_lens) >= IN_PLACE_MIN_CONTEXT * len(context_lens)
 
 
 @functools.cache
@@ -192,14 +214,18 @@ def _decode_attention(
 def _decode_in_place(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, runs: list[list[Run]]
 ) -> torch.Tensor:
-    """Each sequence's single query over its runs of the pool, read in place."""
-    bd, h, hd = q.shape
+    """Each sequence's single query over its runs of the pool, read in place: by the flash
+    kernel where the build has it, else by matmuls."""
+    h, hd = q.shape[1], q.shape[2]
     kv = k_cache.shape[0]
-    qg = (q * hd**-0.5).view(bd, kv, h // kv, hd)
     out = torch.empty_like(q)
     for i, seq_runs in enumerate(runs):
         keys, values = run_views(k_cache, seq_runs), run_views(v_cache, seq_runs)
-        out[i] = attend_pieces(qg[i], keys, values).view(h, hd)
+        if FLASH_WITH_LSE is not None:
+            o = flash_pieces(q[i].view(kv, h // kv, hd), keys, values)
+        else:
+            o = attend_pieces((q[i] * hd**-0.5).view(kv, h // kv, hd), keys, values)
+        out[i] = o.reshape(h, hd)
     return out
 
 
@@ -253,11 +279,6 @@ def _future(q_len: int, width: int, device: torch.device) -> torch.Tensor:
     return torch.ones(q_len, width, dtype=torch.bool, device=device).triu(1)
 
 
-# PyTorch's CPU flash kernel that also returns each query's log-sum-exp (private, absent
-# from some builds: then chunks over cached context take the masked kernel).
-_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
 # Chunks of at least this many queries split (below it, copying the cached keys for every
 # query head costs more than the masked kernel wastes: per layer over 4k keys, float32,
 # 32 queries 3.8 vs 2.9 ms, 256 18.2 vs 17.4, 512 34.6 vs 37.1).
@@ -265,7 +286,7 @@ SPLIT_MIN_QUERIES = 512
 
 
 def _splits(q: torch.Tensor, query_len: int, sliding_window: int | None) -> bool:
-    if q.device.type != "cpu" or sliding_window is not None or _FLASH_WITH_LSE is None:
+    if q.device.type != "cpu" or sliding_window is not None or FLASH_WITH_LSE is None:
         return False
     return query_len >= SPLIT_MIN_QUERIES
 
@@ -280,14 +301,14 @@ def split_prefill_attention(
     ones too) and reads the mask: per layer, 2 cores, a 1,024-token chunk over 2,048 keys
     takes 30 ms against 37 ms in float32, 30 against 35 in bfloat16.
     """
-    assert _FLASH_WITH_LSE is not None
+    assert FLASH_WITH_LSE is not None
     q_len, h, _ = q.shape
     kv, start = keys.shape[0], keys.shape[1] - q_len
     qh = q.transpose(0, 1).unsqueeze(0).contiguous()  # (1, H, q_len, hd)
     k = keys.repeat_interleave(h // kv, dim=0).unsqueeze(0)  # (1, H, S, hd)
     v = values.repeat_interleave(h // kv, dim=0).unsqueeze(0)
-    o_ctx, lse_ctx = _FLASH_WITH_LSE(qh, k[:, :, :start], v[:, :, :start])
-    o_own, lse_own = _FLASH_WITH_LSE(qh, k[:, :, start:], v[:, :, start:], is_causal=True)
+    o_ctx, lse_ctx = FLASH_WITH_LSE(qh, k[:, :, :start], v[:, :, :start])
+    o_own, lse_own = FLASH_WITH_LSE(qh, k[:, :, start:], v[:, :, start:], is_causal=True)
     # softmax over both halves: weight exp(lse_ctx) / (exp(lse_ctx) + exp(lse_own))
     w_ctx = torch.sigmoid(lse_ctx.float() - lse_own.float()).unsqueeze(-1)
     out = torch.lerp(o_own.float(), o_ctx.float(), w_ctx).to(q.dtype)

@@ -13,10 +13,13 @@ last block, partly filled, adds only its valid slots:
 
     decode:   [run][run][run]     every key visible, no mask, no copy
 
-Scores of the pieces are joined for one softmax; the output is the sum of each piece's
-probabilities times its values. Worth it where the gather's copy costs more than the
-strided reads: float32 over long contexts (see `promptcache.model.attention`). This
-module knows nothing about scheduling.
+Each piece runs through PyTorch's CPU flash kernel, which reads the strided views as they
+are, with a query head group (the heads that share a KV head) as its "queries", and the
+pieces are joined by their log-sum-exps; without that kernel (absent from some builds),
+the scores of the pieces are joined for one softmax and each piece's probabilities times
+its values summed. Worth it where the gather's copy and fixed costs exceed the strided
+reads: one decode over a short context, float32 over long contexts (see
+`promptcache.model.attention`). This module knows nothing about scheduling.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+# PyTorch's CPU flash kernel that also returns each query's log-sum-exp (private, absent
+# from some builds: then pieces are attended by matmuls).
+FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 # Beyond this many runs in a sequence the per-piece matmuls cost more than one gather.
 MAX_RUNS = 8
@@ -97,3 +104,21 @@ def attend_pieces(
         offset += v.shape[1]
     assert out is not None
     return out
+
+
+def flash_pieces(
+    qg: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]
+) -> torch.Tensor:
+    """qg (KV, G, hd), unscaled, over key/value pieces (KV, n_i, hd), every key visible
+    -> (KV, G, hd): one flash call a piece (the G heads of a group as its queries), joined
+    by the pieces' log-sum-exps in float32."""
+    assert FLASH_WITH_LSE is not None
+    q = qg.unsqueeze(0)
+    pairs = zip(keys, values, strict=True)
+    parts = [FLASH_WITH_LSE(q, k.unsqueeze(0), v.unsqueeze(0)) for k, v in pairs]
+    if len(parts) == 1:
+        return parts[0][0][0]
+    lse = torch.stack([p[1][0] for p in parts])  # (R, KV, G) float32
+    weights = torch.softmax(lse, dim=0).unsqueeze(-1)
+    outs = torch.stack([p[0][0].float() for p in parts])  # (R, KV, G, hd)
+    return (outs * weights).sum(0).to(qg.dtype)
