@@ -26,10 +26,13 @@ from torch import nn
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.q4 import GROUP, Q4Tensor
 
-# Rows from which a layer uses its dense copy. Per projection of the bundled model with its
-# weights in cache, the int4 kernel wins at 1-2 rows, breaks even at 4-8 and loses 2-3x
-# from 16 on; in the whole model, whose weights come from memory, it still wins at 8 rows.
-DENSE_FROM_ROWS = 32
+# Rows from which a layer uses its dense copy. Per projection of the bundled model, its
+# weights coming from memory as in a decode step (`bench/int4.py`, 2 cores, AVX512-BF16),
+# the int4 kernel's time grows with every 4 rows (it dequantizes the weights again for
+# each block of rows) while the bf16 matmul's barely moves: int4 is ~4x faster at 1-2 rows,
+# ~2x at 4, 1.2-1.4x at 8 and 0.8-0.9x at 16. In the engine, decode at batch 16 runs 9 %
+# faster with the dense copy (337 vs 310 tokens/s), batch 8 as fast either way.
+DENSE_FROM_ROWS = 12
 
 
 class Int4Linear(nn.Module):
