@@ -85,6 +85,27 @@ def test_rms_norm_gives_transformers_bits() -> None:
             assert torch.equal(ours(x), theirs(x)), (dtype, rows)
 
 
+def test_rotation_gives_transformers_bits_for_q_and_k_in_one_pass() -> None:
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from promptcache.model.layers import RotaryEmbedding, rotate
+
+    g = torch.Generator().manual_seed(3)
+    hd, h, kv, t = 64, 9, 3, 7
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+    rope = RotaryEmbedding(inv_freq, 1.0, 64)
+    positions = torch.tensor([0, 1, 5, 17, 30, 31, 63])
+    emb = torch.cat([positions[:, None].float() * inv_freq[None, :]] * 2, dim=-1)
+    for dtype in (torch.float32, torch.bfloat16):
+        qk = torch.randn(t, h + kv, hd, generator=g).to(dtype)
+        cos, sin = emb.cos().to(dtype)[None], emb.sin().to(dtype)[None]  # as transformers'
+        heads_first = qk.transpose(0, 1)[None]  # (1, H + KV, T, hd)
+        q_ref, k_ref = apply_rotary_pos_emb(heads_first[:, :h], heads_first[:, h:], cos, sin)
+        out = rotate(qk, rope.lookup(positions, dtype))
+        assert torch.equal(out[:, :h], q_ref[0].transpose(0, 1)), dtype
+        assert torch.equal(out[:, h:], k_ref[0].transpose(0, 1)), dtype
+
+
 def test_matmul_paths_only_where_bfloat16_is_native() -> None:
     import os
     import subprocess

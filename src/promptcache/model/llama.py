@@ -14,7 +14,7 @@ from promptcache.model.attention import AttentionMetadata, paged_attention
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.int4_linear import Int4Linear
-from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary
+from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, rotate
 from promptcache.model.q4 import Q4Tensor
 from promptcache.model.spec import ModelSpec
 
@@ -40,14 +40,16 @@ class Attention(nn.Module):
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
-        q = q.view(t, self.num_heads, self.head_dim)  # (T, H, hd)
-        k = k.view(t, self.num_kv, self.head_dim)  # (T, KV, hd)
-        v = v.view(t, self.num_kv, self.head_dim)
+        t, h, hd = x.shape[0], self.num_heads, self.head_dim
+        qkv = self.qkv_proj(x)
+        v = qkv[:, (h + self.num_kv) * hd :].view(t, self.num_kv, hd)  # (T, KV, hd)
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, k, cos_sin)
+            q, k, _ = qkv.split(self.sizes, dim=-1)
+            q = rotate(self.q_norm(q.view(t, h, hd)), cos_sin)  # (T, H, hd)
+            k = rotate(self.k_norm(k.view(t, self.num_kv, hd)), cos_sin)  # (T, KV, hd)
+        else:  # q and k side by side, rotated in one pass
+            qk = rotate(qkv[:, : (h + self.num_kv) * hd].view(t, h + self.num_kv, hd), cos_sin)
+            q, k = qk[:, :h], qk[:, h:]
         o = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta)
         return self.o_proj(o.reshape(t, -1))
 
