@@ -277,7 +277,8 @@ def main() -> None:
     print(
         f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}, "
-        f"weights {weights}\n# CPU: {cpu_model()}"
+        f"weights {weights}\n# CPU: {cpu_model()}; PyTorch kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}"
     )
     vocab = model.spec.vocab_size
     lengths = [int(x) for x in args.lengths.split(",")]
