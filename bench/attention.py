@@ -41,8 +41,9 @@ from promptcache.model.pool_runs import decode_runs
 H, KV, HD, BS = 9, 3, 64, 16
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of `fn` in ms over `repeats` calls, after `warmup` calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -109,7 +110,7 @@ def _decode_case(
     def in_place() -> object:
         return _decode_in_place(q, *layer(), runs)  # type: ignore[arg-type]
 
-    return _median_ms(kernel, repeats), _median_ms(matmuls, repeats), _median_ms(in_place, repeats)
+    return median_ms(kernel, repeats), median_ms(matmuls, repeats), median_ms(in_place, repeats)
 
 
 def _prefill_case(
@@ -130,7 +131,7 @@ def _prefill_case(
         keys, values = _gather(k_cache, ids, rows), _gather(v_cache, ids, rows)
         return grouped_prefill_attention(q, keys, values, ctx)
 
-    return _median_ms(kernel, repeats), _median_ms(matmuls, repeats), None
+    return median_ms(kernel, repeats), median_ms(matmuls, repeats), None
 
 
 def main() -> None:

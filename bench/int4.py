@@ -13,29 +13,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from attention import median_ms  # bench/attention.py, beside this script
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.model.device import cpu_model
 from promptcache.model.q4 import GROUP
 
 SHAPES = [("q/k/v", 960, 576), ("gate/up", 3072, 576), ("down", 576, 1536)]
 LAYERS = 30
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def _case(n: int, k: int, rows: list[int], repeats: int) -> list[tuple[int, float, float]]:
@@ -56,7 +43,8 @@ def _case(n: int, k: int, rows: list[int], repeats: int) -> list[tuple[int, floa
         def by_dense(x: torch.Tensor = x) -> object:
             return torch.ops.mkldnn._linear_pointwise(x, next(dense), None, "none", [], "")
 
-        out.append((m, _median_ms(by_int4, repeats), _median_ms(by_dense, repeats)))
+        t4, td = (median_ms(f, repeats, warmup=5) for f in (by_int4, by_dense))
+        out.append((m, t4, td))
     return out
 
 

@@ -183,7 +183,9 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     if matmul_paths(torch.zeros(0, dtype=dtype)):
         attention = "batched matmuls"
     elif dtype == torch.float32:
-        attention = f"decode by matmuls (in place from {IN_PLACE_MIN_CONTEXT} keys), else SDPA"
+        attention = (
+            f"decode gathered by matmuls or in place from {IN_PLACE_MIN_CONTEXT} keys, else SDPA"
+        )
     else:
         attention = "PyTorch SDPA"
     if FLASH_WITH_LSE is not None and dtype in (torch.float32, torch.bfloat16):

@@ -92,9 +92,10 @@ class ModelRunner:
             prefills=self._prefill_slices(prefills, start_row=len(decodes)),
         )
         if decodes:
-            meta.decode_runs = self._decode_runs(decodes)
+            ctx = [i.seq.num_computed + 1 for i in decodes]  # keys each decode attends to
+            meta.decode_runs = self._decode_runs(decodes, ctx)
             if meta.decode_runs is None:
-                meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
+                meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes, ctx)
         return StepInputs(
             input_ids=self._tensor(ids),
             positions=self._tensor(positions),
@@ -134,11 +135,10 @@ class ModelRunner:
             row += item.num_tokens
         return slices
 
-    def _decode_runs(self, items: list[ScheduledSeq]) -> list[list[Run]] | None:
-        """Each decode's context as runs of the pool where this step reads them in place;
-        None (gathered) where the dtype or lengths do not call for it, a sliding window
-        leaves keys out, or a context is too scattered."""
-        ctx = [i.seq.num_computed + 1 for i in items]
+    def _decode_runs(self, items: list[ScheduledSeq], ctx: list[int]) -> list[list[Run]] | None:
+        """Each decode's context (`ctx` keys) as runs of the pool where this step reads
+        them in place; None (gathered) where the dtype or lengths do not call for it, a
+        sliding window leaves keys out, or a context is too scattered."""
         dtype = self.kv_cache.data.dtype
         if self.sliding_window is not None or not reads_in_place(dtype, self.device, ctx):
             return None
@@ -150,8 +150,9 @@ class ModelRunner:
             out.append(runs)
         return out
 
-    def _decode_tables(self, items: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx = [i.seq.num_computed + 1 for i in items]
+    def _decode_tables(
+        self, items: list[ScheduledSeq], ctx: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(cdiv(c, self.block_size) for c in ctx)
         # Pad with block 0: its contents are finite and masked out.
         tables = [

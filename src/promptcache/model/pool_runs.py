@@ -33,7 +33,7 @@ import torch
 # from some builds: then pieces are attended by matmuls).
 FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
-# Beyond this many runs in a sequence the per-piece matmuls cost more than one gather.
+# Beyond this many runs in a sequence the calls per piece cost more than one gather.
 MAX_RUNS = 8
 
 
