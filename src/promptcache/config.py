@@ -69,6 +69,11 @@ class EngineConfig:
             the router's Ray workers before the model loads; `LRU_CACHE_CAPACITY` or
             `ONEDNN_PRIMITIVE_CACHE_CAPACITY` set in the environment win; 0 keeps
             oneDNN's defaults. Default 64.
+        attention_backend: how attention reads the KV pool: "auto" (default) runs
+            promptcache's Triton kernel, which reads blocks in place, on CUDA where Triton
+            is installed and the head and block sizes are powers of 2 of at least 16, and
+            PyTorch's paths everywhere else; "torch" always PyTorch's paths; "triton" the
+            kernel or an error where it cannot run (model/paged_tables.py).
     """
 
     block_size: int = 16
@@ -91,6 +96,7 @@ class EngineConfig:
     disk_min_free_bytes: int = 1 * GIB
     tune_host_malloc: bool = True
     onednn_cache_capacity: int = 64
+    attention_backend: str = "auto"
 
     def __post_init__(self) -> None:
         positive = (
@@ -107,6 +113,11 @@ class EngineConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(
+                "attention_backend must be 'auto', 'torch' or 'triton', "
+                f"got {self.attention_backend!r}"
+            )
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
         for name in (

@@ -103,7 +103,7 @@ class LLMEngine:
             loader=self._load,
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
-        self.runner = ModelRunner(model.module, self.kv_cache)
+        self.runner = ModelRunner(model.module, self.kv_cache, c.attention_backend)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_ids()
         self._requests: dict[str, _Request] = {}

@@ -23,6 +23,12 @@ from promptcache.model.attention import (
     reads_in_place,
 )
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.paged_tables import (
+    PREFILL_BLOCK_Q,
+    PagedTables,
+    build_tables,
+    uses_triton,
+)
 from promptcache.model.pool_runs import Run, decode_runs
 from promptcache.util import cdiv
 
@@ -39,12 +45,16 @@ class StepInputs:
 class ModelRunner:
     """Owns the model module and the KV cache tensors; stateless between steps."""
 
-    def __init__(self, module: LlamaForCausalLM, kv_cache: KVCache) -> None:
+    def __init__(
+        self, module: LlamaForCausalLM, kv_cache: KVCache, attention_backend: str = "auto"
+    ) -> None:
         self.module = module
         self.kv_cache = kv_cache
         self.device = kv_cache.data.device
         self.block_size = kv_cache.block_size
         self.sliding_window = module.spec.sliding_window
+        head_dim = module.spec.head_dim
+        self.triton = uses_triton(attention_backend, self.device, head_dim, self.block_size)
 
     @torch.inference_mode()
     def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, int]:
@@ -83,6 +93,29 @@ class ModelRunner:
             if start + item.num_tokens == seq.num_tokens:
                 sample_rows.append(len(ids) - 1)
                 sample_seqs.append(seq)
+        if self.triton:
+            meta = AttentionMetadata(
+                slot_mapping=self._slots(decodes + prefills),
+                num_decodes=len(decodes),
+                decode_block_tables=None,
+                decode_mask=None,
+                prefills=[],
+                sliding_window=self.sliding_window,
+                paged=self._paged_tables(decodes, prefills),
+            )
+        else:
+            meta = self._torch_metadata(decodes, prefills)
+        return StepInputs(
+            input_ids=self._tensor(ids),
+            positions=self._tensor(positions),
+            meta=meta,
+            sample_rows=sample_rows,
+            sample_seqs=sample_seqs,
+        )
+
+    def _torch_metadata(
+        self, decodes: list[ScheduledSeq], prefills: list[ScheduledSeq]
+    ) -> AttentionMetadata:
         meta = AttentionMetadata(
             slot_mapping=self._slots(decodes + prefills),
             num_decodes=len(decodes),
@@ -96,13 +129,28 @@ class ModelRunner:
             meta.decode_runs = self._decode_runs(decodes, ctx)
             if meta.decode_runs is None:
                 meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes, ctx)
-        return StepInputs(
-            input_ids=self._tensor(ids),
-            positions=self._tensor(positions),
-            meta=meta,
-            sample_rows=sample_rows,
-            sample_seqs=sample_seqs,
-        )
+        return meta
+
+    def _paged_tables(
+        self, decodes: list[ScheduledSeq], prefills: list[ScheduledSeq]
+    ) -> list[PagedTables]:
+        """The Triton kernel's tables: one launch for the decode rows (a query a tile),
+        one for every prefill chunk together."""
+        out = []
+        row = 0
+        for items, block_q in ((decodes, 1), (prefills, PREFILL_BLOCK_Q)):
+            if not items:
+                continue
+            ctx = [i.seq.num_computed + i.num_tokens for i in items]
+            qlens = [i.num_tokens for i in items]
+            starts = [row + sum(qlens[:k]) for k in range(len(items))]
+            row += sum(qlens)
+            tables = [
+                i.seq.block_table[: cdiv(c, self.block_size)]
+                for i, c in zip(items, ctx, strict=True)
+            ]
+            out.append(build_tables(tables, ctx, starts, qlens, block_q, self.device))
+        return out
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.int64, device=self.device)

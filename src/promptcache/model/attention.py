@@ -12,18 +12,22 @@ and masked); each prefill chunk is attended on its own, causally, after its cach
 A lone decode over a short context, and float32 decode over long contexts, skip the gather
 and read the pool's runs of blocks in place (`promptcache.model.pool_runs`); a long chunk
 over cached context attends to the cached keys and to its own as two flash calls joined by
-their log-sum-exps. This module knows nothing about scheduling or which blocks are free.
+their log-sum-exps. On CUDA, where Triton is at hand, one kernel reads the blocks in place
+for every row instead (`promptcache.model.triton_attention`). This module knows nothing
+about scheduling or which blocks are free.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
 from promptcache.model.cpu_linear import can_pack
+from promptcache.model.paged_tables import PagedTables
 from promptcache.model.pool_runs import (
     FLASH_WITH_LSE,
     Run,
@@ -56,6 +60,8 @@ class AttentionMetadata:
     prefills: list[PrefillSlice]
     sliding_window: int | None = None
     decode_runs: list[list[Run]] | None = None  # set: decode reads these runs in place
+    paged: list[PagedTables] | None = None  # set: the Triton kernel reads the pool, one
+    # launch per entry (decode rows, then all prefill chunks), and the fields above go unused
     # Derived once per step by the first layer, reused by the others (and for K and V):
     decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
     decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
@@ -92,6 +98,10 @@ def paged_attention(
     k_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
     v_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
     out = torch.empty_like(q)
+    if meta.paged is not None:
+        for tables in meta.paged:
+            _triton().paged_attention(q, k_cache, v_cache, tables, out, meta.sliding_window)
+        return out
     if meta.num_decodes:
         out[: meta.num_decodes] = _decode_attention(q[: meta.num_decodes], k_cache, v_cache, meta)
     for p in meta.prefills:
@@ -174,6 +184,14 @@ def reads_in_place(dtype: torch.dtype, device: torch.device, context_lens: list[
     if lone and FLASH_WITH_LSE is not None:
         return True
     return dtype == torch.float32 and sum(context_lens) >= IN_PLACE_MIN_CONTEXT * len(context_lens)
+
+
+@functools.cache
+def _triton() -> ModuleType:
+    """The Triton kernel's module, imported on first use (where Triton is installed)."""
+    from promptcache.model import triton_attention
+
+    return triton_attention
 
 
 @functools.cache

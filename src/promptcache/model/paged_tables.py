@@ -1,0 +1,110 @@
+"""The tables the Triton paged-attention kernel reads, and where that kernel is used.
+
+Kept free of Triton so that the engine can build the tables and choose the attention
+backend on machines without it. `EngineConfig.attention_backend` names the choice:
+
+- "auto" (default): the Triton kernel on CUDA where Triton imports and the model's head
+  size and the block size suit it; PyTorch's paths everywhere else (the CPU included);
+- "torch": PyTorch's paths (gather, then SDPA or matmuls) on any device;
+- "triton": the kernel, or an error where it cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
+
+# Query tokens per prefill tile of the kernel; decode tiles hold one.
+PREFILL_BLOCK_Q = 16
+
+
+@dataclass(slots=True)
+class PagedTables:
+    """Where each sequence of the step lies in the flat batch and in the pool (int32,
+    on the batch's device); the tile maps list each program's sequence and first query."""
+
+    block_tables: torch.Tensor  # (B, W): block ids, padded with any valid id
+    context_lens: torch.Tensor  # (B,): keys in the pool once this step's are written
+    query_starts: torch.Tensor  # (B,): row of the sequence's first query in the batch
+    query_lens: torch.Tensor  # (B,)
+    tile_seqs: torch.Tensor  # (tiles,)
+    tile_offsets: torch.Tensor  # (tiles,): first query of the tile within its sequence
+    block_q: int  # queries per tile
+
+
+def tiles_for(query_lens: list[int], block_q: int) -> tuple[list[int], list[int]]:
+    """Each sequence's queries cut into tiles of `block_q`: (sequence, first query) each."""
+    seqs: list[int] = []
+    offsets: list[int] = []
+    for i, n in enumerate(query_lens):
+        for off in range(0, n, block_q):
+            seqs.append(i)
+            offsets.append(off)
+    return seqs, offsets
+
+
+def build_tables(
+    tables: list[list[int]],
+    context_lens: list[int],
+    query_starts: list[int],
+    query_lens: list[int],
+    block_q: int,
+    device: torch.device,
+) -> PagedTables:
+    """PagedTables from per-sequence lists; block tables padded with block 0 to the
+    longest (the kernel never reads past a sequence's context)."""
+    width = max(len(t) for t in tables)
+    padded = [t + [0] * (width - len(t)) for t in tables]
+    seqs, offsets = tiles_for(query_lens, block_q)
+
+    def tensor(values: list[int] | list[list[int]]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int32).to(device, non_blocking=True)
+
+    return PagedTables(
+        block_tables=tensor(padded),
+        context_lens=tensor(context_lens),
+        query_starts=tensor(query_starts),
+        query_lens=tensor(query_lens),
+        tile_seqs=tensor(seqs),
+        tile_offsets=tensor(offsets),
+        block_q=block_q,
+    )
+
+
+def kernel_fits(head_dim: int, block_size: int) -> bool:
+    """The kernel's tiles need power-of-two head and block sizes of at least 16."""
+    return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, block_size))
+
+
+def uses_triton(backend: str, device: torch.device, head_dim: int, block_size: int) -> bool:
+    """Whether attention runs through the Triton kernel (see the module docstring);
+    ValueError where "triton" is asked for and cannot run."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {backend!r}"
+        )
+    if backend == "torch":
+        return False
+    fits = kernel_fits(head_dim, block_size)
+    has_triton = importlib.util.find_spec("triton") is not None
+    # Off CUDA the kernel runs only under Triton's interpreter (the tests).
+    runs_here = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    if backend == "auto":
+        return device.type == "cuda" and fits and has_triton
+    problems = [
+        *([] if has_triton else ["Triton is not installed"]),
+        *([] if runs_here else [f"it needs a CUDA device, not {device.type}"]),
+        *(
+            []
+            if fits
+            else [f"head size {head_dim} and block size {block_size} must be powers of 2, >= 16"]
+        ),
+    ]
+    if problems:
+        raise ValueError("attention_backend 'triton' cannot run: " + "; ".join(problems))
+    return True

@@ -1,0 +1,130 @@
+"""The Triton paged-attention kernel against PyTorch's SDPA over gathered K/V: decode rows,
+prefill chunks over cached context (several in one launch), GQA groups, a sliding window,
+padding rows. On a GPU it runs compiled; elsewhere through Triton's interpreter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernel is defined
+pytest.importorskip("triton")
+
+from promptcache.model import paged_tables as pt
+from promptcache.model import triton_attention as ta
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BS, HD = 16, 32
+
+
+def _pool(kv: int, blocks: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randn(2, kv, blocks, BS, HD, generator=g).to(dtype)
+    return data[0].to(DEVICE), data[1].to(DEVICE)
+
+
+def _tables(
+    ctx: list[int], qlens: list[int], blocks: int, block_q: int, seed: int
+) -> tuple[pt.PagedTables, list[list[int]]]:
+    """Each sequence gets distinct blocks in shuffled order."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randperm(blocks, generator=g).tolist()
+    tables, used = [], 0
+    for c in ctx:
+        n = -(-c // BS)
+        tables.append(ids[used : used + n])
+        used += n
+    starts = [sum(qlens[:i]) for i in range(len(qlens))]
+    return pt.build_tables(tables, ctx, starts, qlens, block_q, DEVICE), tables
+
+
+def _reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables: list[list[int]],
+    ctx: list[int],
+    qlens: list[int],
+    window: int | None,
+) -> torch.Tensor:
+    out = torch.zeros_like(q, dtype=torch.float32)
+    row = 0
+    for table, c, n in zip(tables, ctx, qlens, strict=True):
+        ids = torch.tensor(table[: -(-c // BS)], device=DEVICE)
+        keys = k_cache[:, ids].reshape(k_cache.shape[0], -1, HD)[:, :c].float()
+        values = v_cache[:, ids].reshape(v_cache.shape[0], -1, HD)[:, :c].float()
+        q_pos = torch.arange(c - n, c, device=DEVICE)[:, None]
+        k_pos = torch.arange(c, device=DEVICE)[None, :]
+        mask = k_pos <= q_pos
+        if window is not None:
+            mask &= q_pos - k_pos < window
+        o = F.scaled_dot_product_attention(
+            q[row : row + n].float().transpose(0, 1)[None],
+            keys[None],
+            values[None],
+            attn_mask=mask,
+            enable_gqa=True,
+        )
+        out[row : row + n] = o[0].transpose(0, 1)
+        row += n
+    return out
+
+
+CASES = [
+    # (heads, kv heads, context lengths, query lengths, window)
+    pytest.param(4, 2, [37, 1, 100, 16], [1, 1, 1, 1], None, id="decode"),
+    pytest.param(6, 2, [40, 90, 33], [40, 25, 17], None, id="prefill-over-cache"),
+    pytest.param(4, 4, [70, 64], [3, 64], None, id="mha"),
+    pytest.param(4, 1, [80, 50], [20, 1], 24, id="window"),
+]
+
+
+@pytest.mark.parametrize("h,kv,ctx,qlens,window", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_sdpa(
+    h: int, kv: int, ctx: list[int], qlens: list[int], window: int | None, dtype: torch.dtype
+) -> None:
+    blocks = 32
+    k_cache, v_cache = _pool(kv, blocks, dtype, seed=1)
+    block_q = 1 if all(n == 1 for n in qlens) else pt.PREFILL_BLOCK_Q
+    tables, lists = _tables(ctx, qlens, blocks, block_q, seed=2)
+    q = torch.randn(sum(qlens), h, HD, generator=torch.Generator().manual_seed(3)).to(dtype)
+    q = q.to(DEVICE)
+    out = torch.full_like(q, 7.0)
+    ta.paged_attention(q, k_cache, v_cache, tables, out, window)
+    ref = _reference(q, k_cache, v_cache, lists, ctx, qlens, window)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+
+
+def test_padding_rows_get_zeros() -> None:
+    """A captured batch's padding rows have no keys (context 0): zeros, not NaN."""
+    k_cache, v_cache = _pool(2, 8, torch.float32, seed=1)
+    tables, _ = _tables([20, 16], [1, 1], 8, 1, seed=2)
+    tables.context_lens[1] = 0
+    q = torch.randn(2, 4, HD, device=DEVICE)
+    out = torch.full_like(q, 7.0)
+    ta.paged_attention(q, k_cache, v_cache, tables, out)
+    assert torch.isfinite(out).all()
+    assert out[1].abs().max().item() == 0.0
+
+
+def test_tiles_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pt.tiles_for([1, 33, 16], 16) == ([0, 1, 1, 1, 2], [0, 0, 16, 32, 0])
+    assert pt.kernel_fits(64, 16) and pt.kernel_fits(128, 32)
+    assert not pt.kernel_fits(48, 16) and not pt.kernel_fits(64, 8)
+    cpu = torch.device("cpu")
+    assert not pt.uses_triton("auto", cpu, 64, 16)  # the CPU keeps PyTorch's paths
+    assert not pt.uses_triton("torch", cpu, 64, 16)
+    assert pt.uses_triton("triton", cpu, 64, 16)  # under the interpreter
+    with pytest.raises(ValueError, match="powers of 2"):
+        pt.uses_triton("triton", cpu, 48, 16)
+    with pytest.raises(ValueError, match="must be one of"):
+        pt.uses_triton("flash", cpu, 64, 16)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="needs a CUDA device, not cpu"):
+        pt.uses_triton("triton", cpu, 64, 16)
