@@ -1,15 +1,20 @@
 """Engine benchmark: promptcache beside plain transformers `generate`, same prompts, same run.
 
-Prints prefill tokens/s at several prompt lengths, decode tokens/s at batch 1 and 8, the
-throughput of a batch of mixed-length requests, decode at batch 1 after a long prompt
-(`--long-context`, 4,064 tokens) and the hit path: a 32-token tail over that many cached
-tokens, up to its first token (ours with the prefix cache on; transformers' forward over
-its own cache of the prefix). Medians over `--repeats` runs. The header
-names the CPU, its ISA flags, the dtype and the weights. `--weights q4` adds our engine on
-the GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
+Prints prefill tokens/s at several prompt lengths, decode tokens/s (and ms a step) at
+several batch sizes, the throughput of a batch of mixed-length requests, decode at batch 1
+after a long prompt (`--long-context`, 4,064 tokens) and the hit path: a 32-token tail
+over that many cached tokens, up to its first token (ours with the prefix cache on;
+transformers' forward over its own cache of the prefix), beside the miss (the whole
+prompt computed). Medians over `--repeats` runs. The header names the device (on a CPU its
+model and ISA flags), the dtype and the weights. `--weights q4` adds our engine on the
+GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
+`--shape llama-1b` (or any of `promptcache.model.shapes.SHAPES`) benchmarks a
+random-weight model of that shape, written once, nothing downloaded.
 
     .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--weights dense|q4]
                                      [--repeats 3] [--long-context 4064]
+    .venv/bin/python bench/engine.py --device cuda --shape llama-1b   # batches 1,32,128;
+                                     # prompts of 4k and 16k; 8k-token steps
 """
 
 from __future__ import annotations
@@ -20,22 +25,34 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from promptcache.cli.settings import parse_bytes
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
-from promptcache.model.loader import load_model
+from promptcache.model.loader import SHAPE_PREFIX, load_model
+from promptcache.model.paged_tables import ATTENTION_BACKENDS
+from promptcache.model.shapes import SHAPES
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work (timings end when results exist, not when queued)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -50,12 +67,13 @@ def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list
 
 
 class Ours:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, config: EngineConfig) -> None:
         self.name = "promptcache q4" if model.weights == "q4" else "promptcache"
         self.model = model
+        self.config = config
         # The prefix cache is off: repeats of one prompt must cost what the first did, so
         # this measures the engine itself (bench/prefix.py measures the cache).
-        self.engine = LLMEngine(model, EngineConfig(enable_prefix_caching=False))
+        self.engine = LLMEngine(model, replace(config, enable_prefix_caching=False))
 
     def run(self, prompts: list[list[int]], new_tokens: int) -> float:
         """Generate exactly `new_tokens` per prompt; returns the median TTFT (s)."""
@@ -67,17 +85,21 @@ class Ours:
     def decode_after(self, prompt: list[int], n: int) -> float:
         """Seconds from the first token to the `n`th after it (n decode steps)."""
         params = SamplingParams(max_tokens=n + 1, temperature=0, ignore_eos=True)
+        sync()
         start = time.perf_counter()
         [out] = self.engine.generate([prompt], params)
         assert len(out.token_ids) == n + 1 and out.ttft_s is not None
         return time.perf_counter() - start - out.ttft_s
 
     def hit_runner(self, prefix: list[int], tail: list[int]) -> Callable[[], Any]:
-        cached = LLMEngine(self.model, EngineConfig())
+        cached = LLMEngine(self.model, self.config)
         params = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
         cached.generate([[*prefix, tail[0]]], params)  # caches the prefix's blocks
         # One request per run: the prefix (whole blocks) is a hit, the tail is computed.
         return lambda: cached.generate([prefix + tail], params)
+
+    def miss_runner(self, prompt: list[int]) -> Callable[[], Any]:
+        return lambda: self.run([prompt], 1)
 
 
 class Transformers:
@@ -115,10 +137,12 @@ class Transformers:
 
         cache = DynamicCache()
         out = self.hf(torch.tensor([prompt], device=self.device), past_key_values=cache)
+        sync()
         start = time.perf_counter()
         for _ in range(n):
             token = out.logits[:, -1:].argmax(-1)
             out = self.hf(token, past_key_values=cache)
+        sync()
         return time.perf_counter() - start
 
     def hit_runner(self, prefix: list[int], tail: list[int]) -> Callable[[], Any]:
@@ -134,6 +158,15 @@ class Transformers:
             out = self.hf(ids, past_key_values=cache, logits_to_keep=1)
             cache.crop(-len(tail))  # back to the prefix alone
             return out.logits.argmax(-1)
+
+        return run
+
+    def miss_runner(self, prompt: list[int]) -> Callable[[], Any]:
+        ids = torch.tensor([prompt], device=self.device)
+
+        @torch.inference_mode()
+        def run() -> Any:
+            return self.hf(ids, logits_to_keep=1).logits.argmax(-1)
 
         return run
 
@@ -166,8 +199,16 @@ def bench_decode(
         for s in systems:
             t_first = median_time(lambda s=s, p=prompts: s.run(p, 1), repeats)
             t_all = median_time(lambda s=s, p=prompts: s.run(p, new_tokens), repeats)
-            rate = b * (new_tokens - 1) / (t_all - t_first)
-            rows.append({"bench": "decode", "system": s.name, "batch": b, "tokens_per_s": rate})
+            step = (t_all - t_first) / (new_tokens - 1)
+            rows.append(
+                {
+                    "bench": "decode",
+                    "system": s.name,
+                    "batch": b,
+                    "tokens_per_s": b / step,
+                    "ms_per_step": step * 1e3,
+                }
+            )
     return rows
 
 
@@ -187,12 +228,26 @@ def bench_long_decode(systems: list[Any], length: int, vocab: int, repeats: int)
 def bench_hit(systems: list[Any], length: int, vocab: int, repeats: int) -> list[dict]:
     """The hit path: a 32-token tail over a cached `length`-token prefix, up to its first
     token. Ours through an engine with the prefix cache on; transformers' forward over its
-    own cache of the prefix (cropped back after each run)."""
+    own cache of the prefix (cropped back after each run). Beside it the miss: the same
+    prompt computed whole (ours with the cache off; transformers' forward, no cache)."""
     [prefix, tail] = make_prompts(2, [length, 32], vocab, seed=7)
     rows = []
     for s in systems:
-        t = median_time(s.hit_runner(prefix, tail), repeats)
-        rows.append({"bench": "hit", "system": s.name, "tokens": 32, "tokens_per_s": 32 / t})
+        hit = median_time(s.hit_runner(prefix, tail), repeats)
+        miss_run = s.miss_runner(prefix + tail)
+        miss_run()  # warm-up
+        miss = median_time(miss_run, repeats)
+        rows.append(
+            {
+                "bench": "hit",
+                "system": s.name,
+                "tokens": 32,
+                "context": length,
+                "tokens_per_s": 32 / hit,
+                "hit_ttft_ms": hit * 1e3,
+                "miss_ttft_ms": miss * 1e3,
+            }
+        )
     return rows
 
 
@@ -249,46 +304,111 @@ def print_table(rows: list[dict], names: list[str]) -> None:
         print(f"| {bench} | {label} | " + " | ".join(cells) + " |")
 
 
-def main() -> None:
+def print_latencies(rows: list[dict]) -> None:
+    """Decode ms a step by batch, and hit vs miss time to first token, per system."""
+    print("\n| system | bench | size | ms | hit / miss |\n|---|---|---|---|---|")
+    for r in rows:
+        if r["bench"] == "decode":
+            print(
+                f"| {r['system']} | decode step | batch {r['batch']} | {r['ms_per_step']:.2f} | |"
+            )
+        elif r["bench"] == "hit":
+            ratio = r["hit_ttft_ms"] / r["miss_ttft_ms"]
+            ctx = f"{r['context']} + 32 tokens"
+            print(f"| {r['system']} | hit TTFT | {ctx} | {r['hit_ttft_ms']:.1f} | {ratio:.3f} |")
+            print(f"| {r['system']} | miss TTFT | {ctx} | {r['miss_ttft_ms']:.1f} | |")
+
+
+# Defaults that differ by device: (CPU, CUDA).
+DEVICE_DEFAULTS = {
+    "lengths": ("1024,2048,4096", "4096,16384"),
+    "batches": ("1,8", "1,32,128"),
+    "max_num_batched_tokens": (1024, 8192),
+    "kv_cache_bytes": ("2GiB", "24GiB"),
+}
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="default: the bundled model")
+    ap.add_argument("--shape", default=None, choices=SHAPES, help="random weights, this shape")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--weights", default="dense", choices=WEIGHTS, help="q4: also 4-bit")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--lengths", default="1024,2048,4096")
+    ap.add_argument(
+        "--lengths", default=None, help="prefill rows (CPU 1024,2048,4096; CUDA 4k,16k)"
+    )
+    ap.add_argument("--batches", default=None, help="decode rows (CPU 1,8; CUDA 1,32,128)")
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--batch-requests", type=int, default=16)
     ap.add_argument(
         "--long-context", type=int, default=4064, help="decode and hit rows at this context"
     )
+    ap.add_argument("--max-num-batched-tokens", type=int, default=None, help="CPU 1024, CUDA 8192")
+    ap.add_argument("--kv-cache-bytes", default=None, help="our KV pool (CPU 2GiB, CUDA 24GiB)")
+    ap.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
+    if args.shape:
+        if args.model:
+            ap.error("--shape and --model exclude each other")
+        args.model = SHAPE_PREFIX + args.shape
+    return args
+
+
+def engine_config(args: argparse.Namespace, device: torch.device, batches: list[int]) -> Any:
+    """Our engine's settings for this run: room for the largest batch and its KV."""
+    cuda = device.type == "cuda"
+    tokens = args.max_num_batched_tokens or DEVICE_DEFAULTS["max_num_batched_tokens"][cuda]
+    kv = parse_bytes(args.kv_cache_bytes or DEVICE_DEFAULTS["kv_cache_bytes"][cuda])
+    return EngineConfig(
+        max_num_seqs=max(16, *batches),
+        max_num_batched_tokens=tokens,
+        kv_cache_bytes=kv,
+        attention_backend=args.attention_backend,
+    )
+
+
+def header(model: Any, device: torch.device, weights: str) -> str:
+    dtype = str(model.dtype).removeprefix("torch.")
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+        return f"# {model.path.name} on {device} ({where}), dtype {dtype}, weights {weights}"
+    return (
+        f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), dtype {dtype}, weights {weights}\n"
+        f"# CPU: {cpu_model()}; PyTorch kernels {torch.backends.cpu.get_cpu_capability()}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
     device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    batches = [int(x) for x in (args.batches or DEVICE_DEFAULTS["batches"][cuda]).split(",")]
+    lengths = [int(x) for x in (args.lengths or DEVICE_DEFAULTS["lengths"][cuda]).split(",")]
     model = load_model(args.model, device=device, dtype=resolve_dtype(args.dtype, device))
-    systems: list[Any] = [Ours(model)]
+    config = engine_config(args, device, batches)
+    systems: list[Any] = [Ours(model, config)]
     weights = "dense"
     if args.weights == "q4":
         q4 = load_model(args.model, device=device, dtype=model.dtype, weights="q4")
         weights = "dense and 4-bit" if q4.weights == "q4" else "dense (4-bit unavailable)"
         if q4.weights == "q4":
-            systems.append(Ours(q4))
+            systems.append(Ours(q4, config))
     systems.append(Transformers(model))
-    print(
-        f"# {model.path.name} on {device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), dtype {str(model.dtype).removeprefix('torch.')}, "
-        f"weights {weights}\n# CPU: {cpu_model()}; PyTorch kernels "
-        f"{torch.backends.cpu.get_cpu_capability()}"
-    )
+    print(header(model, device, weights))
+    print(f"# attention: {'Triton kernel' if systems[0].engine.runner.triton else 'PyTorch'}")
     vocab = model.spec.vocab_size
-    lengths = [int(x) for x in args.lengths.split(",")]
     rows = bench_prefill(systems, lengths, vocab, args.repeats)
-    rows += bench_decode(systems, [1, 8], vocab, args.repeats, args.decode_tokens)
+    rows += bench_decode(systems, batches, vocab, args.repeats, args.decode_tokens)
     rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
     if args.long_context:
         rows += bench_long_decode(systems, args.long_context, vocab, args.repeats)
         rows += bench_hit(systems, args.long_context, vocab, args.repeats)
     print_table(rows, [s.name for s in systems])
+    print_latencies(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -25,12 +25,14 @@ from promptcache.model.int4_linear import int4_supported
 from promptcache.model.layers import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
 from promptcache.model.q4 import read_q4
+from promptcache.model.shapes import shape_model_dir
 from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
 from promptcache.model.weights import read_checkpoint, to_our_names
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
+SHAPE_PREFIX = "shape:"  # `--model shape:llama-1b`: random weights of that shape
 
 
 @dataclass(slots=True)
@@ -56,10 +58,15 @@ def default_cache_dir() -> Path:
 
 
 def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:
-    """A safetensors model folder for `model` (None = bundled), converting GGUF once."""
+    """A safetensors model folder for `model` (None = bundled), converting GGUF once;
+    `shape:NAME` is a random-weight model of that shape (`promptcache.model.shapes`),
+    written once with the bundled model's tokenizer."""
     cache = cache_dir or default_cache_dir()
     if model is None:
         return ensure_converted(bundled_gguf_path(), cache)
+    if model.startswith(SHAPE_PREFIX):
+        tokenizer_dir = ensure_converted(bundled_gguf_path(), cache)
+        return shape_model_dir(model.removeprefix(SHAPE_PREFIX), tokenizer_dir, cache)
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ensure_converted(path, cache)
