@@ -29,6 +29,16 @@ TINY = dict(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` run where a GPU is present and skip elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_hf_config(arch: str, **overrides: Any) -> Any:
     """A small transformers config of `arch` (llama, mistral, qwen2, qwen3)."""
     import transformers

@@ -16,12 +16,14 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernel is defined
 pytest.importorskip("triton")
 
+from promptcache.engine.cuda_graphs import capture_sizes
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loader import LoadedModel, load_model
 from tests.conftest import random_tokens, save_tiny_model
 from tests.test_model_parity import TOL, hf_logits
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
 GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
@@ -94,4 +96,59 @@ def test_outputs_under_preemption(tiny: LoadedModel, make_engine: Any) -> None:
         final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
         engine.check_integrity()
     assert engine.num_preemptions > 0
+    assert [final[i] for i in ids] == reference
+
+
+def test_capture_sizes() -> None:
+    assert capture_sizes(1) == [1]
+    assert capture_sizes(16) == [1, 2, 4, 8, 16]
+    assert capture_sizes(20) == [1, 2, 4, 8, 16, 20]
+    assert capture_sizes(128)[-3:] == [112, 120, 128]
+
+
+def _static_decodes(engine: Any, max_batch: int) -> list[int]:
+    """Decode-only steps through the static batch (captured on a GPU, eager elsewhere);
+    returns the list that records each such step's decodes."""
+    spec, bs = engine.model.spec, engine.config.block_size
+    engine.runner.use_graphs(max_batch, -(-spec.max_position_embeddings // bs), capture=CUDA)
+    graphs, seen = engine.runner.graphs, []
+    run = graphs.run
+
+    def counting(ids: list[int], *rest: Any) -> Any:
+        seen.append(len(ids))
+        return run(ids, *rest)
+
+    graphs.run = counting
+    return seen
+
+
+def test_static_decode_batches_keep_outputs(tiny: LoadedModel, make_engine: Any) -> None:
+    """Batches padded to the ladder (3 decodes in a batch of 4, 1 in 1, 2 in 2) give the
+    outputs of the eager path, with the cache on, chunked prefill alongside."""
+    prompts = _prompts()[:3]
+    reference, _ = _generate(make_engine(tiny, kv_cache_bytes=1 << 20), prompts)
+    engine = make_engine(
+        tiny, kv_cache_bytes=1 << 20, attention_backend="triton", max_num_batched_tokens=24
+    )
+    engine.runner.warm_up()  # writes only the scratch block (the teardown checks the pool)
+    seen = _static_decodes(engine, max_batch=4)
+    ids = [engine.add_request(p, GREEDY) for p in prompts]
+    final = {}
+    while engine.has_unfinished():
+        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+    assert [final[i] for i in ids] == reference
+    assert 3 in seen and 1 in seen  # padded, and a lone decode after the others ended
+
+
+def test_static_decode_batches_under_preemption(tiny: LoadedModel, make_engine: Any) -> None:
+    prompts = _prompts()
+    reference, _ = _generate(make_engine(tiny, kv_cache_bytes=1 << 20), prompts)
+    per_block = 16 * tiny.spec.kv_bytes_per_token * 4
+    engine = make_engine(tiny, kv_cache_bytes=8 * per_block, attention_backend="triton")
+    seen = _static_decodes(engine, max_batch=2)  # 3 or 4 decodes at once run eagerly
+    ids = [engine.add_request(p, GREEDY) for p in prompts]
+    final = {}
+    while engine.has_unfinished():
+        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+    assert engine.num_preemptions > 0 and seen
     assert [final[i] for i in ids] == reference

@@ -74,6 +74,10 @@ class EngineConfig:
             is installed and the head and block sizes are powers of 2 of at least 16, and
             PyTorch's paths everywhere else; "torch" always PyTorch's paths; "triton" the
             kernel or an error where it cannot run (model/paged_tables.py).
+        cuda_graphs: on CUDA with the Triton attention, capture the decode forward in
+            CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to
+            max_num_seqs, and replay them for decode-only steps (engine/cuda_graphs.py).
+            Default on.
     """
 
     block_size: int = 16
@@ -97,6 +101,7 @@ class EngineConfig:
     tune_host_malloc: bool = True
     onednn_cache_capacity: int = 64
     attention_backend: str = "auto"
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         positive = (

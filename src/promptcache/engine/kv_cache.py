@@ -47,7 +47,10 @@ class KVCache:
         budget_bytes: int,
         dtype: torch.dtype,
         device: torch.device,
+        scratch_block: bool = False,
     ) -> None:
+        """`scratch_block`: one block more than the budget, outside the pool's `num_blocks`,
+        where the padding rows of a captured decode batch write their K/V."""
         per_block = bytes_per_block(spec, block_size, dtype)
         self.num_blocks = budget_bytes // per_block
         if self.num_blocks < 1:
@@ -56,7 +59,9 @@ class KVCache:
             )
         self.block_size = block_size
         self.bytes_per_block = per_block
-        shape = (spec.num_layers, 2, spec.num_kv_heads, self.num_blocks, block_size, spec.head_dim)
+        self.scratch_block = self.num_blocks if scratch_block else None
+        blocks = self.num_blocks + int(scratch_block)
+        shape = (spec.num_layers, 2, spec.num_kv_heads, blocks, block_size, spec.head_dim)
         self.data = torch.zeros(shape, dtype=dtype, device=device)
         self.layers = [(self.data[i, 0], self.data[i, 1]) for i in range(spec.num_layers)]
 

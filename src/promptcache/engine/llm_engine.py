@@ -44,6 +44,7 @@ from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
 from promptcache.model.loader import LoadedModel
+from promptcache.model.paged_tables import uses_triton
 from promptcache.util import cdiv
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ class LLMEngine:
         c = self.config
         if c.tune_host_malloc and model.device.type == "cpu":
             tune_host_malloc()
+        triton = uses_triton(c.attention_backend, model.device, model.spec.head_dim, c.block_size)
+        # With the Triton kernel a scratch block takes the K/V of static batches' padding.
         self.kv_cache = KVCache(
-            model.spec, c.block_size, c.kv_cache_bytes, model.dtype, model.device
+            model.spec, c.block_size, c.kv_cache_bytes, model.dtype, model.device, triton
         )
         retention = RetentionPolicy(c.in_memory_ttl, c.in_memory_max, c.extended_ttl)
         self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history, retention, clock)
@@ -103,8 +106,12 @@ class LLMEngine:
             loader=self._load,
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
-        self.runner = ModelRunner(model.module, self.kv_cache, c.attention_backend)
+        self.runner = ModelRunner(model.module, self.kv_cache, triton)
         self.max_model_len = self._max_model_len()
+        if triton and model.device.type == "cuda":
+            self.runner.warm_up()
+            if c.cuda_graphs:
+                self.runner.use_graphs(c.max_num_seqs, cdiv(self.max_model_len, c.block_size))
         self.eos_token_ids = self._eos_ids()
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()

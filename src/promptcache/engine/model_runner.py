@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from promptcache.engine.cuda_graphs import DecodeGraphs
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
@@ -27,7 +28,6 @@ from promptcache.model.paged_tables import (
     PREFILL_BLOCK_Q,
     PagedTables,
     build_tables,
-    uses_triton,
 )
 from promptcache.model.pool_runs import Run, decode_runs
 from promptcache.util import cdiv
@@ -45,29 +45,80 @@ class StepInputs:
 class ModelRunner:
     """Owns the model module and the KV cache tensors; stateless between steps."""
 
-    def __init__(
-        self, module: LlamaForCausalLM, kv_cache: KVCache, attention_backend: str = "auto"
-    ) -> None:
+    def __init__(self, module: LlamaForCausalLM, kv_cache: KVCache, triton: bool = False) -> None:
+        """`triton`: attention through the Triton kernel (`paged_tables.uses_triton`)."""
         self.module = module
         self.kv_cache = kv_cache
         self.device = kv_cache.data.device
         self.block_size = kv_cache.block_size
         self.sliding_window = module.spec.sliding_window
-        head_dim = module.spec.head_dim
-        self.triton = uses_triton(attention_backend, self.device, head_dim, self.block_size)
+        self.triton = triton
+        self.graphs: DecodeGraphs | None = None
+
+    def use_graphs(self, max_batch: int, max_blocks: int, capture: bool = True) -> None:
+        """Run decode-only steps of up to `max_batch` sequences (each of at most
+        `max_blocks` blocks) over static buffers, replayed from CUDA graphs captured now
+        (`capture`; else run eagerly over the same buffers, as the CPU tests do)."""
+        assert self.triton, "static decode batches need the Triton attention"
+        self.graphs = DecodeGraphs(self.module, self.kv_cache, max_batch, max_blocks, capture)
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Run the prefill path once, one block of tokens into the scratch block, so that
+        no request pays for compiling the kernels (Triton) or choosing them (cuBLAS)."""
+        scratch = self.kv_cache.scratch_block
+        if not self.triton or scratch is None:
+            return
+        n = self.block_size
+        first = scratch * n
+        tables = build_tables([[scratch]], [n], [0], [n], PREFILL_BLOCK_Q, self.device)
+        meta = AttentionMetadata(
+            slot_mapping=torch.arange(first, first + n, device=self.device),
+            num_decodes=0,
+            decode_block_tables=None,
+            decode_mask=None,
+            prefills=[],
+            sliding_window=self.sliding_window,
+            paged=[tables],
+        )
+        ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+        positions = torch.arange(n, device=self.device)
+        hidden = self.module(ids, positions, self.kv_cache.layers, meta)
+        self.module.compute_logits(hidden[-1:])
 
     @torch.inference_mode()
     def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, int]:
         """Run the step; returns {id(seq): next token} for sequences that sample now."""
-        inputs = self.prepare(scheduled)
-        hidden = self.forward(inputs)
-        if not inputs.sample_rows:
-            return {}
-        rows = torch.tensor(inputs.sample_rows, device=self.device)
-        logits = self.module.compute_logits(hidden.index_select(0, rows))
-        seqs = inputs.sample_seqs
+        seqs = [s.seq for s in scheduled]
+        logits = self._replay(scheduled)
+        if logits is None:
+            inputs = self.prepare(scheduled)
+            hidden = self.forward(inputs)  # writes the K/V of chunks that sample nothing
+            if not inputs.sample_rows:
+                return {}
+            rows = torch.tensor(inputs.sample_rows, device=self.device)
+            logits = self.module.compute_logits(hidden.index_select(0, rows))
+            seqs = inputs.sample_seqs
         tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
         return {id(s): t for s, t in zip(seqs, tokens, strict=True)}
+
+    def _replay(self, scheduled: list[ScheduledSeq]) -> torch.Tensor | None:
+        """Logits of a decode-only step from the static decode batch, in step order;
+        None where the step is not one (prefill chunks, too many decodes, no graphs)."""
+        graphs = self.graphs
+        if graphs is None or not scheduled or len(scheduled) > graphs.max_batch:
+            return None
+        if not all(s.seq.is_decoding and s.num_tokens == 1 for s in scheduled):
+            return None
+        bs = self.block_size
+        ids, positions, slots, tables = [], [], [], []
+        for item in scheduled:
+            seq, pos = item.seq, item.seq.num_computed
+            ids.append(seq.tokens_slice(pos, pos + 1)[0])
+            positions.append(pos)
+            slots.append(seq.block_table[pos // bs] * bs + pos % bs)
+            tables.append(seq.block_table[: pos // bs + 1])
+        return graphs.run(ids, positions, slots, tables)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
