@@ -5,6 +5,8 @@ padding rows. On a GPU it runs compiled; elsewhere through Triton's interpreter.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,24 +20,26 @@ from promptcache.model import paged_tables as pt
 from promptcache.model import triton_attention as ta
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BS, HD = 16, 32
+HD = 32
 
 
-def _pool(kv: int, blocks: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, ...]:
+def _pool(
+    kv: int, blocks: int, dtype: torch.dtype, seed: int, bs: int = 16
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    data = torch.randn(2, kv, blocks, BS, HD, generator=g).to(dtype)
+    data = torch.randn(2, kv, blocks, bs, HD, generator=g).to(dtype)
     return data[0].to(DEVICE), data[1].to(DEVICE)
 
 
 def _tables(
-    ctx: list[int], qlens: list[int], blocks: int, block_q: int, seed: int
+    ctx: list[int], qlens: list[int], blocks: int, block_q: int, seed: int, bs: int = 16
 ) -> tuple[pt.PagedTables, list[list[int]]]:
     """Each sequence gets distinct blocks in shuffled order."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randperm(blocks, generator=g).tolist()
     tables, used = [], 0
     for c in ctx:
-        n = -(-c // BS)
+        n = -(-c // bs)
         tables.append(ids[used : used + n])
         used += n
     starts = [sum(qlens[:i]) for i in range(len(qlens))]
@@ -52,9 +56,10 @@ def _reference(
     window: int | None,
 ) -> torch.Tensor:
     out = torch.zeros_like(q, dtype=torch.float32)
+    bs = k_cache.shape[2]
     row = 0
     for table, c, n in zip(tables, ctx, qlens, strict=True):
-        ids = torch.tensor(table[: -(-c // BS)], device=DEVICE)
+        ids = torch.tensor(table[: -(-c // bs)], device=DEVICE)
         keys = k_cache[:, ids].reshape(k_cache.shape[0], -1, HD)[:, :c].float()
         values = v_cache[:, ids].reshape(v_cache.shape[0], -1, HD)[:, :c].float()
         q_pos = torch.arange(c - n, c, device=DEVICE)[:, None]
@@ -85,13 +90,20 @@ CASES = [
 
 @pytest.mark.parametrize("h,kv,ctx,qlens,window", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bs", [16, 8, 128])  # a key tile spans blocks, or part of one
 def test_matches_sdpa(
-    h: int, kv: int, ctx: list[int], qlens: list[int], window: int | None, dtype: torch.dtype
+    h: int,
+    kv: int,
+    ctx: list[int],
+    qlens: list[int],
+    window: int | None,
+    dtype: torch.dtype,
+    bs: int,
 ) -> None:
     blocks = 32
-    k_cache, v_cache = _pool(kv, blocks, dtype, seed=1)
+    k_cache, v_cache = _pool(kv, blocks, dtype, seed=1, bs=bs)
     block_q = 1 if all(n == 1 for n in qlens) else pt.PREFILL_BLOCK_Q
-    tables, lists = _tables(ctx, qlens, blocks, block_q, seed=2)
+    tables, lists = _tables(ctx, qlens, blocks, block_q, seed=2, bs=bs)
     q = torch.randn(sum(qlens), h, HD, generator=torch.Generator().manual_seed(3)).to(dtype)
     q = q.to(DEVICE)
     out = torch.full_like(q, 7.0)
@@ -116,15 +128,62 @@ def test_padding_rows_get_zeros() -> None:
 def test_tiles_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pt.tiles_for([1, 33, 16], 16) == ([0, 1, 1, 1, 2], [0, 0, 16, 32, 0])
     assert pt.kernel_fits(64, 16) and pt.kernel_fits(128, 32)
-    assert not pt.kernel_fits(48, 16) and not pt.kernel_fits(64, 8)
+    assert pt.kernel_fits(64, 8) and pt.kernel_fits(64, 128)
+    assert not pt.kernel_fits(48, 16) and not pt.kernel_fits(8, 16) and not pt.kernel_fits(64, 24)
     cpu = torch.device("cpu")
     assert not pt.uses_triton("auto", cpu, 64, 16)  # the CPU keeps PyTorch's paths
     assert not pt.uses_triton("torch", cpu, 64, 16)
     assert pt.uses_triton("triton", cpu, 64, 16)  # under the interpreter
-    with pytest.raises(ValueError, match="powers of 2"):
+    with pytest.raises(ValueError, match="a power of 2"):
         pt.uses_triton("triton", cpu, 48, 16)
     with pytest.raises(ValueError, match="must be one of"):
         pt.uses_triton("flash", cpu, 64, 16)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="needs a CUDA device, not cpu"):
         pt.uses_triton("triton", cpu, 64, 16)
+
+
+COMPILE = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+from promptcache.model import triton_attention as ta
+
+fn = JITFunction(ta._attend)
+names = list(fn.arg_names)
+constexprs = ("G", "G_PAD", "BLOCK_Q", "BS", "TILE", "D", "HAS_WINDOW", "DOT_FP32")
+for arch in (80, 90):
+    for dtype in ("bf16", "fp32"):
+        sig = {}
+        for n in names:
+            if n in constexprs:
+                sig[n] = "constexpr"
+            elif n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr"):
+                sig[n] = "*" + dtype
+            else:
+                sig[n] = "*i32" if n.endswith("_ptr") else "fp32" if n == "scale" else "i32"
+        for block_q, g_pad, window in ((1, 16, False), (16, 4, True)):
+            consts = dict(G=3, G_PAD=g_pad, BLOCK_Q=block_q, BS=16, D=64, HAS_WINDOW=window)
+            consts["TILE"] = 64
+            consts["DOT_FP32"] = False
+            src = ASTSource(fn, sig, {(names.index(k),): v for k, v in consts.items()})
+            kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32))
+            assert kernel.asm["cubin"], (arch, dtype, block_q)
+print("compiled")
+"""
+
+
+def test_compiles_for_gpus() -> None:
+    """The kernel compiles down to machine code for A100 and H100 (sm_80, sm_90), bf16
+    and fp32, decode and prefill tiles: Triton's compiler and ptxas run without a GPU,
+    and check what the interpreter cannot, such as the types of loop-carried values and
+    the shapes a tensor-core dot accepts. In a fresh process: the interpreter, on in
+    this one, changes how Triton's language behaves."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "compiled"

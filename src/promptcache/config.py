@@ -71,8 +71,8 @@ class EngineConfig:
             oneDNN's defaults. Default 64.
         attention_backend: how attention reads the KV pool: "auto" (default) runs
             promptcache's Triton kernel, which reads blocks in place, on CUDA where Triton
-            is installed and the head and block sizes are powers of 2 of at least 16, and
-            PyTorch's paths everywhere else; "torch" always PyTorch's paths; "triton" the
+            is installed, the head size is a power of 2 of at least 16 and the block size
+            a power of 2, and PyTorch's paths everywhere else; "torch" always PyTorch's paths; "triton" the
             kernel or an error where it cannot run (model/paged_tables.py).
         cuda_graphs: on CUDA with the Triton attention, capture the decode forward in
             CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
 SHAPE_PREFIX = "shape:"  # `--model shape:llama-1b`: random weights of that shape
+# A folder with the tokenizer files a shape's model takes; default: the bundled model's.
+SHAPE_TOKENIZER_ENV = "PROMPTCACHE_SHAPE_TOKENIZER"
 
 
 @dataclass(slots=True)
@@ -65,7 +67,10 @@ def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path
     if model is None:
         return ensure_converted(bundled_gguf_path(), cache)
     if model.startswith(SHAPE_PREFIX):
-        tokenizer_dir = ensure_converted(bundled_gguf_path(), cache)
+        tokenizer = os.environ.get(SHAPE_TOKENIZER_ENV)
+        tokenizer_dir = (
+            Path(tokenizer) if tokenizer else ensure_converted(bundled_gguf_path(), cache)
+        )
         return shape_model_dir(model.removeprefix(SHAPE_PREFIX), tokenizer_dir, cache)
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":

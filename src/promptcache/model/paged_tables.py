@@ -4,7 +4,8 @@ Kept free of Triton so that the engine can build the tables and choose the atten
 backend on machines without it. `EngineConfig.attention_backend` names the choice:
 
 - "auto" (default): the Triton kernel on CUDA where Triton imports and the model's head
-  size and the block size suit it; PyTorch's paths everywhere else (the CPU included);
+  size (a power of 2, at least 16) and the block size (a power of 2) suit it; PyTorch's
+  paths everywhere else (the CPU included);
 - "torch": PyTorch's paths (gather, then SDPA or matmuls) on any device;
 - "triton": the kernel, or an error where it cannot run.
 """
@@ -77,8 +78,10 @@ def build_tables(
 
 
 def kernel_fits(head_dim: int, block_size: int) -> bool:
-    """The kernel's tiles need power-of-two head and block sizes of at least 16."""
-    return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, block_size))
+    """The kernel's tiles need a power-of-two head size of at least 16 (a tensor-core
+    dot's depth) and a power-of-two block size."""
+    powers = all(n >= 1 and n & (n - 1) == 0 for n in (head_dim, block_size))
+    return powers and head_dim >= 16
 
 
 def uses_triton(backend: str, device: torch.device, head_dim: int, block_size: int) -> bool:
@@ -102,7 +105,10 @@ def uses_triton(backend: str, device: torch.device, head_dim: int, block_size: i
         *(
             []
             if fits
-            else [f"head size {head_dim} and block size {block_size} must be powers of 2, >= 16"]
+            else [
+                f"head size {head_dim} must be a power of 2 >= 16, "
+                f"block size {block_size} a power of 2"
+            ]
         ),
     ]
     if problems:

@@ -2,14 +2,14 @@
 
 Every query row of the flat batch attends to its sequence's context through the block
 table, with no gather: a program takes a tile of one sequence's queries and one KV head,
-walks that sequence's blocks up to the tile's last position, and keeps an online softmax
-(flash attention's running max and sum) in float32. The query heads that share the KV
-head ride along as extra rows, so each K/V block is read once per tile for all of them:
+walks that sequence's keys in tiles up to the tile's last position, and keeps an online
+softmax (flash attention's running max and sum) in float32. The query heads that share
+the KV head ride along as extra rows, so each key is read once per tile for all of them:
 
     program (tile, kv head):  rows = BLOCK_Q queries x G_PAD heads of the group
-        for each block j of the sequence up to the tile's last position:
-            K_j, V_j (block_size, head_dim) read in place from the pool
-            scores = rows @ K_j^T, masked causally (and by the sliding window)
+        for each tile of KEY_TILE keys up to the tile's last position:
+            each key's block id from the table; K, V (KEY_TILE, head_dim) read in place
+            scores = rows @ K^T, masked causally (and by the sliding window)
             running max / sum / output updated
 
 Decode rows run as tiles of one query each (the group's heads padded to 16 rows, the
@@ -36,6 +36,11 @@ from promptcache.model.paged_tables import PagedTables
 # Under Triton's CPU interpreter (the tests) 16-bit dots are computed wrongly (it
 # multiplies their raw bits), so the kernel upcasts their operands to float32 there.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Keys per iteration of a program: one tile may span several blocks (each key's block id
+# read from the table) or part of one, so any power-of-two block size fits. Not tuned on
+# a GPU yet: 64 keys x 64 query rows is the common flash-attention tile on H100s.
+KEY_TILE = 64
 
 
 def paged_attention(
@@ -81,14 +86,14 @@ def paged_attention(
         G_PAD=g_pad,
         BLOCK_Q=tables.block_q,
         BS=bs,
+        TILE=KEY_TILE,
         D=hd,
         HAS_WINDOW=sliding_window is not None,
         DOT_FP32=INTERPRETED,
     )
 
 
-@triton.jit
-def _kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations itself
+def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations itself
     q_ptr,
     k_ptr,
     v_ptr,
@@ -113,6 +118,7 @@ def _kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     G_PAD: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BS: tl.constexpr,
+    TILE: tl.constexpr,
     D: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     DOT_FP32: tl.constexpr,
@@ -141,24 +147,27 @@ def _kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
         q = q.to(tl.float32)
     pos = ctx - q_len + tok  # absolute position of each row's query
     last = ctx - q_len + tl.minimum(q_off + BLOCK_Q, q_len) - 1  # the tile's last query
-    first_block = 0
+    first_tile = 0
     if HAS_WINDOW:
-        first_block = tl.maximum(ctx - q_len + q_off - window + 1, 0) // BS
+        first_tile = tl.maximum(ctx - q_len + q_off - window + 1, 0) // TILE
 
     m_i = tl.full([BLOCK_Q * G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q * G_PAD], tl.float32)
     acc = tl.zeros([BLOCK_Q * G_PAD, D], tl.float32)
-    slots = tl.arange(0, BS)
+    keys = tl.arange(0, TILE)
     head_base = kvh.to(tl.int64) * stride_ch
-    j = first_block
-    while j * BS <= last:  # (a while loop: Triton's interpreter cannot range over tensors)
-        block = tl.load(tables_ptr + seq.to(tl.int64) * stride_tb + j).to(tl.int64)
-        offs = head_base + block * stride_cb + slots[:, None] * stride_cs + d[None, :]
-        k = tl.load(k_ptr + offs)  # (BS, D)
+    table = tables_ptr + seq.to(tl.int64) * stride_tb
+    j = first_tile
+    while j * TILE <= last:  # (a while loop: Triton's interpreter cannot range over tensors)
+        kpos = j * TILE + keys  # key positions: TILE // BS blocks, or a part of one
+        in_ctx = kpos < ctx
+        block = tl.load(table + kpos // BS, mask=in_ctx, other=0).to(tl.int64)
+        offs = head_base + block[:, None] * stride_cb + (kpos % BS)[:, None] * stride_cs
+        offs = offs + d[None, :]
+        k = tl.load(k_ptr + offs, mask=in_ctx[:, None], other=0.0)  # (TILE, D)
         if DOT_FP32:
             k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (rows, BS) float32
-        kpos = j * BS + slots
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (rows, TILE) float32
         seen = kpos[None, :] <= pos[:, None]
         if HAS_WINDOW:
             seen = seen & (pos[:, None] - kpos[None, :] < window)
@@ -168,7 +177,7 @@ def _kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
         alpha = tl.exp(m_i - m_ref)
         p = tl.exp(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + offs)
+        v = tl.load(v_ptr + offs, mask=in_ctx[:, None], other=0.0)
         if DOT_FP32:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
@@ -177,3 +186,6 @@ def _kernel(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     o_offs = q_rows[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
     tl.store(o_ptr + o_offs, out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+_kernel = triton.jit(_attend)  # the tests also compile `_attend` for GPUs, on any machine
