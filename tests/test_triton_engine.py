@@ -109,8 +109,7 @@ def test_capture_sizes() -> None:
 def _static_decodes(engine: Any, max_batch: int) -> list[int]:
     """Decode-only steps through the static batch (captured on a GPU, eager elsewhere);
     returns the list that records each such step's decodes."""
-    spec, bs = engine.model.spec, engine.config.block_size
-    engine.runner.use_graphs(max_batch, -(-spec.max_position_embeddings // bs), capture=CUDA)
+    engine.runner.use_graphs(max_batch, capture=CUDA)
     graphs, seen = engine.runner.graphs, []
     run = graphs.run
 

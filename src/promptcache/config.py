@@ -72,8 +72,9 @@ class EngineConfig:
         attention_backend: how attention reads the KV pool: "auto" (default) runs
             promptcache's Triton kernel, which reads blocks in place, on CUDA where Triton
             is installed, the head size is a power of 2 of at least 16 and the block size
-            a power of 2, and PyTorch's paths everywhere else; "torch" always PyTorch's paths; "triton" the
-            kernel or an error where it cannot run (model/paged_tables.py).
+            a power of 2, and PyTorch's paths everywhere else; "torch" always PyTorch's
+            paths; "triton" the kernel or an error where it cannot run
+            (model/paged_tables.py).
         cuda_graphs: on CUDA with the Triton attention, capture the decode forward in
             CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to
             max_num_seqs, and replay them for decode-only steps (engine/cuda_graphs.py).

@@ -6,7 +6,8 @@ more host time than the GPU spends on them. At start, for each batch size of a l
 captured once over static input buffers; a decode-only step then copies its inputs into
 those buffers and replays the smallest graph that holds its batch:
 
-    rows 0..n-1:  the step's decodes (ids, positions, slots, block tables, context lengths)
+    rows 0..n-1:  the step's decodes (ids, positions, slots, rows of the block tables
+                  the runner keeps on the device, context lengths)
     rows n..b-1:  padding: context 0 (the kernel gives zeros), K/V written to a scratch
                   block outside the pool, logits ignored
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from promptcache.engine.device_tables import DeviceBlockTables, pack
 from promptcache.engine.kv_cache import KVCache
 from promptcache.model.attention import AttentionMetadata
 from promptcache.model.llama import LlamaForCausalLM
@@ -40,32 +42,28 @@ class DecodeGraphs:
         self,
         module: LlamaForCausalLM,
         kv_cache: KVCache,
+        tables: DeviceBlockTables,
         max_batch: int,
-        max_blocks: int,
         capture: bool,
     ) -> None:
-        """`max_blocks`: block-table width (the longest sequence's blocks); `capture`:
-        record CUDA graphs (else replay runs the forward eagerly over the buffers)."""
+        """`tables`: the runner's block tables on the device (the graphs read them in
+        place); `capture`: record CUDA graphs (else `run` runs the forward eagerly over
+        the buffers)."""
         assert kv_cache.scratch_block is not None, "padding rows need a scratch block"
-        self.module, self.kv_cache = module, kv_cache
+        self.module, self.kv_cache, self.tables = module, kv_cache, tables
         self.sizes = capture_sizes(max_batch)
         self.max_batch = max_batch
         dev = kv_cache.data.device
         self.scratch_slot = kv_cache.scratch_block * kv_cache.block_size
 
-        def zeros(*shape: int, dtype: torch.dtype = torch.int32) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=dev)
+        def zeros() -> torch.Tensor:
+            return torch.zeros(max_batch, dtype=torch.int64, device=dev)
 
-        self.input_ids = zeros(max_batch, dtype=torch.int64)
-        self.positions = zeros(max_batch, dtype=torch.int64)
+        self.input_ids, self.positions, self.context_lens = zeros(), zeros(), zeros()
+        self.table_rows, self.tile_offsets = zeros(), zeros()
         self.slots = torch.full((max_batch,), self.scratch_slot, dtype=torch.int64, device=dev)
-        self.tables = torch.full(
-            (max_batch, max_blocks), kv_cache.scratch_block, dtype=torch.int32, device=dev
-        )
-        self.context_lens = zeros(max_batch)
-        self.rows = torch.arange(max_batch, dtype=torch.int32, device=dev)
-        self.ones = torch.ones(max_batch, dtype=torch.int32, device=dev)
-        self.zeros = zeros(max_batch)
+        self.rows = torch.arange(max_batch, device=dev)
+        self.ones = torch.ones(max_batch, dtype=torch.int64, device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         if capture:
@@ -77,57 +75,46 @@ class DecodeGraphs:
 
     @torch.inference_mode()
     def run(
-        self,
-        input_ids: list[int],
-        positions: list[int],
-        slots: list[int],
-        tables: list[list[int]],
+        self, input_ids: list[int], positions: list[int], slots: list[int], rows: list[int]
     ) -> torch.Tensor:
         """Logits (n, vocab) of n decodes: each a token, its position, its K/V slot and
-        its block table (covering position + 1 keys)."""
+        its row of the block tables (covering position + 1 keys)."""
         n = len(input_ids)
         b = self.bucket(n)
         assert b is not None, f"{n} decodes exceed the largest graph ({self.max_batch})"
-        self._fill(input_ids, positions, slots, tables, b)
+        self._fill(pack([input_ids, positions, slots, rows], self.input_ids.device), b)
         graph = self.graphs.get(b)
         if graph is None:
             return self._forward(b)[:n]
         graph.replay()
         return self.logits[b][:n]
 
-    def _fill(
-        self,
-        input_ids: list[int],
-        positions: list[int],
-        slots: list[int],
-        tables: list[list[int]],
-        b: int,
-    ) -> None:
-        n, width = len(input_ids), max(len(t) for t in tables)
-        dev = self.input_ids.device
-        padded = [t + [0] * (width - len(t)) for t in tables]
-        host = torch.tensor([input_ids, positions, slots], dtype=torch.int64)
-        self.input_ids[:n].copy_(host[0].to(dev, non_blocking=True))
-        self.positions[:n].copy_(host[1].to(dev, non_blocking=True))
-        self.slots[:n].copy_(host[2].to(dev, non_blocking=True))
-        self.context_lens[:n].copy_(host[1].to(torch.int32).add_(1).to(dev, non_blocking=True))
-        table = torch.tensor(padded, dtype=torch.int32)
-        self.tables[:n, :width].copy_(table.to(dev, non_blocking=True))
-        # Padding rows: nothing to attend to, K/V into the scratch block.
+    def _fill(self, moved: list[torch.Tensor], b: int) -> None:
+        """Rows 0..n-1 from the step; padding rows n..b-1 attend to nothing and write
+        their K/V into the scratch block."""
+        ids, positions, slots, rows = moved
+        n = ids.shape[0]
+        self.input_ids[:n].copy_(ids)
+        self.positions[:n].copy_(positions)
+        torch.add(positions, 1, out=self.context_lens[:n])
+        self.slots[:n].copy_(slots)
+        self.table_rows[:n].copy_(rows)
         self.input_ids[n:b].zero_()
         self.positions[n:b].zero_()
-        self.slots[n:b].fill_(self.scratch_slot)
         self.context_lens[n:b].zero_()
+        self.slots[n:b].fill_(self.scratch_slot)
+        self.table_rows[n:b].zero_()
 
     def _forward(self, b: int) -> torch.Tensor:
         """Logits (b, vocab) of the first b buffer rows, by the eager forward."""
         tables = PagedTables(
-            block_tables=self.tables[:b],
+            block_tables=self.tables.table,
+            table_rows=self.table_rows[:b],
             context_lens=self.context_lens[:b],
             query_starts=self.rows[:b],
             query_lens=self.ones[:b],
             tile_seqs=self.rows[:b],
-            tile_offsets=self.zeros[:b],
+            tile_offsets=self.tile_offsets[:b],
             block_q=1,
         )
         meta = AttentionMetadata(

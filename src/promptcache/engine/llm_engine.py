@@ -106,12 +106,14 @@ class LLMEngine:
             loader=self._load,
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
-        self.runner = ModelRunner(model.module, self.kv_cache, triton)
         self.max_model_len = self._max_model_len()
+        self.runner = ModelRunner(
+            model.module, self.kv_cache, triton, c.max_num_seqs, self.max_model_len
+        )
         if triton and model.device.type == "cuda":
             self.runner.warm_up()
             if c.cuda_graphs:
-                self.runner.use_graphs(c.max_num_seqs, cdiv(self.max_model_len, c.block_size))
+                self.runner.use_graphs(c.max_num_seqs)
         self.eos_token_ids = self._eos_ids()
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()

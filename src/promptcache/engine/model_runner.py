@@ -7,11 +7,13 @@ known tokens, i.e. rows whose next token is sampled this step.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 
 from promptcache.engine.cuda_graphs import DecodeGraphs
+from promptcache.engine.device_tables import DeviceBlockTables, pack
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
@@ -28,6 +30,7 @@ from promptcache.model.paged_tables import (
     PREFILL_BLOCK_Q,
     PagedTables,
     build_tables,
+    tiles_for,
 )
 from promptcache.model.pool_runs import Run, decode_runs
 from promptcache.util import cdiv
@@ -45,22 +48,36 @@ class StepInputs:
 class ModelRunner:
     """Owns the model module and the KV cache tensors; stateless between steps."""
 
-    def __init__(self, module: LlamaForCausalLM, kv_cache: KVCache, triton: bool = False) -> None:
-        """`triton`: attention through the Triton kernel (`paged_tables.uses_triton`)."""
+    def __init__(
+        self,
+        module: LlamaForCausalLM,
+        kv_cache: KVCache,
+        triton: bool = False,
+        max_num_seqs: int = 16,
+        max_model_len: int | None = None,
+    ) -> None:
+        """`triton`: attention through the Triton kernel (`paged_tables.uses_triton`),
+        which reads block tables kept on the device for up to twice `max_num_seqs`
+        sequences of at most `max_model_len` tokens (default: the model's context)."""
         self.module = module
         self.kv_cache = kv_cache
         self.device = kv_cache.data.device
         self.block_size = kv_cache.block_size
         self.sliding_window = module.spec.sliding_window
         self.triton = triton
+        self.tables: DeviceBlockTables | None = None
+        if triton:
+            tokens = max_model_len or module.spec.max_position_embeddings
+            width = cdiv(tokens, self.block_size)
+            self.tables = DeviceBlockTables(2 * max_num_seqs, width, self.device)
         self.graphs: DecodeGraphs | None = None
 
-    def use_graphs(self, max_batch: int, max_blocks: int, capture: bool = True) -> None:
-        """Run decode-only steps of up to `max_batch` sequences (each of at most
-        `max_blocks` blocks) over static buffers, replayed from CUDA graphs captured now
-        (`capture`; else run eagerly over the same buffers, as the CPU tests do)."""
-        assert self.triton, "static decode batches need the Triton attention"
-        self.graphs = DecodeGraphs(self.module, self.kv_cache, max_batch, max_blocks, capture)
+    def use_graphs(self, max_batch: int, capture: bool = True) -> None:
+        """Run decode-only steps of up to `max_batch` sequences over static buffers,
+        replayed from CUDA graphs captured now (`capture`; else run eagerly over the same
+        buffers, as the CPU tests do)."""
+        assert self.tables is not None, "static decode batches need the Triton attention"
+        self.graphs = DecodeGraphs(self.module, self.kv_cache, self.tables, max_batch, capture)
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -110,15 +127,16 @@ class ModelRunner:
             return None
         if not all(s.seq.is_decoding and s.num_tokens == 1 for s in scheduled):
             return None
+        assert self.tables is not None
         bs = self.block_size
-        ids, positions, slots, tables = [], [], [], []
+        ids, positions, slots = [], [], []
         for item in scheduled:
             seq, pos = item.seq, item.seq.num_computed
             ids.append(seq.tokens_slice(pos, pos + 1)[0])
             positions.append(pos)
             slots.append(seq.block_table[pos // bs] * bs + pos % bs)
-            tables.append(seq.block_table[: pos // bs + 1])
-        return graphs.run(ids, positions, slots, tables)
+        rows = self.tables.rows([(id(s.seq), s.seq.block_table) for s in scheduled])
+        return graphs.run(ids, positions, slots, rows)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -145,24 +163,53 @@ class ModelRunner:
                 sample_rows.append(len(ids) - 1)
                 sample_seqs.append(seq)
         if self.triton:
-            meta = AttentionMetadata(
-                slot_mapping=self._slots(decodes + prefills),
-                num_decodes=len(decodes),
-                decode_block_tables=None,
-                decode_mask=None,
-                prefills=[],
-                sliding_window=self.sliding_window,
-                paged=self._paged_tables(decodes, prefills),
-            )
-        else:
-            meta = self._torch_metadata(decodes, prefills)
+            return self._triton_inputs(decodes, prefills, ids, positions, sample_rows, sample_seqs)
         return StepInputs(
             input_ids=self._tensor(ids),
             positions=self._tensor(positions),
-            meta=meta,
+            meta=self._torch_metadata(decodes, prefills),
             sample_rows=sample_rows,
             sample_seqs=sample_seqs,
         )
+
+    def _triton_inputs(
+        self,
+        decodes: list[ScheduledSeq],
+        prefills: list[ScheduledSeq],
+        ids: list[int],
+        positions: list[int],
+        sample_rows: list[int],
+        sample_seqs: list[Sequence],
+    ) -> StepInputs:
+        """The step's inputs for the Triton kernel, moved to the device in one copy: ids,
+        positions, slots, then per launch (decode rows, then every prefill chunk) each
+        sequence's table row, context, first row and query count, and the tile maps."""
+        assert self.tables is not None
+        lists = [ids, positions, self._slot_list(decodes + prefills)]
+        launches = []
+        row = 0
+        for items, block_q in ((decodes, 1), (prefills, PREFILL_BLOCK_Q)):
+            if not items:
+                continue
+            qlens = [i.num_tokens for i in items]
+            starts = list(itertools.accumulate(qlens, initial=row))[:-1]
+            row += sum(qlens)
+            rows = self.tables.rows([(id(i.seq), i.seq.block_table) for i in items])
+            ctx = [i.seq.num_computed + i.num_tokens for i in items]
+            lists += [rows, ctx, starts, qlens, *tiles_for(qlens, block_q)]
+            launches.append(block_q)
+        moved = pack(lists, self.device)
+        paged = [self._launch(moved[3 + 6 * k : 9 + 6 * k], bq) for k, bq in enumerate(launches)]
+        meta = AttentionMetadata(
+            slot_mapping=moved[2],
+            num_decodes=len(decodes),
+            decode_block_tables=None,
+            decode_mask=None,
+            prefills=[],
+            sliding_window=self.sliding_window,
+            paged=paged,
+        )
+        return StepInputs(moved[0], moved[1], meta, sample_rows, sample_seqs)
 
     def _torch_metadata(
         self, decodes: list[ScheduledSeq], prefills: list[ScheduledSeq]
@@ -182,31 +229,19 @@ class ModelRunner:
                 meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes, ctx)
         return meta
 
-    def _paged_tables(
-        self, decodes: list[ScheduledSeq], prefills: list[ScheduledSeq]
-    ) -> list[PagedTables]:
-        """The Triton kernel's tables: one launch for the decode rows (a query a tile),
-        one for every prefill chunk together."""
-        out = []
-        row = 0
-        for items, block_q in ((decodes, 1), (prefills, PREFILL_BLOCK_Q)):
-            if not items:
-                continue
-            ctx = [i.seq.num_computed + i.num_tokens for i in items]
-            qlens = [i.num_tokens for i in items]
-            starts = [row + sum(qlens[:k]) for k in range(len(items))]
-            row += sum(qlens)
-            tables = [
-                i.seq.block_table[: cdiv(c, self.block_size)]
-                for i, c in zip(items, ctx, strict=True)
-            ]
-            out.append(build_tables(tables, ctx, starts, qlens, block_q, self.device))
-        return out
+    def _launch(self, t: list[torch.Tensor], block_q: int) -> PagedTables:
+        """A launch's tables from its moved lists: rows, contexts, starts, query counts,
+        tile sequences and offsets."""
+        assert self.tables is not None
+        return PagedTables(self.tables.table, t[0], t[1], t[2], t[3], t[4], t[5], block_q)
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.int64, device=self.device)
 
     def _slots(self, items: list[ScheduledSeq]) -> torch.Tensor:
+        return self._tensor(self._slot_list(items))
+
+    def _slot_list(self, items: list[ScheduledSeq]) -> list[int]:
         bs = self.block_size
         slots: list[int] = []
         for item in items:
@@ -214,7 +249,7 @@ class ModelRunner:
             slots.extend(
                 table[p // bs] * bs + p % bs for p in range(start, start + item.num_tokens)
             )
-        return self._tensor(slots)
+        return slots
 
     def _prefill_slices(self, items: list[ScheduledSeq], start_row: int) -> list[PrefillSlice]:
         slices = []

@@ -26,10 +26,13 @@ PREFILL_BLOCK_Q = 16
 
 @dataclass(slots=True)
 class PagedTables:
-    """Where each sequence of the step lies in the flat batch and in the pool (int32,
-    on the batch's device); the tile maps list each program's sequence and first query."""
+    """Where each sequence of the step lies in the flat batch and in the pool (integer
+    tensors on the batch's device); the tile maps list each program's sequence and first
+    query. Sequence i's blocks are row `table_rows[i]` of `block_tables`, which may hold
+    the rows of other sequences too (the engine keeps them there between steps)."""
 
-    block_tables: torch.Tensor  # (B, W): block ids, padded with any valid id
+    block_tables: torch.Tensor  # (rows, W) int32 block ids
+    table_rows: torch.Tensor  # (B,): each sequence's row of block_tables
     context_lens: torch.Tensor  # (B,): keys in the pool once this step's are written
     query_starts: torch.Tensor  # (B,): row of the sequence's first query in the batch
     query_lens: torch.Tensor  # (B,)
@@ -57,8 +60,8 @@ def build_tables(
     block_q: int,
     device: torch.device,
 ) -> PagedTables:
-    """PagedTables from per-sequence lists; block tables padded with block 0 to the
-    longest (the kernel never reads past a sequence's context)."""
+    """PagedTables from per-sequence lists, a fresh table of their own; block tables
+    padded with block 0 to the longest (the kernel never reads past a context)."""
     width = max(len(t) for t in tables)
     padded = [t + [0] * (width - len(t)) for t in tables]
     seqs, offsets = tiles_for(query_lens, block_q)
@@ -68,6 +71,7 @@ def build_tables(
 
     return PagedTables(
         block_tables=tensor(padded),
+        table_rows=tensor(list(range(len(tables)))),
         context_lens=tensor(context_lens),
         query_starts=tensor(query_starts),
         query_lens=tensor(query_lens),

@@ -67,6 +67,7 @@ def paged_attention(
         v_cache,
         out,
         tables.block_tables,
+        tables.table_rows,
         tables.context_lens,
         tables.query_starts,
         tables.query_lens,
@@ -99,6 +100,7 @@ def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     v_ptr,
     o_ptr,
     tables_ptr,
+    rows_ptr,
     ctx_ptr,
     qstart_ptr,
     qlen_ptr,
@@ -156,7 +158,7 @@ def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     acc = tl.zeros([BLOCK_Q * G_PAD, D], tl.float32)
     keys = tl.arange(0, TILE)
     head_base = kvh.to(tl.int64) * stride_ch
-    table = tables_ptr + seq.to(tl.int64) * stride_tb
+    table = tables_ptr + tl.load(rows_ptr + seq).to(tl.int64) * stride_tb
     j = first_tile
     while j * TILE <= last:  # (a while loop: Triton's interpreter cannot range over tensors)
         kpos = j * TILE + keys  # key positions: TILE // BS blocks, or a part of one
