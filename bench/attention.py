@@ -10,7 +10,8 @@ pools (at most 256 MB in all), so that as in the engine each call finds its keys
 values in memory, not in the CPU's caches. The allocator is tuned as the engine tunes it
 (freed scratch memory stays in the heap). Prints the CPU and medians in ms
 for three ways: the context gathered into one tensor then PyTorch's SDPA/flash kernel,
-gathered then two batched matmuls, or (decode) read in place from the pool's runs.
+gathered then two batched matmuls, or (decode) read in place from the pool's runs, by
+PyTorch's flash kernel per run or by our C decode kernel (`promptcache.model.cpu_decode`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.engine.host_memory import tune_host_malloc
+from promptcache.model import cpu_decode
 from promptcache.model.attention import (
     _decode_in_place,
     _gather,
@@ -84,7 +86,7 @@ def _layer_pools(dtype: torch.dtype, tables: list[list[int]]) -> Callable[[], tu
 
 def _decode_case(
     dtype: torch.dtype, batch: int, ctx: int, shared: int, repeats: int
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float | None]:
     tables = _tables(batch, ctx, shared)
     layer = _layer_pools(dtype, tables)
     q = torch.randn(batch, H, HD).to(dtype)
@@ -110,12 +112,19 @@ def _decode_case(
     def in_place() -> object:
         return _decode_in_place(q, *layer(), runs)  # type: ignore[arg-type]
 
-    return median_ms(kernel, repeats), median_ms(matmuls, repeats), median_ms(in_place, repeats)
+    lens = torch.full((batch,), ctx)
+
+    def c_kernel() -> object:
+        return cpu_decode.decode_attention(q, *layer(), tab, lens)
+
+    has_c = cpu_decode.supports(dtype, H, KV, HD)
+    times = median_ms(kernel, repeats), median_ms(matmuls, repeats), median_ms(in_place, repeats)
+    return (*times, median_ms(c_kernel, repeats) if has_c else None)
 
 
 def _prefill_case(
     dtype: torch.dtype, q_len: int, ctx: int, repeats: int
-) -> tuple[float, float, None]:
+) -> tuple[float, float, None, None]:
     (table,) = _tables(1, ctx, (ctx - q_len) // BS)
     k_cache, v_cache = _pool(dtype, [table])
     q = torch.randn(q_len, H, HD).to(dtype)
@@ -131,7 +140,7 @@ def _prefill_case(
         keys, values = _gather(k_cache, ids, rows), _gather(v_cache, ids, rows)
         return grouped_prefill_attention(q, keys, values, ctx)
 
-    return median_ms(kernel, repeats), median_ms(matmuls, repeats), None
+    return median_ms(kernel, repeats), median_ms(matmuls, repeats), None, None
 
 
 def main() -> None:
@@ -141,11 +150,12 @@ def main() -> None:
     args = ap.parse_args()
     tune_host_malloc()  # as the engine does on CPU (EngineConfig.tune_host_malloc)
     print(f"# CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
-    print("| dtype | one layer's attention | gathered, SDPA | gathered, matmuls | in place |")
-    print("|---|---|---|---|---|")
+    head = "| dtype | one layer's attention | gathered, SDPA | gathered, matmuls | in place |"
+    print(head + " C kernel |")
+    print("|---|---|---|---|---|---|")
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
-        cases: list[tuple[str, tuple[float, float, float | None]]] = [
+        cases: list[tuple[str, tuple[float, float, float | None, float | None]]] = [
             ("decode b1, 128", _decode_case(dtype, 1, 128, 0, args.repeats)),
             ("decode b1, 1k", _decode_case(dtype, 1, 1024, 0, args.repeats)),
             ("decode b1, 2k", _decode_case(dtype, 1, 2048, 0, args.repeats)),

@@ -44,7 +44,7 @@ from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
 from promptcache.model.loader import LoadedModel
-from promptcache.model.paged_tables import uses_triton
+from promptcache.model.paged_tables import uses_cpu_decode, uses_triton
 from promptcache.util import cdiv
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,9 @@ class LLMEngine:
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
         self.max_model_len = self._max_model_len()
+        cpu = uses_cpu_decode(c.attention_backend, model.device, model.dtype, model.spec)
         self.runner = ModelRunner(
-            model.module, self.kv_cache, triton, c.max_num_seqs, self.max_model_len
+            model.module, self.kv_cache, triton, c.max_num_seqs, self.max_model_len, cpu
         )
         if triton and model.device.type == "cuda":
             self.runner.warm_up()

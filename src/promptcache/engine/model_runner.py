@@ -55,16 +55,19 @@ class ModelRunner:
         triton: bool = False,
         max_num_seqs: int = 16,
         max_model_len: int | None = None,
+        cpu_decode: bool = False,
     ) -> None:
         """`triton`: attention through the Triton kernel (`paged_tables.uses_triton`),
         which reads block tables kept on the device for up to twice `max_num_seqs`
-        sequences of at most `max_model_len` tokens (default: the model's context)."""
+        sequences of at most `max_model_len` tokens (default: the model's context).
+        `cpu_decode`: decode rows through the C kernel (`paged_tables.uses_cpu_decode`)."""
         self.module = module
         self.kv_cache = kv_cache
         self.device = kv_cache.data.device
         self.block_size = kv_cache.block_size
         self.sliding_window = module.spec.sliding_window
         self.triton = triton
+        self.cpu_decode = cpu_decode
         self.tables: DeviceBlockTables | None = None
         if triton:
             tokens = max_model_len or module.spec.max_position_embeddings
@@ -222,7 +225,11 @@ class ModelRunner:
             sliding_window=self.sliding_window,
             prefills=self._prefill_slices(prefills, start_row=len(decodes)),
         )
-        if decodes:
+        if decodes and self.cpu_decode:
+            ctx = [i.seq.num_computed + 1 for i in decodes]
+            meta.decode_block_tables = self._padded_tables(decodes, ctx)
+            meta.decode_context_lens = self._tensor(ctx)
+        elif decodes:
             ctx = [i.seq.num_computed + 1 for i in decodes]  # keys each decode attends to
             meta.decode_runs = self._decode_runs(decodes, ctx)
             if meta.decode_runs is None:
@@ -287,12 +294,17 @@ class ModelRunner:
     def _decode_tables(
         self, items: list[ScheduledSeq], ctx: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        table_t = self._padded_tables(items, ctx)
+        width = table_t.shape[1]
+        mask = decode_mask(self._tensor(ctx), width * self.block_size, self.sliding_window)
+        return table_t, mask
+
+    def _padded_tables(self, items: list[ScheduledSeq], ctx: list[int]) -> torch.Tensor:
+        """(B, W) int64: each sequence's blocks covering its `ctx` keys, padded with
+        block 0 (its contents are finite, and masked out or never read)."""
         width = max(cdiv(c, self.block_size) for c in ctx)
-        # Pad with block 0: its contents are finite and masked out.
         tables = [
             i.seq.block_table[:width] + [0] * (width - len(i.seq.block_table[:width]))
             for i in items
         ]
-        table_t = self._tensor([b for t in tables for b in t]).view(len(items), width)
-        mask = decode_mask(self._tensor(ctx), width * self.block_size, self.sliding_window)
-        return table_t, mask
+        return self._tensor([b for t in tables for b in t]).view(len(items), width)

@@ -26,6 +26,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
+from promptcache.model import cpu_decode
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.paged_tables import PagedTables
 from promptcache.model.pool_runs import (
@@ -60,6 +61,8 @@ class AttentionMetadata:
     prefills: list[PrefillSlice]
     sliding_window: int | None = None
     decode_runs: list[list[Run]] | None = None  # set: decode reads these runs in place
+    decode_context_lens: torch.Tensor | None = None  # set: decode rows by the C kernel,
+    # each over its first keys through its row of decode_block_tables (no mask, in place)
     paged: list[PagedTables] | None = None  # set: the Triton kernel reads the pool, one
     # launch per entry (decode rows, then all prefill chunks), and the fields above go unused
     # Derived once per step by the first layer, reused by the others (and for K and V):
@@ -208,6 +211,10 @@ def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int 
 def _decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
 ) -> torch.Tensor:
+    if meta.decode_context_lens is not None:
+        assert meta.decode_block_tables is not None
+        lens = meta.decode_context_lens
+        return cpu_decode.decode_attention(q, k_cache, v_cache, meta.decode_block_tables, lens)
     if meta.decode_runs is not None:
         return _decode_in_place(q, k_cache, v_cache, meta.decode_runs)
     tables, mask = meta.decode_block_tables, meta.decode_mask

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 
 from promptcache.model.bundled import bundled_gguf_path
@@ -24,6 +23,7 @@ from promptcache.model.gguf_convert import ensure_converted
 from promptcache.model.int4_linear import int4_supported
 from promptcache.model.layers import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.paths import default_cache_dir
 from promptcache.model.q4 import read_q4
 from promptcache.model.shapes import shape_model_dir
 from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
@@ -31,7 +31,6 @@ from promptcache.model.weights import read_checkpoint, to_our_names
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "PROMPTCACHE_CACHE_DIR"
 SHAPE_PREFIX = "shape:"  # `--model shape:llama-1b`: random weights of that shape
 # A folder with the tokenizer files a shape's model takes; default: the bundled model's.
 SHAPE_TOKENIZER_ENV = "PROMPTCACHE_SHAPE_TOKENIZER"
@@ -51,12 +50,6 @@ class LoadedModel:
     dtype: torch.dtype
     fingerprint: str
     weights: str = "dense"
-
-
-def default_cache_dir() -> Path:
-    """$PROMPTCACHE_CACHE_DIR, else the user's cache folder (~/.cache/promptcache on Linux)."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    return Path(env) if env else Path(platformdirs.user_cache_dir("promptcache"))
 
 
 def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:

@@ -1,13 +1,14 @@
-"""The tables the Triton paged-attention kernel reads, and where that kernel is used.
+"""The tables the Triton paged-attention kernel reads, and where our kernels are used.
 
 Kept free of Triton so that the engine can build the tables and choose the attention
 backend on machines without it. `EngineConfig.attention_backend` names the choice:
 
-- "auto" (default): the Triton kernel on CUDA where Triton imports and the model's head
-  size (a power of 2, at least 16) and the block size (a power of 2) suit it; PyTorch's
-  paths everywhere else (the CPU included);
+- "auto" (default): on CUDA the Triton kernel where Triton imports and the model's head
+  size (a power of 2, at least 16) and the block size (a power of 2) suit it; on CPU the
+  C decode kernel (`promptcache.model.cpu_decode`) for decode rows where it builds
+  (float32 or bfloat16, no sliding window), PyTorch's paths for the rest;
 - "torch": PyTorch's paths (gather, then SDPA or matmuls) on any device;
-- "triton": the kernel, or an error where it cannot run.
+- "triton": the Triton kernel, or an error where it cannot run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+from promptcache.model.spec import ModelSpec
 
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
@@ -86,6 +89,17 @@ def kernel_fits(head_dim: int, block_size: int) -> bool:
     dot's depth) and a power-of-two block size."""
     powers = all(n >= 1 and n & (n - 1) == 0 for n in (head_dim, block_size))
     return powers and head_dim >= 16
+
+
+def uses_cpu_decode(
+    backend: str, device: torch.device, dtype: torch.dtype, spec: ModelSpec
+) -> bool:
+    """Whether CPU decode rows go through the C kernel (see the module docstring)."""
+    if backend != "auto" or device.type != "cpu" or spec.sliding_window is not None:
+        return False
+    from promptcache.model import cpu_decode
+
+    return cpu_decode.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim)
 
 
 def uses_triton(backend: str, device: torch.device, head_dim: int, block_size: int) -> bool:

@@ -1,0 +1,315 @@
+/* Decode attention on CPU: each sequence's single query over its KV blocks, read where
+ * they lie in the block pool (no gather), flash-decoding style.
+ *
+ * Work items are (sequence, KV head, chunk of CHUNK keys), spread over the OpenMP
+ * threads PyTorch uses (the library links the same libgomp). An item computes the
+ * scores of the G query heads that share the KV head, their softmax over the chunk
+ * (max, sum) and the weighted sum of the values; a second pass joins the chunks of
+ * each (sequence, KV head) by their maxima and sums. Scores, softmax and sums are in
+ * float32; outputs are rounded to the input's dtype.
+ *
+ * Layouts (elements): q and out (B, H, D) with strides (q_sb, q_sh, 1); the K and V
+ * pools (KV, num_blocks, BS, D) with strides (s_head, s_block, D, 1); tables (B, W)
+ * int64 block ids with row stride t_sb; ctx (B,) int64 keys per sequence (>= 1).
+ *
+ * Built by promptcache.model.cpu_decode with -O3 -march=native -ffast-math -fopenmp
+ * (expf vectorized through glibc's libmvec). With D == 64 and G <= 4, float32 on AVX512F
+ * and bfloat16 on AVX512-BF16 take hand-vectorized paths (bfloat16: dpbf16 dot
+ * products): the output held in registers, the next block prefetched. Elsewhere the
+ * generic loops, vectorized by the compiler for whatever the CPU has (AVX2 included).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#define CHUNK 256
+#define MAXG 16
+#define MAXD 256
+
+static inline float bf2f(uint16_t x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f2bf(float f) { /* round to nearest even, as PyTorch does */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float f2f(float x) { return x; }
+
+/* Softmax of each head's n scores in place: their max and sum out. */
+static void softmax_rows(float s[][CHUNK], int G, int n, float* m_out, float* l_out) {
+    for (int g = 0; g < G; g++) {
+        float m = -FLT_MAX, l = 0.f;
+        for (int i = 0; i < n; i++) m = s[g][i] > m ? s[g][i] : m;
+        for (int i = 0; i < n; i++) {
+            float p = expf(s[g][i] - m);
+            s[g][i] = p;
+            l += p;
+        }
+        m_out[g] = m;
+        l_out[g] = l;
+    }
+}
+
+/* One item, any D and G, either dtype: keys [t0, t1) walked block by block. */
+#define DEFINE_ITEM(NAME, T, TO_F)                                                         \
+    static void NAME(const float* qf, const T* k, const T* v, const int64_t* table, int G, \
+                     int D, int BS, int64_t s_block, int t0, int t1, float* m_out,         \
+                     float* l_out, float* acc) {                                           \
+        float s[MAXG][CHUNK];                                                              \
+        float x[MAXD];                                                                     \
+        int t = 0;                                                                         \
+        for (int pos = t0; pos < t1;) {                                                    \
+            int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;           \
+            const T* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * D;        \
+            for (; pos < end; pos++, t++, kp += D) {                                       \
+                for (int d = 0; d < D; d++) x[d] = TO_F(kp[d]);                            \
+                for (int g = 0; g < G; g++) {                                              \
+                    float dot = 0.f;                                                       \
+                    for (int d = 0; d < D; d++) dot += qf[g * D + d] * x[d];               \
+                    s[g][t] = dot;                                                         \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        softmax_rows(s, G, t1 - t0, m_out, l_out);                                         \
+        memset(acc, 0, sizeof(float) * G * D);                                             \
+        t = 0;                                                                             \
+        for (int pos = t0; pos < t1;) {                                                    \
+            int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;           \
+            const T* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * D;        \
+            for (; pos < end; pos++, t++, vp += D) {                                       \
+                for (int d = 0; d < D; d++) x[d] = TO_F(vp[d]);                            \
+                for (int g = 0; g < G; g++) {                                              \
+                    float p = s[g][t];                                                     \
+                    for (int d = 0; d < D; d++) acc[g * D + d] += p * x[d];                \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+DEFINE_ITEM(item_bf16, uint16_t, bf2f)
+DEFINE_ITEM(item_f32, float, f2f)
+
+#ifdef __AVX512F__
+static inline void prefetch_bytes(const void* p, int bytes) { /* a block, ahead of use */
+    for (int i = 0; i < bytes; i += 64) _mm_prefetch((const char*)p + i, _MM_HINT_T0);
+}
+#endif
+
+#ifdef __AVX512BF16__
+
+static inline __m512 bf16x16(const uint16_t* p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+/* bf16, D == 64: G is a constant after inlining, so the G x 4 accumulators stay in
+ * registers. */
+static inline __attribute__((always_inline)) void item_fast(
+    const float* qf, const uint16_t* k, const uint16_t* v, const int64_t* table, const int G,
+    int BS, int64_t s_block, int t0, int t1, float* m_out, float* l_out, float* acc_out) {
+    float s[MAXG][CHUNK];
+    __m512bh qa[4], qb[4];
+    for (int g = 0; g < G; g++) {
+        const float* q = qf + g * 64;
+        qa[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+        qb[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 48), _mm512_loadu_ps(q + 32));
+    }
+    int t = 0;
+    for (int pos = t0; pos < t1;) {
+        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
+        const uint16_t* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
+        if (end < t1) prefetch_bytes(k + table[blk + 1] * s_block, BS * 64 * 2);
+        for (; pos < end; pos++, t++, kp += 64) {
+            __m512bh ka = (__m512bh)_mm512_loadu_si512(kp);
+            __m512bh kb = (__m512bh)_mm512_loadu_si512(kp + 32);
+            for (int g = 0; g < G; g++) {
+                __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), qa[g], ka);
+                s[g][t] = _mm512_reduce_add_ps(_mm512_dpbf16_ps(a, qb[g], kb));
+            }
+        }
+    }
+    softmax_rows(s, G, t1 - t0, m_out, l_out);
+    __m512 acc[4][4];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) acc[g][i] = _mm512_setzero_ps();
+    t = 0;
+    for (int pos = t0; pos < t1;) {
+        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
+        const uint16_t* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
+        if (end < t1) prefetch_bytes(v + table[blk + 1] * s_block, BS * 64 * 2);
+        for (; pos < end; pos++, t++, vp += 64) {
+            __m512 x[4];
+            for (int i = 0; i < 4; i++) x[i] = bf16x16(vp + 16 * i);
+            for (int g = 0; g < G; g++) {
+                __m512 p = _mm512_set1_ps(s[g][t]);
+                for (int i = 0; i < 4; i++) acc[g][i] = _mm512_fmadd_ps(p, x[i], acc[g][i]);
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc_out + g * 64 + 16 * i, acc[g][i]);
+}
+
+static int item_bf16_fast(const float* qf, const uint16_t* k, const uint16_t* v,
+                          const int64_t* table, int G, int D, int BS, int64_t s_block, int t0,
+                          int t1, float* m, float* l, float* acc) {
+    if (D != 64 || G > 4) return 0;
+    switch (G) {
+        case 1: item_fast(qf, k, v, table, 1, BS, s_block, t0, t1, m, l, acc); break;
+        case 2: item_fast(qf, k, v, table, 2, BS, s_block, t0, t1, m, l, acc); break;
+        case 3: item_fast(qf, k, v, table, 3, BS, s_block, t0, t1, m, l, acc); break;
+        default: item_fast(qf, k, v, table, 4, BS, s_block, t0, t1, m, l, acc); break;
+    }
+    return 1;
+}
+#else
+static int item_bf16_fast(const float* qf, const uint16_t* k, const uint16_t* v,
+                          const int64_t* table, int G, int D, int BS, int64_t s_block, int t0,
+                          int t1, float* m, float* l, float* acc) {
+    (void)qf, (void)k, (void)v, (void)table, (void)G, (void)D, (void)BS, (void)s_block;
+    (void)t0, (void)t1, (void)m, (void)l, (void)acc;
+    return 0;
+}
+#endif
+
+#ifdef __AVX512F__
+/* float32, D == 64: as item_fast, four 16-float vectors a row. */
+static inline __attribute__((always_inline)) void item_fast_f32(
+    const float* qf, const float* k, const float* v, const int64_t* table, const int G, int BS,
+    int64_t s_block, int t0, int t1, float* m_out, float* l_out, float* acc_out) {
+    float s[MAXG][CHUNK];
+    __m512 qv[4][4];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) qv[g][i] = _mm512_loadu_ps(qf + g * 64 + 16 * i);
+    int t = 0;
+    for (int pos = t0; pos < t1;) {
+        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
+        const float* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
+        if (end < t1) prefetch_bytes(k + table[blk + 1] * s_block, BS * 64 * 4);
+        for (; pos < end; pos++, t++, kp += 64) {
+            __m512 x[4];
+            for (int i = 0; i < 4; i++) x[i] = _mm512_loadu_ps(kp + 16 * i);
+            for (int g = 0; g < G; g++) {
+                __m512 a = _mm512_mul_ps(qv[g][0], x[0]);
+                for (int i = 1; i < 4; i++) a = _mm512_fmadd_ps(qv[g][i], x[i], a);
+                s[g][t] = _mm512_reduce_add_ps(a);
+            }
+        }
+    }
+    softmax_rows(s, G, t1 - t0, m_out, l_out);
+    __m512 acc[4][4];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) acc[g][i] = _mm512_setzero_ps();
+    t = 0;
+    for (int pos = t0; pos < t1;) {
+        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
+        const float* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
+        if (end < t1) prefetch_bytes(v + table[blk + 1] * s_block, BS * 64 * 4);
+        for (; pos < end; pos++, t++, vp += 64) {
+            __m512 x[4];
+            for (int i = 0; i < 4; i++) x[i] = _mm512_loadu_ps(vp + 16 * i);
+            for (int g = 0; g < G; g++) {
+                __m512 p = _mm512_set1_ps(s[g][t]);
+                for (int i = 0; i < 4; i++) acc[g][i] = _mm512_fmadd_ps(p, x[i], acc[g][i]);
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc_out + g * 64 + 16 * i, acc[g][i]);
+}
+
+static int item_f32_fast(const float* qf, const float* k, const float* v, const int64_t* table,
+                         int G, int D, int BS, int64_t s_block, int t0, int t1, float* m,
+                         float* l, float* acc) {
+    if (D != 64 || G > 4) return 0;
+    switch (G) {
+        case 1: item_fast_f32(qf, k, v, table, 1, BS, s_block, t0, t1, m, l, acc); break;
+        case 2: item_fast_f32(qf, k, v, table, 2, BS, s_block, t0, t1, m, l, acc); break;
+        case 3: item_fast_f32(qf, k, v, table, 3, BS, s_block, t0, t1, m, l, acc); break;
+        default: item_fast_f32(qf, k, v, table, 4, BS, s_block, t0, t1, m, l, acc); break;
+    }
+    return 1;
+}
+#else
+static int item_f32_fast(const float* qf, const float* k, const float* v, const int64_t* table,
+                         int G, int D, int BS, int64_t s_block, int t0, int t1, float* m,
+                         float* l, float* acc) {
+    (void)qf, (void)k, (void)v, (void)table, (void)G, (void)D, (void)BS, (void)s_block;
+    (void)t0, (void)t1, (void)m, (void)l, (void)acc;
+    return 0;
+}
+#endif
+
+/* The driver: items over the threads, then the chunks of each (sequence, head) joined. */
+#define DEFINE_DECODE(NAME, T, TO_F, FROM_F, ITEM, FAST)                                      \
+    int NAME(const T* q, int64_t q_sb, int64_t q_sh, const T* k, const T* v,                 \
+             const int64_t* tables, int64_t t_sb, const int64_t* ctx, int B, int H, int KV,  \
+             int D, int BS, int64_t s_head, int64_t s_block, float scale, T* out,            \
+             int64_t o_sb, int64_t o_sh) {                                                    \
+        int G = H / KV, chunks = 0;                                                           \
+        if (G > MAXG || D > MAXD || G * KV != H) return 1;                                    \
+        for (int b = 0; b < B; b++) {                                                         \
+            int c = (int)((ctx[b] + CHUNK - 1) / CHUNK);                                      \
+            chunks = c > chunks ? c : chunks;                                                 \
+        }                                                                                     \
+        int items = B * KV * chunks, per = G * (D + 2);                                       \
+        float* part = malloc(sizeof(float) * (size_t)items * per);                            \
+        if (!part) return 2;                                                                  \
+        _Pragma("omp parallel for schedule(dynamic, 1)")                                      \
+        for (int it = 0; it < items; it++) {                                                  \
+            int c = it % chunks, h = (it / chunks) % KV, b = it / (chunks * KV);              \
+            float *m = part + (size_t)it * per, *l = m + G, *acc = l + G;                     \
+            int t0 = c * CHUNK, t1 = t0 + CHUNK < ctx[b] ? t0 + CHUNK : (int)ctx[b];          \
+            if (t0 >= t1) {                                                                   \
+                for (int g = 0; g < G; g++) m[g] = -FLT_MAX, l[g] = 0.f;                      \
+                continue;                                                                     \
+            }                                                                                 \
+            float qf[MAXG * MAXD];                                                            \
+            for (int g = 0; g < G; g++)                                                       \
+                for (int d = 0; d < D; d++)                                                   \
+                    qf[g * D + d] = TO_F(q[b * q_sb + (h * G + g) * q_sh + d]) * scale;       \
+            const int64_t* table = tables + b * t_sb;                                         \
+            const T *kh = k + h * s_head, *vh = v + h * s_head;                               \
+            if (!FAST(qf, kh, vh, table, G, D, BS, s_block, t0, t1, m, l, acc))               \
+                ITEM(qf, kh, vh, table, G, D, BS, s_block, t0, t1, m, l, acc);                \
+        }                                                                                     \
+        _Pragma("omp parallel for")                                                           \
+        for (int bh = 0; bh < B * KV; bh++) {                                                 \
+            int b = bh / KV, h = bh % KV;                                                     \
+            for (int g = 0; g < G; g++) {                                                     \
+                float M = -FLT_MAX, L = 0.f, o[MAXD];                                         \
+                for (int c = 0; c < chunks; c++) {                                            \
+                    float mc = part[(size_t)(bh * chunks + c) * per + g];                     \
+                    M = mc > M ? mc : M;                                                      \
+                }                                                                             \
+                memset(o, 0, sizeof(float) * D);                                              \
+                for (int c = 0; c < chunks; c++) {                                            \
+                    float *m = part + (size_t)(bh * chunks + c) * per, *l = m + G;            \
+                    float *acc = l + G + g * D, w;                                            \
+                    if (l[g] == 0.f) continue;                                                \
+                    w = expf(m[g] - M);                                                       \
+                    L += w * l[g];                                                            \
+                    for (int d = 0; d < D; d++) o[d] += w * acc[d];                           \
+                }                                                                             \
+                T* op = out + b * o_sb + (h * G + g) * o_sh;                                  \
+                for (int d = 0; d < D; d++) op[d] = FROM_F(L > 0.f ? o[d] / L : 0.f);         \
+            }                                                                                 \
+        }                                                                                     \
+        free(part);                                                                           \
+        return 0;                                                                             \
+    }
+
+DEFINE_DECODE(pc_decode_bf16, uint16_t, bf2f, f2bf, item_bf16, item_bf16_fast)
+DEFINE_DECODE(pc_decode_f32, float, f2f, f2f, item_f32, item_f32_fast)
