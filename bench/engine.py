@@ -399,7 +399,9 @@ def main() -> None:
             systems.append(Ours(q4, config))
     systems.append(Transformers(model))
     print(header(model, device, weights))
-    print(f"# attention: {'Triton kernel' if systems[0].engine.runner.triton else 'PyTorch'}")
+    runner = systems[0].engine.runner
+    kernels = "Triton" if runner.triton else "C decode, PyTorch" if runner.cpu_decode else "PyTorch"
+    print(f"# attention: {kernels}")
     vocab = model.spec.vocab_size
     rows = bench_prefill(systems, lengths, vocab, args.repeats)
     rows += bench_decode(systems, batches, vocab, args.repeats, args.decode_tokens)

@@ -52,7 +52,7 @@ def library() -> ctypes.CDLL | None:
     for name in _SYMBOLS.values():
         fn = getattr(lib, name)
         fn.argtypes = [p, i64, i64, p, p, p, i64, p, i32, i32, i32, i32, i32, i64, i64]
-        fn.argtypes += [ctypes.c_float, p, i64, i64]
+        fn.argtypes += [ctypes.c_float, p, i64, i64, i32]
         fn.restype = i32
     return lib
 
@@ -104,6 +104,7 @@ def decode_attention(
         out.data_ptr(),
         out.stride(0),
         out.stride(1),
+        torch.get_num_threads(),
     )
     if err:
         raise RuntimeError(f"decode attention kernel failed ({err})")

@@ -1,8 +1,8 @@
 /* Decode attention on CPU: each sequence's single query over its KV blocks, read where
  * they lie in the block pool (no gather), flash-decoding style.
  *
- * Work items are (sequence, KV head, chunk of CHUNK keys), spread over the OpenMP
- * threads PyTorch uses (the library links the same libgomp). An item computes the
+ * Work items are (sequence, KV head, chunk of CHUNK keys), spread over `threads` OpenMP
+ * threads (PyTorch's intra-op count; the library links the libgomp PyTorch loaded). An item computes the
  * scores of the G query heads that share the KV head, their softmax over the chunk
  * (max, sum) and the weighted sum of the values; a second pass joins the chunks of
  * each (sequence, KV head) by their maxima and sums. Scores, softmax and sums are in
@@ -257,9 +257,9 @@ static int item_f32_fast(const float* qf, const float* k, const float* v, const 
     int NAME(const T* q, int64_t q_sb, int64_t q_sh, const T* k, const T* v,                 \
              const int64_t* tables, int64_t t_sb, const int64_t* ctx, int B, int H, int KV,  \
              int D, int BS, int64_t s_head, int64_t s_block, float scale, T* out,            \
-             int64_t o_sb, int64_t o_sh) {                                                    \
+             int64_t o_sb, int64_t o_sh, int threads) {                                       \
         int G = H / KV, chunks = 0;                                                           \
-        if (G > MAXG || D > MAXD || G * KV != H) return 1;                                    \
+        if (G > MAXG || D > MAXD || G * KV != H || threads < 1 || threads > 4096) return 1;   \
         for (int b = 0; b < B; b++) {                                                         \
             int c = (int)((ctx[b] + CHUNK - 1) / CHUNK);                                      \
             chunks = c > chunks ? c : chunks;                                                 \
@@ -267,7 +267,7 @@ static int item_f32_fast(const float* qf, const float* k, const float* v, const 
         int items = B * KV * chunks, per = G * (D + 2);                                       \
         float* part = malloc(sizeof(float) * (size_t)items * per);                            \
         if (!part) return 2;                                                                  \
-        _Pragma("omp parallel for schedule(dynamic, 1)")                                      \
+        _Pragma("omp parallel for schedule(dynamic, 1) num_threads(threads)")                 \
         for (int it = 0; it < items; it++) {                                                  \
             int c = it % chunks, h = (it / chunks) % KV, b = it / (chunks * KV);              \
             float *m = part + (size_t)it * per, *l = m + G, *acc = l + G;                     \
@@ -285,7 +285,7 @@ static int item_f32_fast(const float* qf, const float* k, const float* v, const 
             if (!FAST(qf, kh, vh, table, G, D, BS, s_block, t0, t1, m, l, acc))               \
                 ITEM(qf, kh, vh, table, G, D, BS, s_block, t0, t1, m, l, acc);                \
         }                                                                                     \
-        _Pragma("omp parallel for")                                                           \
+        _Pragma("omp parallel for num_threads(threads)")                                      \
         for (int bh = 0; bh < B * KV; bh++) {                                                 \
             int b = bh / KV, h = bh % KV;                                                     \
             for (int g = 0; g < G; g++) {                                                     \
