@@ -189,6 +189,8 @@ class ModelRunner:
         sequence's table row, context, first row and query count, and the tile maps."""
         assert self.tables is not None
         lists = [ids, positions, self._slot_list(decodes + prefills)]
+        # one call for the whole step, so that no sequence of it takes another's row
+        all_rows = self.tables.rows([(id(i.seq), i.seq.block_table) for i in decodes + prefills])
         launches = []
         row = 0
         for items, block_q in ((decodes, 1), (prefills, PREFILL_BLOCK_Q)):
@@ -196,8 +198,8 @@ class ModelRunner:
                 continue
             qlens = [i.num_tokens for i in items]
             starts = list(itertools.accumulate(qlens, initial=row))[:-1]
+            rows = all_rows[: len(items)] if items is decodes else all_rows[len(decodes) :]
             row += sum(qlens)
-            rows = self.tables.rows([(id(i.seq), i.seq.block_table) for i in items])
             ctx = [i.seq.num_computed + i.num_tokens for i in items]
             lists += [rows, ctx, starts, qlens, *tiles_for(qlens, block_q)]
             launches.append(block_q)
@@ -225,15 +227,16 @@ class ModelRunner:
             sliding_window=self.sliding_window,
             prefills=self._prefill_slices(prefills, start_row=len(decodes)),
         )
-        if decodes and self.cpu_decode:
-            ctx = [i.seq.num_computed + 1 for i in decodes]
+        if not decodes:
+            return meta
+        ctx = [i.seq.num_computed + 1 for i in decodes]  # keys each decode attends to
+        if self.cpu_decode:
             meta.decode_block_tables = self._padded_tables(decodes, ctx)
             meta.decode_context_lens = self._tensor(ctx)
-        elif decodes:
-            ctx = [i.seq.num_computed + 1 for i in decodes]  # keys each decode attends to
-            meta.decode_runs = self._decode_runs(decodes, ctx)
-            if meta.decode_runs is None:
-                meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes, ctx)
+            return meta
+        meta.decode_runs = self._decode_runs(decodes, ctx)
+        if meta.decode_runs is None:
+            meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes, ctx)
         return meta
 
     def _launch(self, t: list[torch.Tensor], block_q: int) -> PagedTables:
