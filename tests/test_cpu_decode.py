@@ -73,3 +73,12 @@ def test_limits() -> None:
     assert not cpu_decode.supports(torch.float16, 9, 3, 64)
     assert not cpu_decode.supports(torch.float32, 64, 2, 64)  # 32 heads a group
     assert not cpu_decode.supports(torch.float32, 4, 2, 512)
+
+
+def test_loading_keeps_subnormals() -> None:
+    """The library is built with -ffast-math but must not turn on flush-to-zero for the
+    process (as linking crtfastmath.o would): subnormals survive in Python and PyTorch."""
+    assert cpu_decode.library() is not None
+    tiny = 2.2250738585072014e-308  # the smallest normal double
+    assert tiny / 4 != 0.0
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # a float32 subnormal

@@ -9,7 +9,8 @@ sums (`csrc/decode_attention.c`). Per layer, 2 cores, bf16, pool in memory
 
 The library is compiled once per source, compiler flags and CPU (`-march=native`) with
 the system's C compiler (`$CC`, else `cc`) into `kernels/` under the cache folder, and
-loaded with ctypes. Where there is no compiler, or the build fails, `library()` is None,
+loaded with ctypes; loading it leaves the process's floating-point state as it was
+(subnormals kept; see FLAGS). Where there is no compiler, or the build fails, `library()` is None,
 the reason is logged once, and attention keeps PyTorch's paths.
 """
 
@@ -33,7 +34,11 @@ from promptcache.model.paths import default_cache_dir
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_attention.c"
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared")
+# Compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but
+# linked without it: linking with it adds crtfastmath.o, whose constructor turns on
+# flush-to-zero and denormals-are-zero for the whole process when the library loads.
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC")
+LINK = ("-shared", "-fopenmp")
 LIBS = ("-lmvec", "-lm")
 MAX_GROUP, MAX_HEAD_DIM = 16, 256  # the kernel's limits (heads per KV head, head size)
 _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
@@ -127,18 +132,23 @@ def _build() -> Path:
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
     source = SOURCE.read_bytes()
-    facts = [source, " ".join(FLAGS + LIBS).encode(), _cpu_flags().encode(), compiler.encode()]
+    flags = " ".join(FLAGS + LINK + LIBS).encode()
+    facts = [source, flags, _cpu_flags().encode(), compiler.encode()]
     key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
     target = default_cache_dir() / "kernels" / f"decode_attention-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        cmd = [compiler, *FLAGS, str(SOURCE), "-o", str(built), *LIBS]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+        obj, built = Path(tmp) / "decode_attention.o", Path(tmp) / target.name
+        _run([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)])
+        _run([compiler, *LINK, str(obj), "-o", str(built), *LIBS])
         built.replace(target)
     log.info("decode attention: built the C kernel into %s", target)
     return target
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
