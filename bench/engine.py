@@ -36,8 +36,8 @@ from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
 from promptcache.model.loader import SHAPE_PREFIX, load_model
-from promptcache.model.paged_tables import ATTENTION_BACKENDS
 from promptcache.model.shapes import SHAPES
+from promptcache.util import ATTENTION_BACKENDS
 
 
 def sync() -> None:

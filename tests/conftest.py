@@ -104,6 +104,16 @@ def tiny_long(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(str(folder), dtype=torch.float32)
 
 
+def run_to_end(engine: LLMEngine, ids: list[str]) -> list[list[int]]:
+    """Step `engine` until every request has ended, checking the block pool's integrity
+    after each step; returns the tokens of requests `ids`, in that order."""
+    final: dict[str, list[int]] = {}
+    while engine.has_unfinished():
+        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+        engine.check_integrity()
+    return [final[i] for i in ids]
+
+
 def random_tokens(n: int, seed: int = 0) -> list[int]:
     """`n` seeded token ids in [3, 256) (the tiny models' vocabulary, past the specials)."""
     return torch.randint(3, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()

@@ -7,6 +7,7 @@ from typing import Any
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import chat_prompt_ids
 from promptcache.model.loader import LoadedModel
+from tests.conftest import run_to_end
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 
@@ -43,13 +44,10 @@ def test_chunked_prefill_mixed_with_decodes(bundled: LoadedModel, make_engine: A
     for _ in range(5):
         engine.step()
     ids += [engine.add_request(p, GREEDY) for p in prompts[2:]]  # join mid-flight
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-        engine.check_integrity()
+    outputs = run_to_end(engine, ids)
     assert all(tokens <= 16 for tokens, _, _ in plans)
     assert any(decodes and prefills for _, decodes, prefills in plans)
-    assert [final[i] for i in ids] == [r.token_ids for r in reference]
+    assert outputs == [r.token_ids for r in reference]
 
 
 def _record_plans(engine: Any) -> list[tuple[int, int, int]]:
@@ -76,9 +74,6 @@ def test_preemption_keeps_outputs(bundled: LoadedModel, make_engine: Any) -> Non
     engine = make_engine(bundled, kv_cache_bytes=8 * per_block)
     assert engine.pool.num_blocks == 8
     ids = [engine.add_request(p, GREEDY) for p in prompts]
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-        engine.check_integrity()
+    outputs = run_to_end(engine, ids)
     assert engine.num_preemptions > 0
-    assert [final[i] for i in ids] == [r.token_ids for r in reference]
+    assert outputs == [r.token_ids for r in reference]

@@ -12,6 +12,7 @@ from promptcache.engine.sampler import _top_p, sample
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.chat import chat_prompt_ids
 from promptcache.model.loader import LoadedModel
+from tests.conftest import run_to_end
 
 
 def test_top_p_keeps_smallest_nucleus() -> None:
@@ -34,10 +35,7 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(
         engine.add_request("hello", params),
         engine.add_request("xyz!", others),
     ]
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-    assert final[ids[1]] == alone
+    assert run_to_end(engine, ids)[1] == alone
     other_seed = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, seed=43)
     assert engine.generate(["hello"], other_seed)[0].token_ids != alone
 

@@ -19,7 +19,7 @@ pytest.importorskip("triton")
 from promptcache.engine.cuda_graphs import capture_sizes
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loader import LoadedModel, load_model
-from tests.conftest import random_tokens, save_tiny_model
+from tests.conftest import random_tokens, run_to_end, save_tiny_model
 from tests.test_model_parity import TOL, hf_logits
 
 CUDA = torch.cuda.is_available()
@@ -91,12 +91,9 @@ def test_outputs_under_preemption(tiny: LoadedModel, make_engine: Any) -> None:
     per_block = 16 * tiny.spec.kv_bytes_per_token * 4
     engine = make_engine(tiny, kv_cache_bytes=8 * per_block, attention_backend="triton")
     ids = [engine.add_request(p, GREEDY) for p in prompts]
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-        engine.check_integrity()
+    outputs = run_to_end(engine, ids)
     assert engine.num_preemptions > 0
-    assert [final[i] for i in ids] == reference
+    assert outputs == reference
 
 
 def test_capture_sizes() -> None:
@@ -132,10 +129,7 @@ def test_static_decode_batches_keep_outputs(tiny: LoadedModel, make_engine: Any)
     engine.runner.warm_up()  # writes only the scratch block (the teardown checks the pool)
     seen = _static_decodes(engine, max_batch=4)
     ids = [engine.add_request(p, GREEDY) for p in prompts]
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-    assert [final[i] for i in ids] == reference
+    assert run_to_end(engine, ids) == reference
     assert 3 in seen and 1 in seen  # padded, and a lone decode after the others ended
 
 
@@ -146,8 +140,6 @@ def test_static_decode_batches_under_preemption(tiny: LoadedModel, make_engine: 
     engine = make_engine(tiny, kv_cache_bytes=8 * per_block, attention_backend="triton")
     seen = _static_decodes(engine, max_batch=2)  # 3 or 4 decodes at once run eagerly
     ids = [engine.add_request(p, GREEDY) for p in prompts]
-    final = {}
-    while engine.has_unfinished():
-        final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+    outputs = run_to_end(engine, ids)
     assert engine.num_preemptions > 0 and seen
-    assert [final[i] for i in ids] == reference
+    assert outputs == reference

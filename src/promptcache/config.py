@@ -11,6 +11,8 @@ from pathlib import Path
 
 import platformdirs
 
+from promptcache.util import ATTENTION_BACKENDS
+
 GIB = 1024**3
 DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
 
@@ -72,9 +74,10 @@ class EngineConfig:
         attention_backend: how attention reads the KV pool: "auto" (default) runs
             promptcache's Triton kernel, which reads blocks in place, on CUDA where Triton
             is installed, the head size is a power of 2 of at least 16 and the block size
-            a power of 2, and PyTorch's paths everywhere else; "torch" always PyTorch's
-            paths; "triton" the kernel or an error where it cannot run
-            (model/paged_tables.py).
+            a power of 2; on CPU its C decode kernel for decode rows where it builds
+            (float32/bfloat16, no sliding window); PyTorch's paths for the rest. "torch":
+            always PyTorch's paths; "triton": the Triton kernel or an error where it
+            cannot run (model/paged_tables.py).
         cuda_graphs: on CUDA with the Triton attention, capture the decode forward in
             CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to
             max_num_seqs, and replay them for decode-only steps (engine/cuda_graphs.py).
@@ -119,9 +122,9 @@ class EngineConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.attention_backend not in ("auto", "torch", "triton"):
+        if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(
-                "attention_backend must be 'auto', 'torch' or 'triton', "
+                f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
                 f"got {self.attention_backend!r}"
             )
         if self.usage_rules not in ("openai", "exact"):

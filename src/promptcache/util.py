@@ -1,6 +1,9 @@
-"""Small arithmetic helpers shared by every layer (imports nothing from the package)."""
+"""Small helpers and constants shared by every layer (imports nothing from the package)."""
 
 from __future__ import annotations
+
+# `EngineConfig.attention_backend`'s values (model/paged_tables.py says what each means).
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
 
 def cdiv(a: int, b: int) -> int:

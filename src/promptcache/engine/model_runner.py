@@ -109,9 +109,10 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, int]:
         """Run the step; returns {id(seq): next token} for sequences that sample now."""
-        seqs = [s.seq for s in scheduled]
         logits = self._replay(scheduled)
-        if logits is None:
+        if logits is not None:  # a replayed step samples every row, in step order
+            seqs = [s.seq for s in scheduled]
+        else:
             inputs = self.prepare(scheduled)
             hidden = self.forward(inputs)  # writes the K/V of chunks that sample nothing
             if not inputs.sample_rows:

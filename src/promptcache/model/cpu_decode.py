@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from promptcache.model.device import cpu_model
+from promptcache.model.device import cpu_identity
 from promptcache.model.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -116,16 +116,6 @@ def decode_attention(
     return out
 
 
-def _cpu_flags() -> str:
-    """The CPU's model and every ISA flag: what `-march=native` compiles for."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return cpu_model()
-    lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))]
-    return "\n".join(dict.fromkeys(lines))
-
-
 def _build() -> Path:
     """Compile the kernel unless this source, these flags and this CPU already have it."""
     compiler = os.environ.get("CC", "cc")
@@ -133,7 +123,7 @@ def _build() -> Path:
         raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
     source = SOURCE.read_bytes()
     flags = " ".join(FLAGS + LINK + LIBS).encode()
-    facts = [source, flags, _cpu_flags().encode(), compiler.encode()]
+    facts = [source, flags, cpu_identity().encode(), compiler.encode()]
     key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
     target = default_cache_dir() / "kernels" / f"decode_attention-{key}.so"
     if target.exists():

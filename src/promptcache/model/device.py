@@ -46,6 +46,17 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(flags) or 'no AVX2'})"
 
 
+def cpu_identity() -> str:
+    """The CPU's model name and every ISA flag it reports: what `-march=native` compiles
+    for (keys the C kernel's build, model/cpu_decode.py)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return cpu_model()
+    lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))]
+    return "\n".join(dict.fromkeys(lines))
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU advertises AMX-BF16 or AVX512-BF16."""
     try:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from promptcache.model.spec import ModelSpec
-
-ATTENTION_BACKENDS = ("auto", "torch", "triton")
+from promptcache.util import ATTENTION_BACKENDS
 
 # Query tokens per prefill tile of the kernel; decode tiles hold one.
 PREFILL_BLOCK_Q = 16

@@ -101,155 +101,119 @@ static void softmax_rows(float s[][CHUNK], int G, int n, float* m_out, float* l_
 DEFINE_ITEM(item_bf16, uint16_t, bf2f)
 DEFINE_ITEM(item_f32, float, f2f)
 
+/* The fast paths, D == 64: per dtype, the group's queries prepared once, a key row's
+ * score for head g, and 16 values of a row as floats; DEFINE_FAST walks the keys with
+ * them, G a constant after inlining so that the G x 4 accumulators stay in registers,
+ * the next block prefetched. Without the ISA, DEFINE_NO_FAST: the generic loops serve. */
+#define DEFINE_FAST(NAME, T, SFX)                                                              \
+    static inline __attribute__((always_inline)) void NAME##_g(                                \
+        const float* qf, const T* k, const T* v, const int64_t* table, const int G, int BS,    \
+        int64_t s_block, int t0, int t1, float* m_out, float* l_out, float* acc_out) {         \
+        float s[MAXG][CHUNK];                                                                  \
+        q_##SFX q;                                                                             \
+        prep_##SFX(qf, G, &q);                                                                 \
+        int t = 0;                                                                             \
+        for (int pos = t0; pos < t1;) {                                                        \
+            int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;               \
+            const T* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;           \
+            if (end < t1) prefetch_bytes(k + table[blk + 1] * s_block, BS * 64 * sizeof(T));   \
+            for (; pos < end; pos++, t++, kp += 64)                                            \
+                for (int g = 0; g < G; g++) s[g][t] = score_##SFX(&q, g, kp);                  \
+        }                                                                                      \
+        softmax_rows(s, G, t1 - t0, m_out, l_out);                                             \
+        __m512 acc[4][4];                                                                      \
+        for (int g = 0; g < G; g++)                                                            \
+            for (int i = 0; i < 4; i++) acc[g][i] = _mm512_setzero_ps();                       \
+        t = 0;                                                                                 \
+        for (int pos = t0; pos < t1;) {                                                        \
+            int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;               \
+            const T* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;           \
+            if (end < t1) prefetch_bytes(v + table[blk + 1] * s_block, BS * 64 * sizeof(T));   \
+            for (; pos < end; pos++, t++, vp += 64) {                                          \
+                __m512 x[4];                                                                   \
+                for (int i = 0; i < 4; i++) x[i] = row16_##SFX(vp + 16 * i);                   \
+                for (int g = 0; g < G; g++) {                                                  \
+                    __m512 p = _mm512_set1_ps(s[g][t]);                                        \
+                    for (int i = 0; i < 4; i++) acc[g][i] = _mm512_fmadd_ps(p, x[i], acc[g][i]); \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int g = 0; g < G; g++)                                                            \
+            for (int i = 0; i < 4; i++)                                                        \
+                _mm512_storeu_ps(acc_out + g * 64 + 16 * i, acc[g][i]);                        \
+    }                                                                                          \
+    static int NAME(const float* qf, const T* k, const T* v, const int64_t* table, int G,      \
+                    int D, int BS, int64_t s_block, int t0, int t1, float* m, float* l,        \
+                    float* acc) {                                                              \
+        if (D != 64 || G > 4) return 0;                                                        \
+        switch (G) {                                                                           \
+            case 1: NAME##_g(qf, k, v, table, 1, BS, s_block, t0, t1, m, l, acc); break;       \
+            case 2: NAME##_g(qf, k, v, table, 2, BS, s_block, t0, t1, m, l, acc); break;       \
+            case 3: NAME##_g(qf, k, v, table, 3, BS, s_block, t0, t1, m, l, acc); break;       \
+            default: NAME##_g(qf, k, v, table, 4, BS, s_block, t0, t1, m, l, acc); break;      \
+        }                                                                                      \
+        return 1;                                                                              \
+    }
+
+#define DEFINE_NO_FAST(NAME, T)                                                                \
+    static int NAME(const float* qf, const T* k, const T* v, const int64_t* table, int G,      \
+                    int D, int BS, int64_t s_block, int t0, int t1, float* m, float* l,        \
+                    float* acc) {                                                              \
+        (void)qf, (void)k, (void)v, (void)table, (void)G, (void)D, (void)BS, (void)s_block;    \
+        (void)t0, (void)t1, (void)m, (void)l, (void)acc;                                       \
+        return 0;                                                                              \
+    }
+
 #ifdef __AVX512F__
 static inline void prefetch_bytes(const void* p, int bytes) { /* a block, ahead of use */
     for (int i = 0; i < bytes; i += 64) _mm_prefetch((const char*)p + i, _MM_HINT_T0);
 }
+
+typedef struct { __m512 v[4][4]; } q_f32;
+
+static inline void prep_f32(const float* qf, int G, q_f32* q) {
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) q->v[g][i] = _mm512_loadu_ps(qf + g * 64 + 16 * i);
+}
+
+static inline float score_f32(const q_f32* q, int g, const float* kp) {
+    __m512 a = _mm512_mul_ps(q->v[g][0], _mm512_loadu_ps(kp));
+    for (int i = 1; i < 4; i++) a = _mm512_fmadd_ps(q->v[g][i], _mm512_loadu_ps(kp + 16 * i), a);
+    return _mm512_reduce_add_ps(a);
+}
+
+static inline __m512 row16_f32(const float* p) { return _mm512_loadu_ps(p); }
+
+DEFINE_FAST(item_f32_fast, float, f32)
+#else
+DEFINE_NO_FAST(item_f32_fast, float)
 #endif
 
 #ifdef __AVX512BF16__
+typedef struct { __m512bh a[4], b[4]; } q_bf16; /* each head's 64 values as two bf16 halves */
 
-static inline __m512 bf16x16(const uint16_t* p) {
+static inline void prep_bf16(const float* qf, int G, q_bf16* q) {
+    for (int g = 0; g < G; g++) {
+        const float* x = qf + g * 64;
+        q->a[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+        q->b[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 48), _mm512_loadu_ps(x + 32));
+    }
+}
+
+static inline float score_bf16(const q_bf16* q, int g, const uint16_t* kp) {
+    __m512bh ka = (__m512bh)_mm512_loadu_si512(kp), kb = (__m512bh)_mm512_loadu_si512(kp + 32);
+    __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q->a[g], ka);
+    return _mm512_reduce_add_ps(_mm512_dpbf16_ps(a, q->b[g], kb));
+}
+
+static inline __m512 row16_bf16(const uint16_t* p) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
-/* bf16, D == 64: G is a constant after inlining, so the G x 4 accumulators stay in
- * registers. */
-static inline __attribute__((always_inline)) void item_fast(
-    const float* qf, const uint16_t* k, const uint16_t* v, const int64_t* table, const int G,
-    int BS, int64_t s_block, int t0, int t1, float* m_out, float* l_out, float* acc_out) {
-    float s[MAXG][CHUNK];
-    __m512bh qa[4], qb[4];
-    for (int g = 0; g < G; g++) {
-        const float* q = qf + g * 64;
-        qa[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
-        qb[g] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 48), _mm512_loadu_ps(q + 32));
-    }
-    int t = 0;
-    for (int pos = t0; pos < t1;) {
-        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
-        const uint16_t* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
-        if (end < t1) prefetch_bytes(k + table[blk + 1] * s_block, BS * 64 * 2);
-        for (; pos < end; pos++, t++, kp += 64) {
-            __m512bh ka = (__m512bh)_mm512_loadu_si512(kp);
-            __m512bh kb = (__m512bh)_mm512_loadu_si512(kp + 32);
-            for (int g = 0; g < G; g++) {
-                __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), qa[g], ka);
-                s[g][t] = _mm512_reduce_add_ps(_mm512_dpbf16_ps(a, qb[g], kb));
-            }
-        }
-    }
-    softmax_rows(s, G, t1 - t0, m_out, l_out);
-    __m512 acc[4][4];
-    for (int g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) acc[g][i] = _mm512_setzero_ps();
-    t = 0;
-    for (int pos = t0; pos < t1;) {
-        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
-        const uint16_t* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
-        if (end < t1) prefetch_bytes(v + table[blk + 1] * s_block, BS * 64 * 2);
-        for (; pos < end; pos++, t++, vp += 64) {
-            __m512 x[4];
-            for (int i = 0; i < 4; i++) x[i] = bf16x16(vp + 16 * i);
-            for (int g = 0; g < G; g++) {
-                __m512 p = _mm512_set1_ps(s[g][t]);
-                for (int i = 0; i < 4; i++) acc[g][i] = _mm512_fmadd_ps(p, x[i], acc[g][i]);
-            }
-        }
-    }
-    for (int g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc_out + g * 64 + 16 * i, acc[g][i]);
-}
-
-static int item_bf16_fast(const float* qf, const uint16_t* k, const uint16_t* v,
-                          const int64_t* table, int G, int D, int BS, int64_t s_block, int t0,
-                          int t1, float* m, float* l, float* acc) {
-    if (D != 64 || G > 4) return 0;
-    switch (G) {
-        case 1: item_fast(qf, k, v, table, 1, BS, s_block, t0, t1, m, l, acc); break;
-        case 2: item_fast(qf, k, v, table, 2, BS, s_block, t0, t1, m, l, acc); break;
-        case 3: item_fast(qf, k, v, table, 3, BS, s_block, t0, t1, m, l, acc); break;
-        default: item_fast(qf, k, v, table, 4, BS, s_block, t0, t1, m, l, acc); break;
-    }
-    return 1;
-}
+DEFINE_FAST(item_bf16_fast, uint16_t, bf16)
 #else
-static int item_bf16_fast(const float* qf, const uint16_t* k, const uint16_t* v,
-                          const int64_t* table, int G, int D, int BS, int64_t s_block, int t0,
-                          int t1, float* m, float* l, float* acc) {
-    (void)qf, (void)k, (void)v, (void)table, (void)G, (void)D, (void)BS, (void)s_block;
-    (void)t0, (void)t1, (void)m, (void)l, (void)acc;
-    return 0;
-}
-#endif
-
-#ifdef __AVX512F__
-/* float32, D == 64: as item_fast, four 16-float vectors a row. */
-static inline __attribute__((always_inline)) void item_fast_f32(
-    const float* qf, const float* k, const float* v, const int64_t* table, const int G, int BS,
-    int64_t s_block, int t0, int t1, float* m_out, float* l_out, float* acc_out) {
-    float s[MAXG][CHUNK];
-    __m512 qv[4][4];
-    for (int g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) qv[g][i] = _mm512_loadu_ps(qf + g * 64 + 16 * i);
-    int t = 0;
-    for (int pos = t0; pos < t1;) {
-        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
-        const float* kp = k + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
-        if (end < t1) prefetch_bytes(k + table[blk + 1] * s_block, BS * 64 * 4);
-        for (; pos < end; pos++, t++, kp += 64) {
-            __m512 x[4];
-            for (int i = 0; i < 4; i++) x[i] = _mm512_loadu_ps(kp + 16 * i);
-            for (int g = 0; g < G; g++) {
-                __m512 a = _mm512_mul_ps(qv[g][0], x[0]);
-                for (int i = 1; i < 4; i++) a = _mm512_fmadd_ps(qv[g][i], x[i], a);
-                s[g][t] = _mm512_reduce_add_ps(a);
-            }
-        }
-    }
-    softmax_rows(s, G, t1 - t0, m_out, l_out);
-    __m512 acc[4][4];
-    for (int g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) acc[g][i] = _mm512_setzero_ps();
-    t = 0;
-    for (int pos = t0; pos < t1;) {
-        int blk = pos / BS, end = (blk + 1) * BS < t1 ? (blk + 1) * BS : t1;
-        const float* vp = v + table[blk] * s_block + (int64_t)(pos - blk * BS) * 64;
-        if (end < t1) prefetch_bytes(v + table[blk + 1] * s_block, BS * 64 * 4);
-        for (; pos < end; pos++, t++, vp += 64) {
-            __m512 x[4];
-            for (int i = 0; i < 4; i++) x[i] = _mm512_loadu_ps(vp + 16 * i);
-            for (int g = 0; g < G; g++) {
-                __m512 p = _mm512_set1_ps(s[g][t]);
-                for (int i = 0; i < 4; i++) acc[g][i] = _mm512_fmadd_ps(p, x[i], acc[g][i]);
-            }
-        }
-    }
-    for (int g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc_out + g * 64 + 16 * i, acc[g][i]);
-}
-
-static int item_f32_fast(const float* qf, const float* k, const float* v, const int64_t* table,
-                         int G, int D, int BS, int64_t s_block, int t0, int t1, float* m,
-                         float* l, float* acc) {
-    if (D != 64 || G > 4) return 0;
-    switch (G) {
-        case 1: item_fast_f32(qf, k, v, table, 1, BS, s_block, t0, t1, m, l, acc); break;
-        case 2: item_fast_f32(qf, k, v, table, 2, BS, s_block, t0, t1, m, l, acc); break;
-        case 3: item_fast_f32(qf, k, v, table, 3, BS, s_block, t0, t1, m, l, acc); break;
-        default: item_fast_f32(qf, k, v, table, 4, BS, s_block, t0, t1, m, l, acc); break;
-    }
-    return 1;
-}
-#else
-static int item_f32_fast(const float* qf, const float* k, const float* v, const int64_t* table,
-                         int G, int D, int BS, int64_t s_block, int t0, int t1, float* m,
-                         float* l, float* acc) {
-    (void)qf, (void)k, (void)v, (void)table, (void)G, (void)D, (void)BS, (void)s_block;
-    (void)t0, (void)t1, (void)m, (void)l, (void)acc;
-    return 0;
-}
+DEFINE_NO_FAST(item_bf16_fast, uint16_t)
 #endif
 
 /* The driver: items over the threads, then the chunks of each (sequence, head) joined. */
