@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_generate_json() -> None:
@@ -64,3 +65,15 @@ def test_bad_model_is_a_clear_error() -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "error: model '/nope' not found" in done.stderr
+
+
+def test_worker_key_starting_with_a_dash_is_one_argument(tmp_path: Path) -> None:
+    """`serve --workers` hands each worker a random key (token_urlsafe), which may begin
+    with "-"; the worker's parser must still read it as the key."""
+    from promptcache.cli.main import build_parser
+    from promptcache.cli.router import worker_args
+
+    argv = ["serve", "--workers", "2", "--dtype", "float32"]
+    args = build_parser().parse_args(worker_args(argv, 8001, "-Ab_c", tmp_path))
+    assert args.internal_api_key == "-Ab_c"
+    assert (args.port, args.data_dir, args.workers) == (8001, str(tmp_path), 0)

@@ -192,13 +192,19 @@ async def _wait_ready(pool: Any, need_all: bool) -> None:
 
 
 def _start_worker(argv: list[str], port: int, key: str, folder: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "promptcache.cli.main", *_without_workers(argv)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--internal-api-key", key]
-    cmd += ["--no-enable-ledger", "--data-dir", str(folder)]  # later flags win
+    cmd = [sys.executable, "-m", "promptcache.cli.main", *worker_args(argv, port, key, folder)]
     log_file = (folder / "worker.log").open("ab")
     return subprocess.Popen(
         cmd, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
     )
+
+
+def worker_args(argv: list[str], port: int, key: str, folder: Path) -> list[str]:
+    """A worker's `promptcache` arguments: the router's own, less `--workers`, then its
+    address, key and data folder (later flags win). The key goes as `--flag=value`: a
+    random key may begin with "-", which argparse would otherwise read as a flag."""
+    args = [*_without_workers(argv), "--host", "127.0.0.1", "--port", str(port)]
+    return [*args, f"--internal-api-key={key}", "--no-enable-ledger", "--data-dir", str(folder)]
 
 
 def _without_workers(argv: list[str]) -> list[str]:
