@@ -1,6 +1,7 @@
-"""4-bit weights (`--weights q4`): the GGUF's blocks read exactly, the int4 matmul within
-bfloat16's rounding of the dequantized weights, the whole model's logits as close to
-float32 as dense bfloat16's, and the fallback where the kernel cannot serve."""
+"""4-bit weights (`--weights q4`): the GGUF's blocks read exactly, our C kernel and the
+4-bit layers within float32's (bfloat16's) rounding of the dequantized weights, the whole
+model's logits as close to float32 as dense bfloat16's (and, in float32, to the dense
+float32 model's), and the fallback where no kernel can serve."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from promptcache.model import cpu_q4
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import PackedLinear
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.int4_linear import DENSE_FROM_ROWS, Int4Linear, int4_supported
+from promptcache.model.int4_linear import Int4Linear, dense_from_rows, int4_supported
 from promptcache.model.loader import LoadedModel, load_model, resolve_model_path
 from promptcache.model.q4 import Q4Tensor, decode_blocks, read_q4
 from promptcache.model.weights import read_checkpoint, to_our_names
@@ -23,6 +25,8 @@ from promptcache.model.weights import read_checkpoint, to_our_names
 CPU = torch.device("cpu")
 NO_INT4 = int4_supported(CPU, torch.bfloat16)
 needs_int4 = pytest.mark.skipif(NO_INT4 is not None, reason=str(NO_INT4))
+needs_kernel = pytest.mark.skipif(cpu_q4.library() is None, reason="no C compiler")
+BF16_ROWS = dense_from_rows(torch.bfloat16)
 
 
 def _prompt(n: int, seed: int) -> list[int]:
@@ -61,21 +65,59 @@ def _random_q4(n: int, k: int, seed: int) -> Q4Tensor:
     return Q4Tensor(codes, scale, low)
 
 
+@needs_kernel
+@pytest.mark.parametrize("n", [16, 40, 960])  # whole tiles, a part tile, a projection
+@pytest.mark.parametrize("rows", [1, 5, 8, 13, 47])  # groups of 8 and 4 rows, and their rests
+def test_c_kernel_is_the_dequantized_product_within_float32_rounding(n: int, rows: int) -> None:
+    k = 576 if n == 960 else 64
+    q = _random_q4(n, k, seed=n + rows)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
+    exact = x.double() @ q.dequantize().double().t()
+    got = cpu_q4.matmul(x, cpu_q4.pack(q))
+    assert got.dtype == torch.float32 and got.shape == (rows, n)
+    assert (got.double() - exact).abs().max() <= 1e-6 * k * exact.abs().max()
+    xb = x.bfloat16()  # bfloat16 rows: exact products, float32 sums, y rounded to bfloat16
+    exact_b = xb.double() @ q.dequantize().double().t()
+    got_b = cpu_q4.matmul(xb, cpu_q4.pack(q))
+    assert got_b.dtype == torch.bfloat16
+    assert ((got_b.double() - exact_b).abs() <= exact_b.abs() * 2**-8 + 1e-5 * k).all()
+
+
+@needs_kernel
+def test_c_kernel_reads_strided_rows_and_refuses_bad_shapes() -> None:
+    q = _random_q4(32, 64, seed=3)
+    wide = torch.randn(4, 128)
+    x = wide[:, 32:96]  # rows 128 apart
+    assert torch.allclose(
+        cpu_q4.matmul(x, cpu_q4.pack(q)), x @ q.dequantize().t(), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(AssertionError):
+        cpu_q4.matmul(torch.randn(4, 96), cpu_q4.pack(q))  # K 96 is not the weight's 64
+
+
 @needs_int4
-@pytest.mark.parametrize("rows", [1, 3, 8, DENSE_FROM_ROWS - 1, DENSE_FROM_ROWS, 100])
-def test_int4_matmul_is_the_dequantized_product_within_bfloat16_rounding(rows: int) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 3, 8, BF16_ROWS - 1, BF16_ROWS, 100])
+def test_int4_layer_is_the_dequantized_product_within_its_rounding(
+    rows: int, dtype: torch.dtype
+) -> None:
     q = _random_q4(192, 576, seed=rows)
     weight = q.dequantize()
     bias = torch.randn(192)
-    dense = PackedLinear(weight.bfloat16(), bias.bfloat16())
-    layer = Int4Linear(q, bias, torch.bfloat16, dense=dense)
-    x = torch.randn(rows, 576).bfloat16()
-    exact = x.float() @ weight.t() + bias.bfloat16().float()
+    dense: torch.nn.Module = torch.nn.Linear(576, 192)
+    if dtype == torch.bfloat16:
+        dense = PackedLinear(weight.bfloat16(), bias.bfloat16())
+    else:
+        dense.weight.data, dense.bias.data = weight, bias
+    layer = Int4Linear(q, bias, dtype, dense=dense)
+    x = torch.randn(rows, 576).to(dtype)
+    exact = x.float() @ weight.t() + bias.to(dtype).float()
     got, dense_got = layer(x).float(), dense(x).float()
     scale = exact.abs().max()
     # bfloat16 keeps 8 bits: inputs and outputs rounded to 2^-8 of their size
-    assert (got - exact).abs().max() / scale < 2**-6
-    assert (dense_got - exact).abs().max() / scale < 2**-6
+    bound = 2**-6 if dtype == torch.bfloat16 else 1e-5
+    assert (got - exact).abs().max() / scale < bound
+    assert (dense_got - exact).abs().max() / scale < bound
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +157,29 @@ def test_q4_model_generates_greedily(q4_model: LoadedModel, make_engine: Any) ->
     assert len(out.token_ids) == 12 and "Paris" in out.text
 
 
+@needs_kernel
+def test_q4_float32_model_logits_equal_the_dense_float32_models(
+    bundled: LoadedModel, make_engine: Any
+) -> None:
+    q4 = load_model(None, dtype=torch.float32, weights="q4")
+    assert q4.weights == "q4" and q4.fingerprint != bundled.fingerprint
+    prompt = _prompt(96, seed=4)
+    # chunks of 8 rows: every projection runs the 4-bit kernel, on the very weights the
+    # dense model holds (test above: bit for bit), so only float32 sums differ
+    got, ref = (
+        make_engine(m, kv_cache_bytes=16 << 20).prompt_logits(prompt, chunk_size=8)
+        for m in (q4, bundled)
+    )
+    assert (got - ref).abs().max().item() <= 1e-3
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
 def test_q4_falls_back_to_dense_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        model = load_model(None, dtype=torch.float32, weights="q4")
+        model = load_model(None, dtype=torch.float16, weights="q4")
     assert model.weights == "dense"
-    assert "serving dense float32 weights instead of 4-bit" in caplog.text
-    assert "bfloat16" in caplog.text
+    assert "serving dense float16 weights instead of 4-bit" in caplog.text
+    assert "need dtype float32 or bfloat16" in caplog.text
 
 
 def test_q4_needs_a_gguf_model(tiny_llama_dir: Path) -> None:

@@ -7,39 +7,25 @@ sums (`csrc/decode_attention.c`). Per layer, 2 cores, bf16, pool in memory
 (`bench/attention.py`): 1 x 4.6k keys 0.17-0.33 ms against 0.50 gathered, 1 x 128 keys
 0.016 against 0.107, 8 x 1k 0.33 against 0.97.
 
-The library is compiled once per source, compiler flags and CPU (`-march=native`) with
-the system's C compiler (`$CC`, else `cc`) into `kernels/` under the cache folder, and
-loaded with ctypes; loading it leaves the process's floating-point state as it was
-(subnormals kept; see FLAGS). Where there is no compiler, or the build fails, `library()` is None,
-the reason is logged once, and attention keeps PyTorch's paths.
+The library is built at first use (`model.cbuild`: the system's C compiler, once per
+source, flags and CPU) and loaded with ctypes; loading it leaves the process's
+floating-point state as it was (subnormals kept). Where there is no compiler, or the build
+fails, `library()` is None, the reason is logged once, and attention keeps PyTorch's paths.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
-import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
-from promptcache.model.device import cpu_identity
-from promptcache.model.paths import default_cache_dir
+from promptcache.model import cbuild
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_attention.c"
-# Compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but
-# linked without it: linking with it adds crtfastmath.o, whose constructor turns on
-# flush-to-zero and denormals-are-zero for the whole process when the library loads.
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC")
-LINK = ("-shared", "-fopenmp")
-LIBS = ("-lmvec", "-lm")
 MAX_GROUP, MAX_HEAD_DIM = 16, 256  # the kernel's limits (heads per KV head, head size)
 _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
 
@@ -48,8 +34,7 @@ _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
     try:
-        path = _build()
-        lib = ctypes.CDLL(str(path))
+        lib = cbuild.load("decode_attention")
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("decode attention: C kernel unavailable (%s); PyTorch's paths serve", exc)
         return None
@@ -114,31 +99,3 @@ def decode_attention(
     if err:
         raise RuntimeError(f"decode attention kernel failed ({err})")
     return out
-
-
-def _build() -> Path:
-    """Compile the kernel unless this source, these flags and this CPU already have it."""
-    compiler = os.environ.get("CC", "cc")
-    if shutil.which(compiler) is None:
-        raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
-    source = SOURCE.read_bytes()
-    flags = " ".join(FLAGS + LINK + LIBS).encode()
-    facts = [source, flags, cpu_identity().encode(), compiler.encode()]
-    key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
-    target = default_cache_dir() / "kernels" / f"decode_attention-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        obj, built = Path(tmp) / "decode_attention.o", Path(tmp) / target.name
-        _run([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)])
-        _run([compiler, *LINK, str(obj), "-o", str(built), *LIBS])
-        built.replace(target)
-    log.info("decode attention: built the C kernel into %s", target)
-    return target
-
-
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")

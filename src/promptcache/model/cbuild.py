@@ -1,0 +1,64 @@
+"""Build one of the C kernels under `csrc/` at first use and load it with ctypes.
+
+A kernel is compiled once per source, compiler flags and CPU (`-march=native`) with the
+system's C compiler (`$CC`, else `cc`) into `kernels/` under the cache folder. Sources are
+compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but linked
+without it: linking with it adds crtfastmath.o, whose constructor turns on flush-to-zero
+and denormals-are-zero for the whole process when the library loads. OpenMP comes from the
+libgomp PyTorch already loaded; callers pass PyTorch's thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from promptcache.model.device import cpu_identity
+from promptcache.model.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).with_name("csrc")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC")
+LINK = ("-shared", "-fopenmp")
+LIBS = ("-lmvec", "-lm")
+
+
+def load(name: str) -> ctypes.CDLL:
+    """The kernel `csrc/<name>.c`, built if needed; OSError or SubprocessError when it
+    cannot be built or loaded."""
+    return ctypes.CDLL(str(build(name)))
+
+
+def build(name: str) -> Path:
+    """Compile `csrc/<name>.c` unless this source, these flags and this CPU already have it."""
+    source = CSRC / f"{name}.c"
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
+    flags = " ".join(FLAGS + LINK + LIBS).encode()
+    facts = [source.read_bytes(), flags, cpu_identity().encode(), compiler.encode()]
+    key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
+    target = default_cache_dir() / "kernels" / f"{name}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        obj, built = Path(tmp) / f"{name}.o", Path(tmp) / target.name
+        _run([compiler, *FLAGS, "-c", str(source), "-o", str(obj)])
+        _run([compiler, *LINK, str(obj), "-o", str(built), *LIBS])
+        built.replace(target)
+    log.info("built the C kernel %s into %s", name, target)
+    return target
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")

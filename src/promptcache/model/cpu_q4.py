@@ -1,0 +1,112 @@
+"""4-bit matmul on CPU by a small C kernel of our own (`csrc/q4_matmul.c`), built at first
+use (`model.cbuild`).
+
+`y = x W^T` for the few rows of a decode step, W kept as GGUF's 4-bit codes with a scale
+and a minimum per 32 weights: every weight is read once per call, whatever the number of
+rows (PyTorch's int4 kernel dequantizes again for every 4 rows). `pack()` lays a
+`Q4Tensor` out as the kernel reads it (tiles of 16 outputs by blocks of 32 inputs, two
+codes a byte); `matmul()` runs it for float32 or bfloat16 rows. On AVX512-BF16 bfloat16
+rows take a dpbf16 path; float32 rows (and bfloat16 ones elsewhere) an AVX2 FMA path;
+CPUs with neither, loops the compiler vectorizes.
+
+Sums are float32: per block, the codes' dot product with x, times the scale, plus the
+minimum times the block's sum of x. That equals the product with the dequantized weights
+(`Q4Tensor.dequantize()`) up to float32 rounding of the sums (bfloat16 rows: and of y).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import subprocess
+from dataclasses import dataclass
+
+import torch
+
+from promptcache.model import cbuild
+from promptcache.model.q4 import GROUP, Q4Tensor
+
+log = logging.getLogger(__name__)
+
+TILE = 16  # outputs per tile (the kernel's)
+_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The built kernel, or None (logged) where it cannot be built or loaded."""
+    try:
+        lib = cbuild.load("q4_matmul")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("4-bit matmul: C kernel unavailable (%s)", exc)
+        return None
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.pc_q4_matmul.argtypes = [p, i32, i64, i32, p, p, p, i32, i32, p, i64, i32]
+    lib.pc_q4_matmul.restype = i32
+    lib.pc_q4_paths.restype = i32
+    return lib
+
+
+def paths() -> list[str]:
+    """The kernel's hand-vectorized paths on this CPU: "dpbf16" (bfloat16 rows on
+    AVX512-BF16) and "avx2" (float32 rows; bfloat16 rows elsewhere); empty where only the
+    compiler-vectorized loops serve (or no kernel)."""
+    lib = library()
+    bits = lib.pc_q4_paths() if lib is not None else 0
+    return [name for bit, name in ((1, "dpbf16"), (2, "avx2")) if bits & bit]
+
+
+@dataclass(slots=True)
+class PackedQ4:
+    """A (N, K) weight in the kernel's layout: codes (N/16, K/32, 16, 16) uint8, scale and
+    low (N/16, K/32, 16) float32, N padded to a multiple of 16 with zeros."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    low: torch.Tensor
+    out_features: int
+    in_features: int
+
+
+def pack(q: Q4Tensor) -> PackedQ4:
+    """Lay `q` out as `csrc/q4_matmul.c` reads it."""
+    n, k = q.shape
+    pad = -n % TILE
+    codes = torch.nn.functional.pad(q.codes, (0, 0, 0, pad))
+    tiles, blocks = (n + pad) // TILE, k // GROUP
+    # (tile, n, block, half, kk) -> (tile, block, kk, n, half): half 0 low nibble, 1 high
+    c = codes.view(tiles, TILE, blocks, 2, TILE).permute(0, 2, 4, 1, 3)
+    packed = (c[..., 0] | (c[..., 1] << 4)).contiguous()
+
+    def per_tile(v: torch.Tensor) -> torch.Tensor:
+        v = torch.nn.functional.pad(v.float(), (0, 0, 0, pad))
+        return v.view(tiles, TILE, blocks).transpose(1, 2).contiguous()
+
+    return PackedQ4(packed, per_tile(q.scale), per_tile(q.low), n, k)
+
+
+def matmul(x: torch.Tensor, w: PackedQ4) -> torch.Tensor:
+    """x (M, K) float32 or bfloat16, rows contiguous -> x W^T (M, N) in x's dtype."""
+    lib = library()
+    assert lib is not None, "library() is None"
+    m, k = x.shape
+    assert k == w.in_features and x.stride(1) == 1 and x.dtype in _DTYPES
+    y = torch.empty((m, w.out_features), dtype=x.dtype)
+    err = lib.pc_q4_matmul(
+        x.data_ptr(),
+        _DTYPES[x.dtype],
+        x.stride(0),
+        m,
+        w.codes.data_ptr(),
+        w.scale.data_ptr(),
+        w.low.data_ptr(),
+        w.out_features,
+        k,
+        y.data_ptr(),
+        y.stride(0),
+        torch.get_num_threads(),
+    )
+    if err:
+        raise RuntimeError(f"4-bit matmul kernel failed ({err})")
+    return y
