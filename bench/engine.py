@@ -35,7 +35,7 @@ from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
-from promptcache.model.loader import SHAPE_PREFIX, load_model
+from promptcache.model.loader import SHAPE_PREFIX, describe_linears, load_model
 from promptcache.model.shapes import SHAPES
 from promptcache.util import ATTENTION_BACKENDS
 
@@ -402,6 +402,10 @@ def main() -> None:
     runner = systems[0].engine.runner
     kernels = "Triton" if runner.triton else "C decode, PyTorch" if runner.cpu_decode else "PyTorch"
     print(f"# attention: {kernels}")
+    if not cuda:
+        print(f"# linears: {describe_linears(model.dtype, 'dense')}")
+        if weights == "dense and 4-bit":
+            print(f"# linears, 4-bit: {describe_linears(model.dtype, 'q4')}")
     vocab = model.spec.vocab_size
     rows = bench_prefill(systems, lengths, vocab, args.repeats)
     rows += bench_decode(systems, batches, vocab, args.repeats, args.decode_tokens)

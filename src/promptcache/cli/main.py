@@ -173,14 +173,10 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
         LONE_IN_PLACE_MAX_CONTEXT,
         matmul_paths,
     )
-    from promptcache.model.cpu_linear import can_pack
-    from promptcache.model.int4_linear import dense_from_rows, int4_kernel
+    from promptcache.model.loader import describe_linears
     from promptcache.model.pool_runs import FLASH_WITH_LSE
 
-    linears = "prepacked for oneDNN" if can_pack(torch.device("cpu"), dtype) else "F.linear"
-    if weights == "q4":
-        rows = dense_from_rows(dtype)
-        linears = f"4-bit ({int4_kernel(dtype)}) below {rows} rows, else {linears}"
+    linears = describe_linears(dtype, weights)
     if matmul_paths(torch.zeros(0, dtype=dtype)):
         attention = "batched matmuls"
     elif dtype == torch.float32:

@@ -21,6 +21,7 @@ import functools
 import logging
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -67,6 +68,11 @@ class PackedQ4:
     low: torch.Tensor
     out_features: int
     in_features: int
+    args: tuple[int, ...] = ()  # the kernel's weight arguments, computed once
+
+    def __post_init__(self) -> None:
+        ptrs = (self.codes.data_ptr(), self.scale.data_ptr(), self.low.data_ptr())
+        self.args = (*ptrs, self.out_features, self.in_features)
 
 
 def pack(q: Q4Tensor) -> PackedQ4:
@@ -88,25 +94,29 @@ def pack(q: Q4Tensor) -> PackedQ4:
 
 def matmul(x: torch.Tensor, w: PackedQ4) -> torch.Tensor:
     """x (M, K) float32 or bfloat16, rows contiguous -> x W^T (M, N) in x's dtype."""
-    lib = library()
-    assert lib is not None, "library() is None"
     m, k = x.shape
-    assert k == w.in_features and x.stride(1) == 1 and x.dtype in _DTYPES
-    y = torch.empty((m, w.out_features), dtype=x.dtype)
-    err = lib.pc_q4_matmul(
+    if k != w.in_features or x.stride(1) != 1 or x.dtype not in _DTYPES:
+        raise ValueError(f"4-bit matmul: x {tuple(x.shape)} {x.dtype} for weight {w.in_features}")
+    y = x.new_empty((m, w.out_features))
+    kernel = _kernel()
+    threads = torch.get_num_threads()
+    err = kernel(
         x.data_ptr(),
         _DTYPES[x.dtype],
         x.stride(0),
         m,
-        w.codes.data_ptr(),
-        w.scale.data_ptr(),
-        w.low.data_ptr(),
-        w.out_features,
-        k,
+        *w.args,
         y.data_ptr(),
-        y.stride(0),
-        torch.get_num_threads(),
+        w.out_features,
+        threads,
     )
     if err:
         raise RuntimeError(f"4-bit matmul kernel failed ({err})")
     return y
+
+
+@functools.cache
+def _kernel() -> Any:
+    lib = library()
+    assert lib is not None, "library() is None"
+    return lib.pc_q4_matmul

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
+from promptcache.model import cpu_f32
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.device import WEIGHTS
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.fingerprint import model_fingerprint
 from promptcache.model.gguf_convert import ensure_converted
-from promptcache.model.int4_linear import int4_supported
+from promptcache.model.int4_linear import dense_from_rows, int4_kernel, int4_supported
 from promptcache.model.layers import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
 from promptcache.model.paths import default_cache_dir
@@ -135,6 +136,21 @@ def _use_int4(
     return False
 
 
+def describe_linears(dtype: torch.dtype, weights: str) -> str:
+    """Which kernels multiply by the weights on this CPU, in words (for logs and benches)."""
+    cpu = torch.device("cpu")
+    if can_pack(cpu, dtype):
+        linears = "oneDNN prepacked bf16"
+    elif cpu_f32.can_use(cpu, dtype):
+        linears = f"promptcache C float32 below {cpu_f32.MAX_ROWS} rows, else F.linear"
+    else:
+        linears = "F.linear"
+    if weights == "q4":
+        rows = dense_from_rows(dtype)
+        linears = f"4-bit by {int4_kernel(dtype)} below {rows} rows, else {linears}"
+    return linears
+
+
 def build_module(
     hf_config: Any, spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype
 ) -> LlamaForCausalLM:
@@ -157,4 +173,6 @@ def build_module(
     module = module.to(device).eval()
     if can_pack(device, dtype):
         module.pack_for_cpu()
+    elif cpu_f32.can_use(device, dtype):
+        module.use_f32_kernel()
     return module
