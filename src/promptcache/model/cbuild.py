@@ -1,7 +1,9 @@
 """Build one of the C kernels under `csrc/` at first use and load it with ctypes.
 
-A kernel is compiled once per source, compiler flags and CPU (`-march=native`) with the
-system's C compiler (`$CC`, else `cc`) into `kernels/` under the cache folder. Sources are
+A kernel is compiled once per source, compiler flags and CPU with the system's C compiler
+(`$CC`, else `cc`) into `kernels/` under the cache folder, for this CPU (`-march=native`)
+unless `PROMPTCACHE_C_MARCH` names another target (`x86-64-v3`: what an AVX2-only CPU
+gets, to measure that path on a newer one). Sources are
 compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but linked
 without it: linking with it adds crtfastmath.o, whose constructor turns on flush-to-zero
 and denormals-are-zero for the whole process when the library loads. OpenMP comes from the
@@ -25,7 +27,7 @@ from promptcache.model.paths import default_cache_dir
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC")
+FLAGS = ("-O3", "-ffast-math", "-fopenmp", "-fPIC")
 LINK = ("-shared", "-fopenmp")
 LIBS = ("-lmvec", "-lm")
 
@@ -42,7 +44,8 @@ def build(name: str) -> Path:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
-    flags = " ".join(FLAGS + LINK + LIBS).encode()
+    cflags = (*FLAGS, f"-march={os.environ.get('PROMPTCACHE_C_MARCH') or 'native'}")
+    flags = " ".join(cflags + LINK + LIBS).encode()
     facts = [source.read_bytes(), flags, cpu_identity().encode(), compiler.encode()]
     key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
     target = default_cache_dir() / "kernels" / f"{name}-{key}.so"
@@ -51,7 +54,7 @@ def build(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         obj, built = Path(tmp) / f"{name}.o", Path(tmp) / target.name
-        _run([compiler, *FLAGS, "-c", str(source), "-o", str(obj)])
+        _run([compiler, *cflags, "-c", str(source), "-o", str(obj)])
         _run([compiler, *LINK, str(obj), "-o", str(built), *LIBS])
         built.replace(target)
     log.info("built the C kernel %s into %s", name, target)

@@ -1,0 +1,70 @@
+"""Our C kernels built for older CPUs than this one (`PROMPTCACHE_C_MARCH`): x86-64-v3
+is what an AVX2-only CPU gets (the AVX2 paths, no AVX512 ones), x86-64-v2 has no AVX at
+all (the compiler-vectorized loops everywhere). Each build, in a fresh process and cache
+folder, must give the reference results: the decode attention against SDPA, the 4-bit
+matmul against the dequantized product, the float32 matmul against float64."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None or os.uname().machine != "x86_64",
+    reason="needs a C compiler on x86-64",
+)
+
+CHECK = r"""
+import torch
+import torch.nn.functional as F
+from promptcache.model import cpu_decode, cpu_f32, cpu_q4
+from promptcache.model.q4 import Q4Tensor
+
+g = torch.Generator().manual_seed(0)
+for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+    q4 = Q4Tensor(torch.randint(0, 16, (40, 96), generator=g, dtype=torch.uint8),
+                  torch.rand(40, 3, generator=g) * 0.02, -torch.rand(40, 3, generator=g) * 0.1)
+    x = torch.randn(11, 96, generator=g).to(dtype)
+    exact = x.double() @ q4.dequantize().double().t()
+    got = cpu_q4.matmul(x, cpu_q4.pack(q4)).double()
+    assert ((got - exact).abs() <= exact.abs() * tol + 1e-4).all(), dtype
+
+    kv, blocks, bs, hd = 2, 12, 16, 64
+    k = torch.randn(kv, blocks, bs, hd, generator=g).to(dtype)
+    v = torch.randn(kv, blocks, bs, hd, generator=g).to(dtype)
+    q = torch.randn(3, 6, hd, generator=g).to(dtype)
+    tables = torch.randperm(blocks, generator=g)[:12].view(3, 4)
+    lens = torch.tensor([1, 37, 64])
+    out = cpu_decode.decode_attention(q, k, v, tables, lens).float()
+    for b in range(3):
+        keys = k[:, tables[b]].reshape(kv, -1, hd)[:, : lens[b]].float().repeat_interleave(3, 0)
+        vals = v[:, tables[b]].reshape(kv, -1, hd)[:, : lens[b]].float().repeat_interleave(3, 0)
+        ref = F.scaled_dot_product_attention(q[b].float()[:, None], keys, vals)[:, 0]
+        torch.testing.assert_close(out[b], ref, atol=tol, rtol=tol)
+
+w, bias = torch.randn(13, 20, generator=g), torch.randn(13, generator=g)
+x = torch.randn(5, 20, generator=g)
+exact = x.double() @ w.double().t() + bias.double()
+assert (cpu_f32.matmul(x, w, bias).double() - exact).abs().max() < 1e-4
+print("paths", cpu_q4.paths(), cpu_f32.library().pc_f32_paths())
+"""
+
+
+@pytest.mark.parametrize(
+    "march,q4_paths,f32_path", [("x86-64-v3", "['avx2']", 1), ("x86-64-v2", "[]", 0)]
+)
+def test_kernels_built_for_an_older_cpu_give_the_reference_results(
+    tmp_path: Path, march: str, q4_paths: str, f32_path: int
+) -> None:
+    env = dict(os.environ, PROMPTCACHE_C_MARCH=march, PROMPTCACHE_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"paths {q4_paths} {f32_path}"
+    assert len(list((tmp_path / "kernels").glob("*.so"))) == 3
