@@ -1,4 +1,5 @@
-"""Prepacked oneDNN linears (bfloat16 on CPU) give bit-identical logits to F.linear."""
+"""Prepacked oneDNN linears on CPU: bit-identical logits to F.linear in bfloat16 (both
+are oneDNN), within float32 rounding of MKL's in float32."""
 
 from __future__ import annotations
 
@@ -44,3 +45,27 @@ def test_packed_model_logits_are_identical(
         return LLMEngine(model, EngineConfig(kv_cache_bytes=1 << 22)).prompt_logits(ids, 16)
 
     torch.testing.assert_close(logits(packed), logits(plain), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 8, 300])
+def test_packed_float32_linear_is_f_linear_within_float32_rounding(rows: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    x, w, b = (torch.randn(*s, generator=g) for s in ((rows, 576), (960, 576), (960,)))
+    exact = x.double() @ w.double().t() + b.double()
+    got = PackedLinear(w, b)(x)
+    assert got.dtype == torch.float32
+    assert (got.double() - exact).abs().max() <= 1e-6 * 576 * exact.abs().max()
+
+
+def test_packed_float32_model_logits_match_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    packed = loader.load_model(None, dtype=torch.float32)
+    assert isinstance(packed.module.lm_head, PackedLinear)
+    # the tied head reads the embeddings' weights (packed copy) and gives their product
+    monkeypatch.setattr(loader, "can_pack", lambda *_: False)
+    plain = loader.load_model(None, dtype=torch.float32)
+    ids = list(range(300, 400))
+
+    def logits(model: Any) -> torch.Tensor:
+        return LLMEngine(model, EngineConfig(kv_cache_bytes=1 << 24)).prompt_logits(ids, 8)
+
+    assert (logits(packed) - logits(plain)).abs().max().item() <= 1e-4

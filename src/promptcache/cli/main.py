@@ -97,8 +97,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
         "--weights",
         default="dense",
         choices=WEIGHTS,
-        help="dense = dequantized to --dtype; q4 = a GGUF's own 4-bit blocks (CPU, bfloat16, "
-        "AVX512; else dense with a warning); default: dense",
+        help="dense = dequantized to --dtype; q4 = a GGUF's own 4-bit blocks (CPU, float32 or "
+        "bfloat16; else dense with a warning); default: dense",
     )
 
 

@@ -26,12 +26,13 @@ from promptcache.model import cpu_q4
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.q4 import GROUP, Q4Tensor
 
-# Rows from which a layer uses its dense copy, by activation dtype. bfloat16: our kernel at
-# 16 rows takes about the time of oneDNN's prepacked bf16 matmul (0.9-1.1x per projection);
-# at 8 rows it is 1.5-1.8x faster. float32: at 32 rows 1.1-1.4x faster than F.linear, at
-# 64 rows 0.96-1.1x, at 128 0.75-0.96x. PyTorch's int4 kernel (bfloat16 only) is ~4x
-# faster than bf16 at 1-2 rows, 1.2-1.4x at 8, 0.8-0.9x at 16: 12 rows.
-DENSE_FROM_ROWS = {torch.bfloat16: 16, torch.float32: 48}
+# Rows from which a layer uses its dense copy, by activation dtype (per projection of the
+# bundled model, 2 cores, AMD EPYC, against oneDNN's prepacked matmul of the same dtype).
+# bfloat16: our kernel at 12-16 rows takes about oneDNN's time (0.9-1.1x), at 8 rows
+# 1.5-1.8x less; in the engine, 16 mixed requests ran 0.88x dense's speed with 16.
+# float32: ~6x less at 1 row, ~1.5x at 8, ~1.07x at 16, 0.7x at 32. PyTorch's int4 kernel
+# (bfloat16 only) is ~4x faster than bf16 at 1-2 rows, 1.2-1.4x at 8, 0.8-0.9x at 16: 12.
+DENSE_FROM_ROWS = {torch.bfloat16: 12, torch.float32: 16}
 TORCH_INT4_DENSE_FROM_ROWS = 12
 
 

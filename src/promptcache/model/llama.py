@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
-from promptcache.model.cpu_f32 import F32Linear, use_f32_kernel
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.int4_linear import Int4Linear
@@ -115,12 +114,6 @@ class LlamaForCausalLM(nn.Module):
         pack_linears(self)
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
-
-    def use_f32_kernel(self) -> None:
-        """Serve few-row float32 products (and a tied LM head) by our C kernel; see cpu_f32."""
-        use_f32_kernel(self)
-        if self.lm_head is None:  # tied: the embeddings serve as the head's weight, uncopied
-            self.lm_head = F32Linear(self.embed_tokens.weight, None)
 
     def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
         """Serve these projections (by module name) from their 4-bit codes, keeping the

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from promptcache.model import cpu_f32
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import can_pack
 from promptcache.model.device import WEIGHTS
@@ -138,13 +137,7 @@ def _use_int4(
 
 def describe_linears(dtype: torch.dtype, weights: str) -> str:
     """Which kernels multiply by the weights on this CPU, in words (for logs and benches)."""
-    cpu = torch.device("cpu")
-    if can_pack(cpu, dtype):
-        linears = "oneDNN prepacked bf16"
-    elif cpu_f32.can_use(cpu, dtype):
-        linears = f"promptcache C float32 below {cpu_f32.MAX_ROWS} rows, else F.linear"
-    else:
-        linears = "F.linear"
+    linears = "oneDNN prepacked" if can_pack(torch.device("cpu"), dtype) else "F.linear"
     if weights == "q4":
         rows = dense_from_rows(dtype)
         linears = f"4-bit by {int4_kernel(dtype)} below {rows} rows, else {linears}"
@@ -173,6 +166,4 @@ def build_module(
     module = module.to(device).eval()
     if can_pack(device, dtype):
         module.pack_for_cpu()
-    elif cpu_f32.can_use(device, dtype):
-        module.use_f32_kernel()
     return module
