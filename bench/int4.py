@@ -1,7 +1,7 @@
 """Per-projection matmul time with 4-bit weights against dense ones, by the number of rows
 (tokens) multiplied at once: our C kernel (`model/cpu_q4.py`) with bfloat16 and float32
-rows, PyTorch's packed int4 CPU kernel (bfloat16 rows), oneDNN's prepacked bfloat16 matmul
-and float32 `F.linear`.
+rows, PyTorch's packed int4 CPU kernel (bfloat16 rows), oneDNN's prepacked bfloat16 and
+float32 matmuls (the engine's dense linears), and float32 `F.linear` (MKL).
 
     python bench/int4.py [--rows 1,4,8,16,32,64] [--repeats 50]
 
@@ -28,7 +28,14 @@ from promptcache.model.q4 import GROUP, Q4Tensor
 
 SHAPES = [("q/k/v", 960, 576), ("gate/up", 3072, 576), ("down", 576, 1536)]
 LAYERS = 30
-COLUMNS = ["ours bf16", "PyTorch int4 bf16", "dense bf16", "ours fp32", "dense fp32"]
+COLUMNS = [
+    "ours bf16",
+    "PyTorch int4 bf16",
+    "dense bf16",
+    "ours fp32",
+    "dense fp32",
+    "F.linear fp32",
+]
 
 
 def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
@@ -48,6 +55,7 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
     reorder = torch.ops.mkldnn._reorder_linear_weight
     bf16 = itertools.cycle([reorder(torch.randn(n, k).bfloat16()) for _ in range(LAYERS)])
     fp32 = itertools.cycle([torch.randn(n, k) for _ in range(LAYERS)])
+    fp32_packed = itertools.cycle([reorder(torch.randn(n, k)) for _ in range(LAYERS)])
 
     def by_ours(x: torch.Tensor, it: Iterator | None = ours) -> object:
         return cpu_q4.matmul(x, next(it)) if it is not None else None
@@ -61,7 +69,10 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
             x, next(bf16), None, "none", [], ""
         ),
         "ours fp32": by_ours,
-        "dense fp32": lambda x: torch.nn.functional.linear(x, next(fp32)),
+        "dense fp32": lambda x: torch.ops.mkldnn._linear_pointwise(
+            x, next(fp32_packed), None, "none", [], ""
+        ),
+        "F.linear fp32": lambda x: torch.nn.functional.linear(x, next(fp32)),
     }
 
 
