@@ -48,7 +48,7 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
         )
         for _ in range(LAYERS)
     ]
-    ours = itertools.cycle([cpu_q4.pack(q) for q in qs]) if cpu_q4.library() else None
+    ours = itertools.cycle([cpu_q4.pack(q) for q in qs])
     pack_int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu
     int4 = itertools.cycle([pack_int4(q.codes.to(torch.int32), 1) for q in qs])
     scale_zeros = torch.randn(k // GROUP, n, 2).bfloat16()
@@ -57,8 +57,8 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
     fp32 = itertools.cycle([torch.randn(n, k) for _ in range(LAYERS)])
     fp32_packed = itertools.cycle([reorder(torch.randn(n, k)) for _ in range(LAYERS)])
 
-    def by_ours(x: torch.Tensor, it: Iterator | None = ours) -> object:
-        return cpu_q4.matmul(x, next(it)) if it is not None else None
+    def by_ours(x: torch.Tensor, it: Iterator = ours) -> object:
+        return cpu_q4.matmul(x, next(it))
 
     return {
         "ours bf16": by_ours,
@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--rows", default="1,4,8,16,32,64")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
+    if cpu_q4.library() is None:
+        raise SystemExit("our 4-bit kernel could not be built here (see the warning above)")
     tune_host_malloc()  # as the engine does on CPU
     rows = [int(r) for r in args.rows.split(",")]
     paths = ", ".join(cpu_q4.paths()) or "compiler-vectorized loops"

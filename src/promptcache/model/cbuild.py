@@ -1,13 +1,13 @@
 """Build one of the C kernels under `csrc/` at first use and load it with ctypes.
 
-A kernel is compiled once per source, compiler flags and CPU with the system's C compiler
-(`$CC`, else `cc`) into `kernels/` under the cache folder, for this CPU (`-march=native`)
-unless `PROMPTCACHE_C_MARCH` names another target (`x86-64-v3`: what an AVX2-only CPU
-gets, to measure that path on a newer one). Sources are
-compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but linked
-without it: linking with it adds crtfastmath.o, whose constructor turns on flush-to-zero
-and denormals-are-zero for the whole process when the library loads. OpenMP comes from the
-libgomp PyTorch already loaded; callers pass PyTorch's thread count.
+A kernel is compiled once per source (and the csrc/ headers), compiler flags and CPU with
+the system's C compiler (`$CC`, else `cc`) into `kernels/` under the cache folder, for
+this CPU (`-march=native`) unless `PROMPTCACHE_C_MARCH` names another target
+(`x86-64-v3`: what an AVX2-only CPU gets, to measure that path on a newer one). Sources
+are compiled with -ffast-math (vectorized expf through libmvec, reassociated sums) but
+linked without it: linking with it adds crtfastmath.o, whose constructor turns on
+flush-to-zero and denormals-are-zero for the whole process when the library loads.
+OpenMP comes from the libgomp PyTorch already loaded; callers pass PyTorch's thread count.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from promptcache.model.device import cpu_identity
 from promptcache.model.paths import default_cache_dir
@@ -32,21 +33,34 @@ LINK = ("-shared", "-fopenmp")
 LIBS = ("-lmvec", "-lm")
 
 
-def load(name: str) -> ctypes.CDLL:
-    """The kernel `csrc/<name>.c`, built if needed; OSError or SubprocessError when it
-    cannot be built or loaded."""
-    return ctypes.CDLL(str(build(name)))
+# A C function's argument types and return type, for ctypes.
+Signature = tuple[list[Any], Any]
+
+
+def library(name: str, signatures: dict[str, Signature]) -> ctypes.CDLL | None:
+    """The kernel `csrc/<name>.c`, built if needed, its functions typed as `signatures`
+    say; None (and a warning saying why) where it cannot be built or loaded."""
+    try:
+        lib = ctypes.CDLL(str(build(name)))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("C kernel %s unavailable (%s); PyTorch's paths serve", name, exc)
+        return None
+    for symbol, (argtypes, restype) in signatures.items():
+        fn = getattr(lib, symbol)
+        fn.argtypes, fn.restype = argtypes, restype
+    return lib
 
 
 def build(name: str) -> Path:
     """Compile `csrc/<name>.c` unless this source, these flags and this CPU already have it."""
     source = CSRC / f"{name}.c"
+    headers = [h.read_bytes() for h in sorted(CSRC.glob("*.h"))]  # included by the sources
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
     cflags = (*FLAGS, f"-march={os.environ.get('PROMPTCACHE_C_MARCH') or 'native'}")
     flags = " ".join(cflags + LINK + LIBS).encode()
-    facts = [source.read_bytes(), flags, cpu_identity().encode(), compiler.encode()]
+    facts = [source.read_bytes(), *headers, flags, cpu_identity().encode(), compiler.encode()]
     key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]
     target = default_cache_dir() / "kernels" / f"{name}-{key}.so"
     if target.exists():

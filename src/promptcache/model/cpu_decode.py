@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
-import subprocess
 
 import torch
 
 from promptcache.model import cbuild
-
-log = logging.getLogger(__name__)
 
 MAX_GROUP, MAX_HEAD_DIM = 16, 256  # the kernel's limits (heads per KV head, head size)
 _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
@@ -33,18 +29,10 @@ _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
-    try:
-        lib = cbuild.load("decode_attention")
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("decode attention: C kernel unavailable (%s); PyTorch's paths serve", exc)
-        return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for name in _SYMBOLS.values():
-        fn = getattr(lib, name)
-        fn.argtypes = [p, i64, i64, p, p, p, i64, p, i32, i32, i32, i32, i32, i64, i64]
-        fn.argtypes += [ctypes.c_float, p, i64, i64, i32]
-        fn.restype = i32
-    return lib
+    args = [p, i64, i64, p, p, p, i64, p, i32, i32, i32, i32, i32, i64, i64]
+    args += [ctypes.c_float, p, i64, i64, i32]
+    return cbuild.library("decode_attention", {name: (args, i32) for name in _SYMBOLS.values()})
 
 
 def supports(dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:

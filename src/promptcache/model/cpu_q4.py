@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +26,6 @@ import torch
 from promptcache.model import cbuild
 from promptcache.model.q4 import GROUP, Q4Tensor
 
-log = logging.getLogger(__name__)
-
 TILE = 16  # outputs per tile (the kernel's)
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
@@ -37,16 +33,11 @@ _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
-    try:
-        lib = cbuild.load("q4_matmul")
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("4-bit matmul: C kernel unavailable (%s)", exc)
-        return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.pc_q4_matmul.argtypes = [p, i32, i64, i32, p, p, p, i32, i32, p, i64, i32]
-    lib.pc_q4_matmul.restype = i32
-    lib.pc_q4_paths.restype = i32
-    return lib
+    matmul_args = [p, i32, i64, i32, p, p, p, i32, i32, p, i64, i32]
+    return cbuild.library(
+        "q4_matmul", {"pc_q4_matmul": (matmul_args, i32), "pc_q4_paths": ([], i32)}
+    )
 
 
 def paths() -> list[str]:

@@ -24,6 +24,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bf16.h"
+
 #if defined(__AVX2__) || defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
@@ -32,20 +35,6 @@
 #define GROUP 32
 #define ROWS 8
 #define TILE_BYTES (TILE * TILE) /* 16 rows kk x 16 columns */
-
-static inline float bf2f(uint16_t x) {
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f2bf(float f) { /* round to nearest even, as PyTorch does */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7FFF + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
 
 typedef struct {
     const uint8_t* codes;
@@ -102,9 +91,19 @@ static inline __attribute__((always_inline)) void tile_generic(const Weights* w,
         default: FN(w, t, r0, 8, y); break; \
     }
 
-static void rows_generic(const Weights* w, int t, int r0, int R, float* y) {
+/* unused where both hand-vectorized paths exist */
+__attribute__((unused)) static void rows_generic(const Weights* w, int t, int r0, int R,
+                                                  float* y) {
     DISPATCH(tile_generic, w, t, r0, R, y)
 }
+
+#if defined(__AVX2__) || defined(__AVX512BF16__)
+/* The codes of the block 4 blocks ahead of p (256 bytes, 4 cache lines) into L1. */
+static inline void prefetch_ahead(const uint8_t* p) {
+    for (int line = 0; line < TILE_BYTES; line += 64)
+        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + line), _MM_HINT_T0);
+}
+#endif
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define HAS_F32_PATH 1
@@ -119,10 +118,7 @@ static inline __attribute__((always_inline)) void tile_f32(const Weights* w, int
         const uint8_t* p = w->codes + ((int64_t)t * w->kb + b) * TILE_BYTES;
         __m256 part[4][2];
         for (int r = 0; r < R; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 64), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 128), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 192), _MM_HINT_T0);
+        prefetch_ahead(p);
         for (int kk = 0; kk < TILE; kk++) {
             __m256i c0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + kk * TILE)));
             __m256i c1 =
@@ -194,10 +190,7 @@ static inline __attribute__((always_inline)) void tile_bf16(const Weights* w, in
         const uint8_t* p = w->codes + ((int64_t)t * w->kb + b) * TILE_BYTES;
         __m512 part[ROWS];
         for (int r = 0; r < R; r++) part[r] = _mm512_setzero_ps();
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 64), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 128), _MM_HINT_T0);
-        _mm_prefetch((const char*)(p + 4 * TILE_BYTES + 192), _MM_HINT_T0);
+        prefetch_ahead(p);
         for (int kk = 0; kk < TILE; kk += 2) {
             __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(p + kk * TILE)));
             v = _mm512_permutexvar_epi16(pairs, v);
