@@ -6,10 +6,17 @@
 #                                  machine lacks: the platformdirs wheel (Python 3.12) and
 #                                  the bundled model's tokenizer files
 #   bench/gpu_check.sh run         there, from the repository root, with .gpu carried:
-#                                  writes $OUT/gpu.txt, tests.log, engine-cuda.txt/.json
+#                                  writes $OUT/gpu.txt, tests.log, engine-cuda.txt/.json,
+#                                  tiles.txt (bench/triton_tiles.py: the attention
+#                                  kernel's launch configs beside SDPA) and profile.txt
+#                                  (bench/step_profile.py: first requests after start, a
+#                                  batch-128 decode step's host and kernel time)
 #
+# Each step's time limit can be set: TEST_TIMEOUT (240 s), BENCH_TIMEOUT (420 s) with
+# REPEATS (3), TILES_TIMEOUT (150 s), PROFILE_TIMEOUT (120 s).
 # On a machine whose python3 has PyTorch (CUDA), Triton, transformers, tokenizers,
-# safetensors, numpy, xxhash and pytest. A run takes about 5 minutes on one H100.
+# safetensors, numpy, xxhash and pytest. A run took 3.5 minutes on one H100 (REPEATS=2,
+# before tiles and profile were added).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
@@ -38,10 +45,14 @@ run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
     | tee -a "$OUT/gpu.txt"
-  timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+  timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
     tests/test_triton_attention.py tests/test_triton_engine.py 2>&1 | tee "$OUT/tests.log"
-  timeout 420 python3 bench/engine.py --device cuda --shape llama-1b --repeats 3 \
+  timeout "${BENCH_TIMEOUT:-420}" python3 bench/engine.py --device cuda --shape llama-1b \
+    --repeats "${REPEATS:-3}" \
     --json "$OUT/engine-cuda.json" 2>&1 | tee "$OUT/engine-cuda.txt"
+  timeout "${TILES_TIMEOUT:-150}" python3 bench/triton_tiles.py 2>&1 | tee "$OUT/tiles.txt"
+  timeout "${PROFILE_TIMEOUT:-120}" python3 bench/step_profile.py --device cuda \
+    --shape llama-1b --batch 128 2>&1 | tee "$OUT/profile.txt"
 }
 
 case "${1:-}" in

@@ -131,6 +131,7 @@ def test_tiles_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pt.kernel_fits(64, 8) and pt.kernel_fits(64, 128)
     assert not pt.kernel_fits(48, 16) and not pt.kernel_fits(8, 16) and not pt.kernel_fits(64, 24)
     cpu = torch.device("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # as on a machine without CUDA
     assert not pt.uses_triton("auto", cpu, 64, 16)  # the CPU keeps PyTorch's paths
     assert not pt.uses_triton("torch", cpu, 64, 16)
     assert pt.uses_triton("triton", cpu, 64, 16)  # under the interpreter
@@ -153,7 +154,7 @@ from promptcache.model import triton_attention as ta
 
 fn = JITFunction(ta._attend)
 names = list(fn.arg_names)
-constexprs = ("G", "G_PAD", "BLOCK_Q", "BS", "TILE", "D", "HAS_WINDOW", "DOT_FP32")
+constexprs = ("G", "G_PAD", "BLOCK_Q", "BS", "TILE", "D", "HAS_WINDOW", "INTERP")
 for arch in (80, 90):
     for dtype in ("bf16", "fp32"):
         sig = {}
@@ -167,7 +168,7 @@ for arch in (80, 90):
         for block_q, g_pad, window in ((1, 16, False), (16, 4, True)):
             consts = dict(G=3, G_PAD=g_pad, BLOCK_Q=block_q, BS=16, D=64, HAS_WINDOW=window)
             consts["TILE"] = 64
-            consts["DOT_FP32"] = False
+            consts["INTERP"] = False
             src = ASTSource(fn, sig, {(names.index(k),): v for k, v in consts.items()})
             kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32))
             assert kernel.asm["cubin"], (arch, dtype, block_q)

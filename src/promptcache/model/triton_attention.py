@@ -34,13 +34,19 @@ import triton.language as tl
 from promptcache.model.paged_tables import PagedTables
 
 # Under Triton's CPU interpreter (the tests) 16-bit dots are computed wrongly (it
-# multiplies their raw bits), so the kernel upcasts their operands to float32 there.
+# multiplies their raw bits), so the kernel upcasts their operands to float32 there; and
+# it cannot range over tensors, so the key loop is a while loop there (compiled, a for
+# loop, which Triton software-pipelines: the next tile's loads overlap this tile's dots).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Keys per iteration of a program: one tile may span several blocks (each key's block id
-# read from the table) or part of one, so any power-of-two block size fits. Not tuned on
-# a GPU yet: 64 keys x 64 query rows is the common flash-attention tile on H100s.
-KEY_TILE = 64
+# read from the table) or part of one, so any power-of-two block size fits. Chosen on an
+# H100 by bench/triton_tiles.py (Llama-3.2-1B's heads, bfloat16): 128 keys and 4 warps
+# were the fastest or level for a 4k and a 16k prefill (16-query tiles: 0.35 and 4.6 ms a
+# layer; 64 keys 0.43 and 5.6) and for a batch-128 decode at 1k context (0.107 ms; 64
+# keys 0.130).
+KEY_TILE = 128
+NUM_WARPS = 4
 
 
 def paged_attention(
@@ -50,9 +56,12 @@ def paged_attention(
     tables: PagedTables,
     out: torch.Tensor,
     sliding_window: int | None = None,
+    key_tile: int = KEY_TILE,
+    num_warps: int = NUM_WARPS,
 ) -> None:
     """q (T, H, hd) over the pool's (KV, num_blocks, block_size, hd) caches, written into
-    `out` (T, H, hd) at the rows the tables name; other rows are left as they are."""
+    `out` (T, H, hd) at the rows the tables name; other rows are left as they are.
+    `key_tile`, `num_warps`: the launch's tile of keys and warps a program."""
     assert k_cache.stride() == v_cache.stride(), "K and V pools must share one layout"
     num_tiles = tables.tile_seqs.shape[0]
     if num_tiles == 0:
@@ -87,10 +96,11 @@ def paged_attention(
         G_PAD=g_pad,
         BLOCK_Q=tables.block_q,
         BS=bs,
-        TILE=KEY_TILE,
+        TILE=key_tile,
         D=hd,
         HAS_WINDOW=sliding_window is not None,
-        DOT_FP32=INTERPRETED,
+        INTERP=INTERPRETED,
+        num_warps=num_warps,
     )
 
 
@@ -123,7 +133,7 @@ def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     TILE: tl.constexpr,
     D: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    INTERP: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -145,7 +155,7 @@ def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
         mask=row_ok[:, None],
         other=0.0,
     )
-    if DOT_FP32:
+    if INTERP:
         q = q.to(tl.float32)
     pos = ctx - q_len + tok  # absolute position of each row's query
     last = ctx - q_len + tl.minimum(q_off + BLOCK_Q, q_len) - 1  # the tile's last query
@@ -156,38 +166,112 @@ def _attend(  # type: ignore[no-untyped-def]  # Triton reads the annotations its
     m_i = tl.full([BLOCK_Q * G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q * G_PAD], tl.float32)
     acc = tl.zeros([BLOCK_Q * G_PAD, D], tl.float32)
-    keys = tl.arange(0, TILE)
     head_base = kvh.to(tl.int64) * stride_ch
     table = tables_ptr + tl.load(rows_ptr + seq).to(tl.int64) * stride_tb
-    j = first_tile
-    while j * TILE <= last:  # (a while loop: Triton's interpreter cannot range over tensors)
-        kpos = j * TILE + keys  # key positions: TILE // BS blocks, or a part of one
-        in_ctx = kpos < ctx
-        block = tl.load(table + kpos // BS, mask=in_ctx, other=0).to(tl.int64)
-        offs = head_base + block[:, None] * stride_cb + (kpos % BS)[:, None] * stride_cs
-        offs = offs + d[None, :]
-        k = tl.load(k_ptr + offs, mask=in_ctx[:, None], other=0.0)  # (TILE, D)
-        if DOT_FP32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (rows, TILE) float32
-        seen = kpos[None, :] <= pos[:, None]
-        if HAS_WINDOW:
-            seen = seen & (pos[:, None] - kpos[None, :] < window)
-        s = tl.where(seen, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet
-        alpha = tl.exp(m_i - m_ref)
-        p = tl.exp(s - m_ref[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + offs, mask=in_ctx[:, None], other=0.0)
-        if DOT_FP32:
-            v = v.to(tl.float32)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        m_i = m_new
-        j += 1
+    n_tiles = (last + TILE) // TILE  # none where last < 0
+    if INTERP:  # a while loop: the interpreter cannot range over tensors
+        j = first_tile
+        while j < n_tiles:
+            m_i, l_i, acc = _key_tile(
+                q,
+                k_ptr,
+                v_ptr,
+                table,
+                head_base,
+                stride_cb,
+                stride_cs,
+                j,
+                ctx,
+                pos,
+                window,
+                scale,
+                m_i,
+                l_i,
+                acc,
+                BS,
+                TILE,
+                D,
+                HAS_WINDOW,
+                INTERP,
+            )
+            j += 1
+    else:  # compiled: a for loop, which Triton software-pipelines (loads ahead of dots)
+        for j in range(first_tile, n_tiles):
+            m_i, l_i, acc = _key_tile(
+                q,
+                k_ptr,
+                v_ptr,
+                table,
+                head_base,
+                stride_cb,
+                stride_cs,
+                j,
+                ctx,
+                pos,
+                window,
+                scale,
+                m_i,
+                l_i,
+                acc,
+                BS,
+                TILE,
+                D,
+                HAS_WINDOW,
+                INTERP,
+            )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     o_offs = q_rows[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
     tl.store(o_ptr + o_offs, out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
+def _key_step(  # type: ignore[no-untyped-def]
+    q,
+    k_ptr,
+    v_ptr,
+    table,
+    head_base,
+    stride_cb,
+    stride_cs,
+    j,
+    ctx,
+    pos,
+    window,
+    scale,
+    m_i,
+    l_i,
+    acc,
+    BS: tl.constexpr,
+    TILE: tl.constexpr,
+    D: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    INTERP: tl.constexpr,
+):
+    """One tile of TILE keys (positions j*TILE..): K, V read in place through the block
+    table, the online softmax's running max / sum / output updated and returned."""
+    kpos = j * TILE + tl.arange(0, TILE)  # TILE // BS blocks, or a part of one
+    in_ctx = kpos < ctx
+    block = tl.load(table + kpos // BS, mask=in_ctx, other=0).to(tl.int64)
+    offs = head_base + block[:, None] * stride_cb + (kpos % BS)[:, None] * stride_cs
+    offs = offs + tl.arange(0, D)[None, :]
+    k = tl.load(k_ptr + offs, mask=in_ctx[:, None], other=0.0)  # (TILE, D)
+    if INTERP:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (rows, TILE) float32
+    seen = kpos[None, :] <= pos[:, None]
+    if HAS_WINDOW:
+        seen = seen & (pos[:, None] - kpos[None, :] < window)
+    s = tl.where(seen, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing seen yet
+    alpha = tl.exp(m_i - m_ref)
+    p = tl.exp(s - m_ref[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptr + offs, mask=in_ctx[:, None], other=0.0)
+    if INTERP:
+        v = v.to(tl.float32)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    return m_new, l_i, acc
+
+
+_key_tile = triton.jit(_key_step)
 _kernel = triton.jit(_attend)  # the tests also compile `_attend` for GPUs, on any machine
