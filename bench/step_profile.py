@@ -3,7 +3,7 @@ torch.profiler), for decode-only steps at one batch size; and the first requests
 start (a miss, then hits over its prefix), each timed, to show what a first shape costs.
 
     .venv/bin/python bench/step_profile.py --device cuda --shape llama-1b --batch 128
-    .venv/bin/python bench/step_profile.py --batch 8          # the bundled model on CPU
+    .venv/bin/python bench/step_profile.py --batch 8 [--weights q4]   # bundled model, CPU
 
 Prints ms a step (wall, with the device synchronized), the top host functions by own time
 and the top device kernels by their time.
@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.device import resolve_device, resolve_dtype
+from promptcache.model.device import WEIGHTS, resolve_device, resolve_dtype
 from promptcache.model.loader import SHAPE_PREFIX, load_model
 from promptcache.model.shapes import SHAPES
 
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--shape", default=None, choices=SHAPES)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--weights", default="dense", choices=WEIGHTS)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--prefix", type=int, default=4064, help="the first requests' prefix")
@@ -74,14 +75,18 @@ def main() -> None:
     args = ap.parse_args()
     model_path = SHAPE_PREFIX + args.shape if args.shape else args.model
     device = resolve_device(args.device)
-    model = load_model(model_path, device=device, dtype=resolve_dtype(args.dtype, device))
+    dtype = resolve_dtype(args.dtype, device)
+    model = load_model(model_path, device=device, dtype=dtype, weights=args.weights)
     config = EngineConfig(
         max_num_seqs=max(16, args.batch),
         max_num_batched_tokens=8192 if device.type == "cuda" else 1024,
         kv_cache_bytes=args.kv_cache_bytes,
     )
     engine = LLMEngine(model, config)
-    print(f"# {model.path.name} on {device}, dtype {model.dtype}, batch {args.batch}")
+    print(
+        f"# {model.path.name} on {device}, dtype {model.dtype}, weights {model.weights}, "
+        f"batch {args.batch}"
+    )
     vocab = model.spec.vocab_size
     first_requests(engine, vocab, device, args.prefix)
 

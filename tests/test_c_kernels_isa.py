@@ -2,7 +2,7 @@
 is what an AVX2-only CPU gets (the AVX2 paths, no AVX512 ones), x86-64-v2 has no AVX at
 all (the compiler-vectorized loops everywhere). Each build, in a fresh process and cache
 folder, must give the reference results: the decode attention against SDPA, and the 4-bit
-matmul against the dequantized product."""
+and 8-bit matmuls against the dequantized products."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 CHECK = r"""
 import torch
 import torch.nn.functional as F
-from promptcache.model import cpu_decode, cpu_q4
+from promptcache.model import cpu_decode, cpu_q4, cpu_q8
 from promptcache.model.q4 import Q4Tensor
 
 g = torch.Generator().manual_seed(0)
@@ -33,6 +33,11 @@ for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
     exact = x.double() @ q4.dequantize().double().t()
     got = cpu_q4.matmul(x, cpu_q4.pack(q4)).double()
     assert ((got - exact).abs() <= exact.abs() * tol + 1e-4).all(), dtype
+    q8 = cpu_q8.Q8Tensor(torch.randint(-128, 128, (40, 96), generator=g, dtype=torch.int8),
+                         torch.rand(40, 3, generator=g) * 0.02)
+    exact = x.double() @ q8.dequantize().double().t()
+    got = cpu_q8.matmul(x, cpu_q8.pack(q8)).double()
+    assert (got - exact).abs().max() <= 1e-4 * exact.abs().max(), dtype
 
     kv, blocks, bs, hd = 2, 12, 16, 64
     k = torch.randn(kv, blocks, bs, hd, generator=g).to(dtype)
@@ -46,11 +51,11 @@ for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         vals = v[:, tables[b]].reshape(kv, -1, hd)[:, : lens[b]].float().repeat_interleave(3, 0)
         ref = F.scaled_dot_product_attention(q[b].float()[:, None], keys, vals)[:, 0]
         torch.testing.assert_close(out[b], ref, atol=tol, rtol=tol)
-print("paths", cpu_q4.paths())
+print("paths", cpu_q4.paths(), cpu_q8.paths())
 """
 
 
-@pytest.mark.parametrize("march,q4_paths", [("x86-64-v3", "['avx2']"), ("x86-64-v2", "[]")])
+@pytest.mark.parametrize("march,q4_paths", [("x86-64-v3", "['avx2'] []"), ("x86-64-v2", "[] []")])
 def test_kernels_built_for_an_older_cpu_give_the_reference_results(
     tmp_path: Path, march: str, q4_paths: str
 ) -> None:
@@ -60,4 +65,4 @@ def test_kernels_built_for_an_older_cpu_give_the_reference_results(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"paths {q4_paths}"
-    assert len(list((tmp_path / "kernels").glob("*.so"))) == 2
+    assert len(list((tmp_path / "kernels").glob("*.so"))) == 3

@@ -12,6 +12,7 @@ from torch import nn
 
 from promptcache.model.attention import AttentionMetadata, paged_attention
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
+from promptcache.model.cpu_q8 import Q8Head, Q8Tensor
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.int4_linear import Int4Linear
 from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, rotate
@@ -75,6 +76,17 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+class TiedHead(nn.Module):
+    """An LM head that multiplies by the embeddings it shares."""
+
+    def __init__(self, embed: nn.Embedding) -> None:
+        super().__init__()
+        self.embed = embed
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.embed.weight.t()
+
+
 class LlamaForCausalLM(nn.Module):
     """The whole decoder: embeddings, layers, final norm and (possibly tied) LM head."""
 
@@ -114,6 +126,14 @@ class LlamaForCausalLM(nn.Module):
         pack_linears(self)
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
+
+    def use_q8_head(self, q: Q8Tensor) -> None:
+        """Serve the LM head's few-row products from its 8-bit codes (see cpu_q8), keeping
+        the present head (or the tied embeddings) for many rows."""
+        if q.shape != (self.spec.vocab_size, self.spec.hidden_size):
+            raise ModelLoadError(f"LM head: 8-bit weight {q.shape} does not fit the model")
+        dense = self.lm_head if self.lm_head is not None else TiedHead(self.embed_tokens)
+        self.lm_head = Q8Head(q, dense)
 
     def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
         """Serve these projections (by module name) from their 4-bit codes, keeping the

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from promptcache.model import cpu_q8
 from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.cpu_linear import can_pack
+from promptcache.model.cpu_q8 import read_q8_head
 from promptcache.model.device import WEIGHTS
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.fingerprint import model_fingerprint
@@ -128,11 +130,24 @@ def _use_int4(
     if why is None:
         try:
             module.use_int4(read_q4(gguf, spec.num_heads, spec.num_kv_heads), dtype)
-            return True
         except ModelLoadError as exc:
             why = str(exc)
+        else:
+            _use_q8_head(module, gguf, spec)
+            return True
     log.warning("serving dense %s weights instead of 4-bit: %s", str(dtype)[6:], why)
     return False
+
+
+def _use_q8_head(module: LlamaForCausalLM, gguf: Path, spec: ModelSpec) -> None:
+    """Serve the LM head from the GGUF's 8-bit codes where they are Q8_0 and our kernel
+    builds; else (logged) it stays dense."""
+    if cpu_q8.library() is None:
+        return
+    try:
+        module.use_q8_head(read_q8_head(gguf, spec.tie_word_embeddings))
+    except ModelLoadError as exc:
+        log.info("LM head stays dense: %s", exc)
 
 
 def describe_linears(dtype: torch.dtype, weights: str) -> str:
@@ -141,6 +156,10 @@ def describe_linears(dtype: torch.dtype, weights: str) -> str:
     if weights == "q4":
         rows = dense_from_rows(dtype)
         linears = f"4-bit by {int4_kernel(dtype)} below {rows} rows, else {linears}"
+        if cpu_q8.library() is not None:
+            path = ", ".join(cpu_q8.paths()) or "compiler-vectorized"
+            head = f"8-bit by promptcache C ({path}) below {cpu_q8.DENSE_FROM_ROWS} rows"
+            linears += f"; LM head (if Q8_0) {head}"
     return linears
 
 
