@@ -82,8 +82,8 @@ def test_head_hands_many_rows_to_the_dense_head() -> None:
     dense = torch.nn.Linear(64, 48, bias=False)
     dense.weight.data = q.dequantize()
     head = Q8Head(q, dense)
-    few = torch.randn(cpu_q8.DENSE_FROM_ROWS - 1, 64)
-    many = torch.randn(cpu_q8.DENSE_FROM_ROWS, 64)
+    few = torch.randn(cpu_q8.dense_from_rows() - 1, 64)
+    many = torch.randn(cpu_q8.dense_from_rows(), 64)
     assert torch.allclose(head(few), dense(few), atol=1e-5)
     assert torch.equal(head(many), dense(many))
 

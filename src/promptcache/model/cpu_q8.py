@@ -32,10 +32,12 @@ from promptcache.model.errors import ModelLoadError
 
 TILE = 16  # outputs per tile (the kernel's)
 GROUP = 32  # weights per Q8_0 block
-# Rows from which the head multiplies by its dense copy (bundled model, 2 cores, AMD EPYC:
-# 0.4x oneDNN bfloat16's time at 1 row, 0.5x at 8, 0.9x at 16). The kernel serves a step's
-# sampled rows (at most max_num_seqs); whole-prompt logits (many rows) go dense.
-DENSE_FROM_ROWS = 16
+# Rows from which the head multiplies by its dense copy, by the kernel's path (bundled
+# model, 2 cores, AMD EPYC). "vnni": 0.4x oneDNN bfloat16's time at 1 row, 0.5x at 8, 0.9x
+# at 16. Without it (built for x86-64-v3, the compiler's loops; oneDNN capped to AVX2):
+# 0.6x oneDNN float32's at 1 row, 2.6x at 4, so it serves single rows only. The kernel
+# serves a step's sampled rows; whole-prompt logits (many rows) go dense.
+DENSE_FROM_ROWS = {"vnni": 16, "": 2}
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
@@ -87,6 +89,11 @@ def library() -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     args = [p, i32, i64, i32, p, p, i32, i32, p, i64, i32]
     return cbuild.library("q8_matmul", {"pc_q8_matmul": (args, i32), "pc_q8_paths": ([], i32)})
+
+
+def dense_from_rows() -> int:
+    """Rows from which the head multiplies by its dense copy instead, on this CPU."""
+    return DENSE_FROM_ROWS["vnni" if "vnni" in paths() else ""]
 
 
 def paths() -> list[str]:
@@ -153,8 +160,9 @@ class Q8Head(nn.Module):
         self.out_features, self.in_features = q.shape
         self.packed = pack(q)
         self.dense = dense
+        self.dense_from = dense_from_rows()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T, hidden) -> (T, vocab)
-        if x.shape[0] >= DENSE_FROM_ROWS:
+        if x.shape[0] >= self.dense_from:
             return self.dense(x)
         return matmul(x.contiguous(), self.packed)

@@ -158,7 +158,7 @@ def describe_linears(dtype: torch.dtype, weights: str) -> str:
         linears = f"4-bit by {int4_kernel(dtype)} below {rows} rows, else {linears}"
         if cpu_q8.library() is not None:
             path = ", ".join(cpu_q8.paths()) or "compiler-vectorized"
-            head = f"8-bit by promptcache C ({path}) below {cpu_q8.DENSE_FROM_ROWS} rows"
+            head = f"8-bit by promptcache C ({path}) below {cpu_q8.dense_from_rows()} rows"
             linears += f"; LM head (if Q8_0) {head}"
     return linears
 
