@@ -4,7 +4,7 @@
 A 4-bit GGUF model often stores its token embeddings, which a tied model's LM head
 multiplies by, as Q8_0: 32 signed 8-bit codes and a float16 scale per 32 weights. With
 `--weights q4` the head reads those bytes (half of bfloat16's, a quarter of float32's)
-instead of the dequantized copy: `read_q8()` reads them, `pack()` lays them out as the
+instead of the dequantized copy: `read_q8_head()` reads them, `pack()` lays them out as the
 kernel reads them (tiles of 16 outputs by pairs of inputs), `Q8Head` serves a step's
 sampled rows and hands many rows (whole-prompt logits) to the dense head it wraps.
 

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "dispatch.h"
 
 #if defined(__AVX2__) || defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -78,18 +79,6 @@ static inline __attribute__((always_inline)) void tile_generic(const Weights* w,
     }
     for (int r = 0; r < R; r++) memcpy(y + r * TILE, acc[r], sizeof acc[r]);
 }
-
-#define DISPATCH(FN, w, t, r0, R, y)      \
-    switch (R) {                          \
-        case 1: FN(w, t, r0, 1, y); break; \
-        case 2: FN(w, t, r0, 2, y); break; \
-        case 3: FN(w, t, r0, 3, y); break; \
-        case 4: FN(w, t, r0, 4, y); break; \
-        case 5: FN(w, t, r0, 5, y); break; \
-        case 6: FN(w, t, r0, 6, y); break; \
-        case 7: FN(w, t, r0, 7, y); break; \
-        default: FN(w, t, r0, 8, y); break; \
-    }
 
 /* unused where both hand-vectorized paths exist */
 __attribute__((unused)) static void rows_generic(const Weights* w, int t, int r0, int R,

@@ -21,12 +21,13 @@
  * Paths: on AVX512-VNNI vpdpwssd takes 32 products an instruction (16 columns x a pair of
  * inputs); elsewhere plain loops the compiler vectorizes (built with -O3 -march=native).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf16.h"
-#include "int16_rows.h"
+#include "dispatch.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
@@ -49,7 +50,7 @@ typedef struct {
     int K;
 } Weights;
 
-/* One tile's 16 outputs (unscaled by sx) for rows r0 .. r0+R-1, generic loops. */
+/* One tile's 16 outputs for rows r0 .. r0+R-1, generic loops. */
 static inline __attribute__((always_inline)) void tile_generic(const Weights* w, int t, int r0,
                                                                 const int R, float* y) {
     float acc[ROWS][TILE] = {{0}};
@@ -104,20 +105,38 @@ static inline __attribute__((always_inline)) void tile_vnni(const Weights* w, in
 #endif
 
 static void rows(const Weights* w, int t, int r0, int R, float* y) {
-    switch (R) {
-        case 1: TILE_FN(w, t, r0, 1, y); break;
-        case 2: TILE_FN(w, t, r0, 2, y); break;
-        case 3: TILE_FN(w, t, r0, 3, y); break;
-        case 4: TILE_FN(w, t, r0, 4, y); break;
-        case 5: TILE_FN(w, t, r0, 5, y); break;
-        case 6: TILE_FN(w, t, r0, 6, y); break;
-        case 7: TILE_FN(w, t, r0, 7, y); break;
-        default: TILE_FN(w, t, r0, 8, y); break;
-    }
+    DISPATCH(TILE_FN, w, t, r0, R, y)
 }
 
 /* Which path this build has: 1 AVX512-VNNI, 0 the compiler's loops. */
 int pc_q8_paths(void) { return HAS_VNNI_PATH; }
+
+/* x's rows as 16-bit integers per block of 32 (see the top) -> xi (M * split, K) and sx
+ * (M * split, K / 32); a block of zeros gets scale 0. With split 2 each row of integers is
+ * followed by one for what it left out, at scale sx / 32767. */
+static void int_rows(const void* x, int dtype, int64_t x_stride, int M, int K, int split,
+                     int16_t* xi, float* sx) {
+    const int kb = K / GROUP;
+    for (int r = 0; r < M; r++) {
+        for (int b = 0; b < kb; b++) {
+            float v[GROUP], top = 0.f;
+            for (int i = 0; i < GROUP; i++) {
+                const int64_t at = r * x_stride + b * GROUP + i;
+                v[i] = dtype == 1 ? bf2f(((const uint16_t*)x)[at]) : ((const float*)x)[at];
+                top = fmaxf(top, fabsf(v[i]));
+            }
+            const int64_t row = (int64_t)r * split;
+            sx[row * kb + b] = top / 32767.f;
+            const float inv = top > 0.f ? 32767.f / top : 0.f;
+            int16_t* q = xi + row * K + b * GROUP;
+            for (int i = 0; i < GROUP; i++) q[i] = (int16_t)lrintf(v[i] * inv);
+            if (split == 1) continue;
+            sx[(row + 1) * kb + b] = top / (32767.f * 32767.f);
+            for (int i = 0; i < GROUP; i++) /* |v * inv - q| <= 1/2: within +-16384 */
+                q[K + i] = (int16_t)lrintf((v[i] * inv - (float)q[i]) * 32767.f);
+        }
+    }
+}
 
 /* y (M, N) float32 = x (M, K) W^T. Returns 0, or 1 for bad arguments, 2 when out of memory. */
 int pc_q8_matmul(const void* x, int dtype, int64_t x_stride, int M, const int8_t* codes,
@@ -133,7 +152,7 @@ int pc_q8_matmul(const void* x, int dtype, int64_t x_stride, int M, const int8_t
         free(sx);
         return 2;
     }
-    int16_rows(x, dtype, x_stride, M, K, split, xi, sx);
+    int_rows(x, dtype, x_stride, M, K, split, xi, sx);
     Weights w = {codes, scale, K / GROUP, xi, sx, K};
     const int tiles = (N + TILE - 1) / TILE;
 #pragma omp parallel for schedule(static) num_threads(threads)
