@@ -5,9 +5,10 @@ use (`model.cbuild`).
 and a minimum per 32 weights: every weight is read once per call, whatever the number of
 rows (PyTorch's int4 kernel dequantizes again for every 4 rows). `pack()` lays a
 `Q4Tensor` out as the kernel reads it (tiles of 16 outputs by blocks of 32 inputs, two
-codes a byte); `matmul()` runs it for float32 or bfloat16 rows. On AVX512-BF16 bfloat16
-rows take a dpbf16 path; float32 rows (and bfloat16 ones elsewhere) an AVX2 FMA path;
-CPUs with neither, loops the compiler vectorizes.
+codes a byte, in the layout this CPU's build reads); `matmul()` runs it for float32 or
+bfloat16 rows. On AVX512-BF16 bfloat16 rows take a dpbf16 path; float32 rows (and
+bfloat16 ones elsewhere) an AVX512F or AVX2 FMA path; CPUs with neither, loops the
+compiler vectorizes.
 
 Sums are float32: per block, the codes' dot product with x, times the scale, plus the
 minimum times the block's sum of x. That equals the product with the dequantized weights
@@ -27,6 +28,7 @@ from promptcache.model import cbuild
 from promptcache.model.q4 import GROUP, Q4Tensor
 
 TILE = 16  # outputs per tile (the kernel's)
+LANES = GROUP // 8  # 32-bit lanes of 8 codes per column and block
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
@@ -35,24 +37,30 @@ def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     matmul_args = [p, i32, i64, i32, p, p, p, i32, i32, p, i64, i32]
-    return cbuild.library(
-        "q4_matmul", {"pc_q4_matmul": (matmul_args, i32), "pc_q4_paths": ([], i32)}
-    )
+    functions = {
+        "pc_q4_matmul": (matmul_args, i32),
+        "pc_q4_paths": ([], i32),
+        "pc_q4_layout": ([], i32),
+    }
+    return cbuild.library("q4_matmul", functions)
 
 
 def paths() -> list[str]:
     """The kernel's hand-vectorized paths on this CPU: "dpbf16" (bfloat16 rows on
-    AVX512-BF16) and "avx2" (float32 rows; bfloat16 rows elsewhere); empty where only the
-    compiler-vectorized loops serve (or no kernel)."""
+    AVX512-BF16), "avx512" or "avx2" (float32 rows; bfloat16 rows elsewhere); empty where
+    only the compiler-vectorized loops serve (or no kernel)."""
     lib = library()
     bits = lib.pc_q4_paths() if lib is not None else 0
-    return [name for bit, name in ((1, "dpbf16"), (2, "avx2")) if bits & bit]
+    names = ((1, "dpbf16"), (4, "avx512"), (2, "avx2"))
+    return [name for bit, name in names if bits & bit]
 
 
 @dataclass(slots=True)
 class PackedQ4:
-    """A (N, K) weight in the kernel's layout: codes (N/16, K/32, 16, 16) uint8, scale and
-    low (N/16, K/32, 16) float32, N padded to a multiple of 16 with zeros."""
+    """A (N, K) weight in the kernel's layout (`csrc/q4_matmul.c`): 256 bytes of codes per
+    tile of 16 outputs and block of 32 inputs, two (N/16, K/32, 16) float32 arrays per
+    block (layout 1: 16 * scale and low - 16 * scale; layout 0: scale and low), N padded
+    to a multiple of 16 with zeros."""
 
     codes: torch.Tensor
     scale: torch.Tensor
@@ -67,20 +75,27 @@ class PackedQ4:
 
 
 def pack(q: Q4Tensor) -> PackedQ4:
-    """Lay `q` out as `csrc/q4_matmul.c` reads it."""
+    """Lay `q` out as `csrc/q4_matmul.c` reads it (the layout of this CPU's build)."""
     n, k = q.shape
     pad = -n % TILE
     codes = torch.nn.functional.pad(q.codes, (0, 0, 0, pad))
     tiles, blocks = (n + pad) // TILE, k // GROUP
-    # (tile, n, block, half, kk) -> (tile, block, kk, n, half): half 0 low nibble, 1 high
-    c = codes.view(tiles, TILE, blocks, 2, TILE).permute(0, 2, 4, 1, 3)
-    packed = (c[..., 0] | (c[..., 1] << 4)).contiguous()
 
     def per_tile(v: torch.Tensor) -> torch.Tensor:
         v = torch.nn.functional.pad(v.float(), (0, 0, 0, pad))
         return v.view(tiles, TILE, blocks).transpose(1, 2).contiguous()
 
-    return PackedQ4(packed, per_tile(q.scale), per_tile(q.low), n, k)
+    scale, low = per_tile(q.scale), per_tile(q.low)
+    lib = library()
+    if lib is not None and lib.pc_q4_layout() == 0:
+        # (tile, n, block, half, kk) -> (tile, block, kk, n, half): half 0 low nibble
+        c = codes.view(tiles, TILE, blocks, 2, TILE).permute(0, 2, 4, 1, 3)
+        return PackedQ4((c[..., 0] | (c[..., 1] << 4)).contiguous(), scale, low, n, k)
+    # (tile, n, block, lane, j) -> (tile, block, lane, n, j): lane q of column n holds the
+    # codes of inputs 8q .. 8q+7, two a byte (j even in the low nibble), little-endian
+    c = codes.view(tiles, TILE, blocks, LANES, 8).permute(0, 2, 3, 1, 4)
+    packed = (c[..., 0::2] | (c[..., 1::2] << 4)).contiguous()
+    return PackedQ4(packed, scale * 16, low - scale * 16, n, k)  # codes read as 1 + c/16
 
 
 def matmul(x: torch.Tensor, w: PackedQ4) -> torch.Tensor:

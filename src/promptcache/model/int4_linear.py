@@ -6,7 +6,8 @@ time goes. Two kernels can do it:
 
 - `model.cpu_q4` (`csrc/q4_matmul.c`, ours, built at first use with the system's C
   compiler): reads each weight once per call whatever the number of rows; bfloat16 rows by
-  dpbf16 on AVX512-BF16, float32 rows (any rows elsewhere) by AVX2 FMAs. Preferred.
+  dpbf16 on AVX512-BF16, float32 rows (any rows elsewhere) by AVX512F or AVX2 FMAs.
+  Preferred.
 - `torch.ops.aten._weight_int4pack_mm_for_cpu` where ours cannot be built: `w = (q - 8) *
   scale + zero`, which is Q4_1 with `scale = d`, `zero = m + 8 d`. It dequantizes again for
   every 4 rows, and is 20-40x slower than a float32 matmul with float32 rows, so it serves
@@ -28,11 +29,12 @@ from promptcache.model.q4 import GROUP, Q4Tensor
 
 # Rows from which a layer uses its dense copy, by activation dtype (per projection of the
 # bundled model, 2 cores, AMD EPYC, against oneDNN's prepacked matmul of the same dtype).
-# bfloat16: our kernel at 12-16 rows takes about oneDNN's time (0.9-1.1x), at 8 rows
-# 1.5-1.8x less; in the engine, 16 mixed requests ran 0.88x dense's speed with 16.
-# float32: ~6x less at 1 row, ~1.5x at 8, ~1.07x at 16, 0.7x at 32. PyTorch's int4 kernel
-# (bfloat16 only) is ~4x faster than bf16 at 1-2 rows, 1.2-1.4x at 8, 0.8-0.9x at 16: 12.
-DENSE_FROM_ROWS = {torch.bfloat16: 12, torch.float32: 16}
+# bfloat16 (dpbf16 path): our kernel takes 1.1-1.3x less time than oneDNN at 12 rows,
+# 1.0-1.3x at 16, 0.9-1.1x at 24, 1.4-1.5x at 8. float32: ~6x less at 1 row, ~1.5x at 8,
+# 1.0-1.15x at 16, 0.9-1.1x at 24 (AVX512F path; the AVX2 one ~1.07x at 16, 0.7x at 32).
+# PyTorch's int4 kernel (bfloat16 only) is ~4x faster than bf16 at 1-2 rows, 1.2-1.4x at
+# 8, 0.8-0.9x at 16: 12.
+DENSE_FROM_ROWS = {torch.bfloat16: 16, torch.float32: 16}
 TORCH_INT4_DENSE_FROM_ROWS = 12
 
 
@@ -81,7 +83,7 @@ def int4_kernel(dtype: torch.dtype) -> str:
         return "PyTorch int4pack"
     fast = cpu_q4.paths()
     path = "dpbf16" if dtype == torch.bfloat16 and "dpbf16" in fast else None
-    path = path or ("avx2" if "avx2" in fast else "compiler-vectorized")
+    path = path or next((p for p in fast if p != "dpbf16"), "compiler-vectorized")
     return f"promptcache C ({path})"
 
 
