@@ -5,7 +5,9 @@ several batch sizes, the throughput of a batch of mixed-length requests, decode 
 after a long prompt (`--long-context`, 4,064 tokens) and the hit path: a 32-token tail
 over that many cached tokens, up to its first token (ours with the prefix cache on;
 transformers' forward over its own cache of the prefix), beside the miss (the whole
-prompt computed). Medians over `--repeats` runs. The header names the device (on a CPU its
+prompt computed). Medians over `--repeats` runs, the systems' runs taken in turn (round
+after round), so that a machine that slows for a while slows every system alike;
+`--benches decode,hit` runs only those rows. The header names the device (on a CPU its
 model and ISA flags), the dtype and the weights. `--weights q4` adds our engine on the
 GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
 `--shape llama-1b` (or any of `promptcache.model.shapes.SHAPES`) benchmarks a
@@ -46,15 +48,23 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
+def timed(fn: Callable[[], Any]) -> float:
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
+def interleaved(fns: list[Callable[[], float]], repeats: int) -> list[float]:
+    """The median of each function's result (a time), the functions run in turn, one
+    round after another: a machine that slows down for a while (shared hosts do) then
+    slows every system's repeats alike instead of one system's."""
+    results: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for out, fn in zip(results, fns, strict=True):
+            out.append(fn())
+    return [statistics.median(r) for r in results]
 
 
 def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list[int]]:
@@ -66,6 +76,7 @@ def make_prompts(n: int, lengths: list[int], vocab: int, seed: int) -> list[list
     ]
 
 
+BENCHES = ("prefill", "decode", "batch", "long", "hit")  # the rows, in the tables' order
 HIT_POOL_BYTES = 2 << 30  # the hit bench's own engine: room for a 4k prompt many times
 
 
@@ -182,9 +193,10 @@ def bench_prefill(systems: list[Any], lengths: list[int], vocab: int, repeats: i
     rows = []
     for n in lengths:
         [prompt] = make_prompts(1, [n], vocab, seed=n)
-        for s in systems:
-            s.run([prompt], 1)  # warm-up
-            t = median_time(lambda s=s, p=prompt: s.run([p], 1), repeats)
+        runs = [lambda s=s, p=prompt: timed(lambda: s.run([p], 1)) for s in systems]
+        for run in runs:
+            run()  # warm-up
+        for s, t in zip(systems, interleaved(runs, repeats), strict=True):
             rows.append(
                 {
                     "bench": "prefill",
@@ -200,14 +212,21 @@ def bench_prefill(systems: list[Any], lengths: list[int], vocab: int, repeats: i
 def bench_decode(
     systems: list[Any], batches: list[int], vocab: int, repeats: int, new_tokens: int
 ) -> list[dict]:
+    """Per decode step: (time to `new_tokens` tokens - time to the first) / the steps
+    between, both medians over repeats taken in turn with the other systems'."""
     rows = []
     for b in batches:
         prompts = make_prompts(b, [128], vocab, seed=b)
         for s in systems:
             s.run(prompts, 2)  # warm-up: this batch's prefill and decode shapes
-            t_first = median_time(lambda s=s, p=prompts: s.run(p, 1), repeats)
-            t_all = median_time(lambda s=s, p=prompts: s.run(p, new_tokens), repeats)
-            step = (t_all - t_first) / (new_tokens - 1)
+        runs = [
+            lambda s=s, n=n, p=prompts: timed(lambda: s.run(p, n))
+            for s in systems
+            for n in (1, new_tokens)
+        ]
+        times = interleaved(runs, repeats)
+        for i, s in enumerate(systems):
+            step = (times[2 * i + 1] - times[2 * i]) / (new_tokens - 1)
             rows.append(
                 {
                     "bench": "decode",
@@ -224,13 +243,11 @@ def bench_long_decode(systems: list[Any], length: int, vocab: int, repeats: int)
     """Batch-1 decode of 32 tokens after a `length`-token prompt, each token attending to
     all of it; the prompt's prefill is timed apart and left out."""
     [prompt] = make_prompts(1, [length], vocab, seed=length + 1)
-    rows = []
-    for s in systems:
-        t = statistics.median(s.decode_after(prompt, 32) for _ in range(repeats))
-        rows.append(
-            {"bench": "long decode", "system": s.name, "tokens": length, "tokens_per_s": 32 / t}
-        )
-    return rows
+    runs = [lambda s=s: s.decode_after(prompt, 32) for s in systems]
+    return [
+        {"bench": "long decode", "system": s.name, "tokens": length, "tokens_per_s": 32 / t}
+        for s, t in zip(systems, interleaved(runs, repeats), strict=True)
+    ]
 
 
 def bench_hit(systems: list[Any], length: int, vocab: int, repeats: int) -> list[dict]:
@@ -239,14 +256,16 @@ def bench_hit(systems: list[Any], length: int, vocab: int, repeats: int) -> list
     own cache of the prefix (cropped back after each run). Beside it the miss: the same
     prompt computed whole (ours with the cache off; transformers' forward, no cache)."""
     [prefix, tail] = make_prompts(2, [length, 32], vocab, seed=7)
-    rows = []
+    runs = []
     for s in systems:
-        hit_run = s.hit_runner(prefix, tail)
+        hit_run, miss_run = s.hit_runner(prefix, tail), s.miss_runner(prefix + tail)
         hit_run()  # warm-up (a first shape costs kernel selection and compiles on GPUs)
-        hit = median_time(hit_run, repeats)
-        miss_run = s.miss_runner(prefix + tail)
-        miss_run()  # warm-up
-        miss = median_time(miss_run, repeats)
+        miss_run()
+        runs += [lambda f=hit_run: timed(f), lambda f=miss_run: timed(f)]
+    times = interleaved(runs, repeats)
+    rows = []
+    for i, s in enumerate(systems):
+        hit, miss = times[2 * i], times[2 * i + 1]
         rows.append(
             {
                 "bench": "hit",
@@ -266,9 +285,9 @@ def bench_batch(
 ) -> list[dict]:
     lengths = [128, 256, 384, 512, 640, 768, 896, 1024]
     prompts = make_prompts(n, lengths, vocab, seed=99)
+    runs = [lambda s=s: timed(lambda: s.run(prompts, new_tokens)) for s in systems]
     rows = []
-    for s in systems:
-        t = median_time(lambda s=s: s.run(prompts, new_tokens), repeats)
+    for s, t in zip(systems, interleaved(runs, repeats), strict=True):
         rows.append(
             {
                 "bench": "batch",
@@ -359,7 +378,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--kv-cache-bytes", default=None, help="our KV pool (CPU 2GiB, CUDA 24GiB)")
     ap.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument(
+        "--benches", default=",".join(BENCHES), help=f"which rows, of {','.join(BENCHES)}"
+    )
     args = ap.parse_args()
+    unknown = set(args.benches.split(",")) - set(BENCHES)
+    if unknown:
+        ap.error(f"unknown --benches {sorted(unknown)}; choose from {BENCHES}")
     if args.shape:
         if args.model:
             ap.error("--shape and --model exclude each other")
@@ -416,12 +441,16 @@ def main() -> None:
         print(f"# linears: {describe_linears(model.dtype, 'dense')}")
         if weights == "dense and 4-bit":
             print(f"# linears, 4-bit: {describe_linears(model.dtype, 'q4')}")
-    vocab = model.spec.vocab_size
-    rows = bench_prefill(systems, lengths, vocab, args.repeats)
-    rows += bench_decode(systems, batches, vocab, args.repeats, args.decode_tokens)
-    rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
-    if args.long_context:
+    vocab, wanted, rows = model.spec.vocab_size, args.benches.split(","), []
+    if "prefill" in wanted:
+        rows += bench_prefill(systems, lengths, vocab, args.repeats)
+    if "decode" in wanted:
+        rows += bench_decode(systems, batches, vocab, args.repeats, args.decode_tokens)
+    if "batch" in wanted:
+        rows += bench_batch(systems, vocab, args.repeats, args.batch_requests, args.decode_tokens)
+    if args.long_context and "long" in wanted:
         rows += bench_long_decode(systems, args.long_context, vocab, args.repeats)
+    if args.long_context and "hit" in wanted:
         rows += bench_hit(systems, args.long_context, vocab, args.repeats)
     print_table(rows, [s.name for s in systems])
     print_latencies(rows)
