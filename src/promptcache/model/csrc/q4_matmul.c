@@ -111,6 +111,20 @@ INLINE void prefetch_ahead(const void* p) {
 #if defined(__AVX512F__)
 #define HAS_512_PATH 1
 #define HAS_AVX2_PATH 0
+/* A block's end for the 512-bit paths: each row's P partial sums added, then
+ * acc += scale16 * dot + low16 * (the block's sum of x). */
+INLINE void block_end(const Weights* w, int t, int b, int r0, const int R, const int P,
+                      const __m512* part, __m512* acc) {
+    __m512 d = _mm512_loadu_ps(w->scale + block_at(w, t, b));
+    __m512 m = _mm512_loadu_ps(w->low + block_at(w, t, b));
+    for (int r = 0; r < R; r++) {
+        __m512 dot = part[r * P];
+        for (int i = 1; i < P; i++) dot = _mm512_add_ps(dot, part[r * P + i]);
+        __m512 s = _mm512_set1_ps(w->xs[(int64_t)(r0 + r) * w->kb + b]);
+        acc[r] = _mm512_fmadd_ps(dot, d, _mm512_fmadd_ps(m, s, acc[r]));
+    }
+}
+
 /* Code j of each lane as the float 1 + c/16: c shifted to mantissa bits 19..22, the rest
  * cleared and the exponent of 1 set by one ternary-logic op ((a & b) | c). */
 INLINE __m512 unit_f32x16(__m512i v, const int j) {
@@ -142,14 +156,7 @@ INLINE void tile_f32x16(const Weights* w, int t, int r0, const int R, float* y) 
                 }
             }
         }
-        __m512 d = _mm512_loadu_ps(w->scale + block_at(w, t, b));
-        __m512 m = _mm512_loadu_ps(w->low + block_at(w, t, b));
-        for (int r = 0; r < R; r++) {
-            __m512 dot = part[r * P];
-            for (int i = 1; i < P; i++) dot = _mm512_add_ps(dot, part[r * P + i]);
-            __m512 s = _mm512_set1_ps(w->xs[(int64_t)(r0 + r) * w->kb + b]);
-            acc[r] = _mm512_fmadd_ps(dot, d, _mm512_fmadd_ps(m, s, acc[r]));
-        }
+        block_end(w, t, b, r0, R, P, part, acc);
     }
     for (int r = 0; r < R; r++) _mm512_storeu_ps(y + r * TILE, acc[r]);
 }
@@ -256,14 +263,7 @@ INLINE void tile_bf16(const Weights* w, int t, int r0, const int R, float* y) {
                 }
             }
         }
-        __m512 d = _mm512_loadu_ps(w->scale + block_at(w, t, b));
-        __m512 m = _mm512_loadu_ps(w->low + block_at(w, t, b));
-        for (int r = 0; r < R; r++) {
-            __m512 dot = part[r * P];
-            for (int i = 1; i < P; i++) dot = _mm512_add_ps(dot, part[r * P + i]);
-            __m512 s = _mm512_set1_ps(w->xs[(int64_t)(r0 + r) * w->kb + b]);
-            acc[r] = _mm512_fmadd_ps(dot, d, _mm512_fmadd_ps(m, s, acc[r]));
-        }
+        block_end(w, t, b, r0, R, P, part, acc);
     }
     for (int r = 0; r < R; r++) _mm512_storeu_ps(y + r * TILE, acc[r]);
 }
