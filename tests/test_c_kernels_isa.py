@@ -1,8 +1,9 @@
 """Our C kernels built for older CPUs than this one (`PROMPTCACHE_C_MARCH`): x86-64-v3
 is what an AVX2-only CPU gets (the AVX2 paths, no AVX512 ones), x86-64-v2 has no AVX at
 all (the compiler-vectorized loops everywhere). Each build, in a fresh process and cache
-folder, must give the reference results: the decode attention against SDPA, and the 4-bit
-and 8-bit matmuls against the dequantized products."""
+folder, must give the reference results: the decode attention against SDPA, the 4-bit
+and 8-bit matmuls against the dequantized products, and the layer steps against PyTorch's
+ops."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.skipif(
 CHECK = r"""
 import torch
 import torch.nn.functional as F
-from promptcache.model import cpu_decode, cpu_q4, cpu_q8
+from promptcache.model import cpu_decode, cpu_ops, cpu_q4, cpu_q8
+from promptcache.model.layers import RMSNorm, rotate
 from promptcache.model.q4 import Q4Tensor
 
 g = torch.Generator().manual_seed(0)
@@ -51,6 +53,21 @@ for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         vals = v[:, tables[b]].reshape(kv, -1, hd)[:, : lens[b]].float().repeat_interleave(3, 0)
         ref = F.scaled_dot_product_attention(q[b].float()[:, None], keys, vals)[:, 0]
         torch.testing.assert_close(out[b], ref, atol=tol, rtol=tol)
+
+    qkv = torch.randn(5, 15 * 64, generator=g).to(dtype)
+    pools = torch.zeros(2, 3, 4, 16, 64, dtype=dtype)
+    cs = torch.randn(2, 5, 1, 64, generator=g).to(dtype)
+    qk = rotate(qkv[:, : 12 * 64].view(5, 12, 64), (cs[0], cs[1])).reshape(5, -1)
+    want = torch.cat([qk, qkv[:, 12 * 64 :]], 1)
+    cpu_ops.rope_kv(qkv, (9, 3, 64), (cs[0], cs[1]), pools[0], pools[1], torch.arange(5) * 7)
+    assert torch.equal(qkv, want) and torch.equal(pools[1, 2, 1, 5], want[3, -64:]), dtype
+if True:
+    x, h = torch.randn(2, 8, 576, generator=g).bfloat16()
+    norm = RMSNorm(576, 1e-5).bfloat16()
+    with torch.no_grad():
+        want = norm(x + h)
+        got = cpu_ops.add_rms_norm(x, h, norm.weight, 1e-5)
+    assert (got.float() - want.float()).abs().max() <= want.float().abs().max() * 2**-7
 print("paths", cpu_q4.paths(), cpu_q8.paths())
 """
 
@@ -65,4 +82,4 @@ def test_kernels_built_for_an_older_cpu_give_the_reference_results(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"paths {q4_paths}"
-    assert len(list((tmp_path / "kernels").glob("*.so"))) == 3
+    assert len(list((tmp_path / "kernels").glob("*.so"))) == 4

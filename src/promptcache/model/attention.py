@@ -92,14 +92,41 @@ def paged_attention(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
 ) -> torch.Tensor:
-    """q (T, H, hd), k/v (T, KV, hd); caches (KV, num_blocks, block_size, hd) -> (T, H, hd).
+    """q (T, H, hd), k/v (T, KV, hd); caches (KV, num_blocks, block_size, hd) -> (T, H, hd):
+    `write_kv`, then `attend`."""
+    write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+    return attend(q, k, v, k_cache, v_cache, meta)
+
+
+def write_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write the batch's k/v (T, KV, hd) into the pools at their slots (T,).
 
     The pool is heads-first so that gathering a sequence's blocks yields (KV, S, hd)
     matrices that the attention matmuls read as they are: one copy per read, no transpose.
     """
     num_kv, hd = k_cache.shape[0], k_cache.shape[3]
-    k_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
-    v_cache.view(num_kv, -1, hd).index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
+    k_cache.view(num_kv, -1, hd).index_copy_(1, slot_mapping, k.transpose(0, 1))
+    v_cache.view(num_kv, -1, hd).index_copy_(1, slot_mapping, v.transpose(0, 1))
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+) -> torch.Tensor:
+    """Attention of the batch's queries q (T, H, hd) over their contexts, whose K/V
+    (this step's k/v (T, KV, hd) included) are in the pools already -> (T, H, hd)."""
+    if meta.paged is None and meta.num_decodes == q.shape[0]:  # decode rows only
+        return _decode_attention(q, k_cache, v_cache, meta)
     out = torch.empty_like(q)
     if meta.paged is not None:
         for tables in meta.paged:

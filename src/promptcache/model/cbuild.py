@@ -37,11 +37,14 @@ LIBS = ("-lmvec", "-lm")
 Signature = tuple[list[Any], Any]
 
 
-def library(name: str, signatures: dict[str, Signature]) -> ctypes.CDLL | None:
-    """The kernel `csrc/<name>.c`, built if needed, its functions typed as `signatures`
-    say; None (and a warning saying why) where it cannot be built or loaded."""
+def library(
+    name: str, signatures: dict[str, Signature], flags: tuple[str, ...] = ()
+) -> ctypes.CDLL | None:
+    """The kernel `csrc/<name>.c`, built if needed (with `flags` after the usual ones),
+    its functions typed as `signatures` say; None (and a warning saying why) where it
+    cannot be built or loaded."""
     try:
-        lib = ctypes.CDLL(str(build(name)))
+        lib = ctypes.CDLL(str(build(name, flags)))
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("C kernel %s unavailable (%s); PyTorch's paths serve", name, exc)
         return None
@@ -51,14 +54,14 @@ def library(name: str, signatures: dict[str, Signature]) -> ctypes.CDLL | None:
     return lib
 
 
-def build(name: str) -> Path:
+def build(name: str, extra: tuple[str, ...] = ()) -> Path:
     """Compile `csrc/<name>.c` unless this source, these flags and this CPU already have it."""
     source = CSRC / f"{name}.c"
     headers = [h.read_bytes() for h in sorted(CSRC.glob("*.h"))]  # included by the sources
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler!r} not found; set CC)")
-    cflags = (*FLAGS, f"-march={os.environ.get('PROMPTCACHE_C_MARCH') or 'native'}")
+    cflags = (*FLAGS, f"-march={os.environ.get('PROMPTCACHE_C_MARCH') or 'native'}", *extra)
     flags = " ".join(cflags + LINK + LIBS).encode()
     facts = [source.read_bytes(), *headers, flags, cpu_identity().encode(), compiler.encode()]
     key = hashlib.sha256(b"\0".join(facts)).hexdigest()[:16]

@@ -2,6 +2,8 @@
 
 Numerics follow transformers exactly (RMSNorm in float32, cos/sin computed in float32 and
 cast to the activation dtype) so that our logits match Hugging Face's on the same weights.
+On CPU, `LlamaForCausalLM.use_layer_ops()` may hand the norm (with the residual add before
+it) and SiLU(gate) * up to one C pass each (`model.cpu_ops`; bfloat16 only).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from promptcache.model import cpu_ops
 
 
 class RMSNorm(nn.Module):
@@ -23,6 +27,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.fused = False  # add_norm by cpu_ops (bfloat16 rows on CPU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype:
@@ -36,6 +41,17 @@ class RMSNorm(nn.Module):
                 return self.weight * F.rms_norm(x, self.weight.shape, eps=self.eps)
         normed = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)
         return self.weight * normed.to(x.dtype)
+
+    def add_norm(
+        self, x: torch.Tensor, h: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream x plus h (x itself where h is None) and its norm. Fused, x
+        is updated in place (it is the stream's own tensor: a layer's input is not kept)."""
+        if self.fused:
+            return x, cpu_ops.add_rms_norm(x, h, self.weight, self.eps)
+        if h is not None:
+            x = x + h
+        return x, self(x)
 
 
 class RotaryEmbedding(nn.Module):
@@ -81,9 +97,13 @@ class SwiGLU(nn.Module):
     def __init__(self, hidden: int, intermediate: int, bias: bool) -> None:
         super().__init__()
         self.intermediate = intermediate
+        self.fused = False  # silu(gate) * up by cpu_ops (bfloat16 rows on CPU)
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if self.fused:
+            return self.down_proj(cpu_ops.silu_mul(gate_up, self.intermediate))
+        gate, up = gate_up.split(self.intermediate, dim=-1)
         return self.down_proj(F.silu(gate) * up)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from promptcache.model.attention import AttentionMetadata, paged_attention
+from promptcache.model import cpu_ops
+from promptcache.model.attention import AttentionMetadata, attend, write_kv
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
 from promptcache.model.cpu_q8 import Q8Head, Q8Tensor
 from promptcache.model.errors import ModelLoadError
@@ -33,6 +34,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(q_size, spec.hidden_size, bias=spec.o_bias)
         self.q_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
+        self.fused_rope = False  # rotary + K/V write by cpu_ops (no q/k norms, CPU)
 
     def forward(
         self,
@@ -41,22 +43,30 @@ class Attention(nn.Module):
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        t, h, hd = x.shape[0], self.num_heads, self.head_dim
+        t, h, kv, hd = x.shape[0], self.num_heads, self.num_kv, self.head_dim
         qkv = self.qkv_proj(x)
-        v = qkv[:, (h + self.num_kv) * hd :].view(t, self.num_kv, hd)  # (T, KV, hd)
+        v = qkv[:, (h + kv) * hd :].view(t, kv, hd)  # (T, KV, hd)
+        if self.fused_rope:  # q and k rotated in place, k and v written to the pool
+            cpu_ops.rope_kv(qkv, (h, kv, hd), cos_sin, *kv_cache, meta.slot_mapping)
+            q, k = qkv[:, : h * hd].view(t, h, hd), qkv[:, h * hd : (h + kv) * hd].view(t, kv, hd)
+            return self.o_proj(attend(q, k, v, *kv_cache, meta).reshape(t, -1))
         if self.q_norm is not None and self.k_norm is not None:
             q, k, _ = qkv.split(self.sizes, dim=-1)
             q = rotate(self.q_norm(q.view(t, h, hd)), cos_sin)  # (T, H, hd)
-            k = rotate(self.k_norm(k.view(t, self.num_kv, hd)), cos_sin)  # (T, KV, hd)
+            k = rotate(self.k_norm(k.view(t, kv, hd)), cos_sin)  # (T, KV, hd)
         else:  # q and k side by side, rotated in one pass
-            qk = rotate(qkv[:, : (h + self.num_kv) * hd].view(t, h + self.num_kv, hd), cos_sin)
+            qk = rotate(qkv[:, : (h + kv) * hd].view(t, h + kv, hd), cos_sin)
             q, k = qk[:, :h], qk[:, h:]
-        o = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta)
-        return self.o_proj(o.reshape(t, -1))
+        write_kv(k, v, *kv_cache, meta.slot_mapping)
+        return self.o_proj(attend(q, k, v, *kv_cache, meta).reshape(t, -1))
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm attention block then pre-norm SwiGLU block, each with a residual."""
+    """Pre-norm attention block then pre-norm SwiGLU block, each with a residual.
+
+    A layer takes the residual stream and the previous layer's output not yet added to it,
+    and returns the same pair: the add happens with the norm after it (one pass where
+    fused), as in vLLM."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -68,12 +78,16 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        h: torch.Tensor | None,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, kv_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stream, pending output) -> (stream + pending + attention, MLP output)."""
+        x, normed = self.input_layernorm.add_norm(x, h)
+        h = self.self_attn(normed, cos_sin, kv_cache, meta)
+        x, normed = self.post_attention_layernorm.add_norm(x, h)
+        return x, self.mlp(normed)
 
 
 class TiedHead(nn.Module):
@@ -109,11 +123,11 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """input_ids/positions (T,) -> final hidden states (T, hidden)."""
-        x = self.embed_tokens(input_ids)
+        x, h = self.embed_tokens(input_ids), None
         cos_sin = self.rope.lookup(positions, x.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, cos_sin, kv_cache, meta)
-        return self.norm(x)
+            x, h = layer(x, h, cos_sin, kv_cache, meta)
+        return self.norm.add_norm(x, h)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) -> (N, vocab) logits in float32."""
@@ -126,6 +140,24 @@ class LlamaForCausalLM(nn.Module):
         pack_linears(self)
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
+
+    def use_layer_ops(self) -> None:
+        """Hand a layer's small element-wise steps to our C kernel where it serves this
+        dtype (see cpu_ops): the rotary embedding with the K/V write in float32 and
+        bfloat16 (PyTorch's bits), and in bfloat16 also the residual add with the norm and
+        SiLU(gate) * up. CPU only; nothing changes where the kernel cannot be built."""
+        dtype = self.embed_tokens.weight.dtype
+        if self.embed_tokens.weight.device.type != "cpu" or cpu_ops.library() is None:
+            return
+        bf16 = dtype == torch.bfloat16
+        for norm in self.modules():
+            if isinstance(norm, RMSNorm) and norm.weight.shape == (self.spec.hidden_size,):
+                norm.fused = bf16
+        for layer in self.layers:
+            assert isinstance(layer, DecoderLayer)
+            layer.mlp.fused = bf16
+            attn = layer.self_attn
+            attn.fused_rope = dtype in cpu_ops.ROPE_DTYPES and attn.q_norm is None
 
     def use_q8_head(self, q: Q8Tensor) -> None:
         """Serve the LM head's few-row products from its 8-bit codes (see cpu_q8), keeping

@@ -185,4 +185,5 @@ def build_module(
     module = module.to(device).eval()
     if can_pack(device, dtype):
         module.pack_for_cpu()
+    module.use_layer_ops()
     return module
