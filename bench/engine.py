@@ -36,6 +36,7 @@ from promptcache.cli.settings import parse_bytes
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
+from promptcache.model import cpu_ops
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
 from promptcache.model.loader import SHAPE_PREFIX, describe_linears, load_model
 from promptcache.model.shapes import SHAPES
@@ -439,8 +440,11 @@ def main() -> None:
     print(f"# attention: {kernels}")
     if not cuda:
         print(f"# linears: {describe_linears(model.dtype, 'dense')}")
+        print(f"# layer steps: {cpu_ops.describe(model.dtype)}")
         if weights == "dense and 4-bit":
             print(f"# linears, 4-bit: {describe_linears(model.dtype, 'q4')}")
+            one_call = systems[1].model.module.decode_step is not None
+            print(f"# 4-bit decode steps: {'one C call' if one_call else 'module by module'}")
     vocab, wanted, rows = model.spec.vocab_size, args.benches.split(","), []
     if "prefill" in wanted:
         rows += bench_prefill(systems, lengths, vocab, args.repeats)

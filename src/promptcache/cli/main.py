@@ -168,6 +168,7 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     """Which kernels this CPU, ISA and dtype get (chosen once, from what the CPU has)."""
     import torch
 
+    from promptcache.model import cpu_ops
     from promptcache.model.attention import (
         IN_PLACE_MIN_CONTEXT,
         LONE_IN_PLACE_MAX_CONTEXT,
@@ -188,10 +189,11 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     if FLASH_WITH_LSE is not None and dtype in (torch.float32, torch.bfloat16):
         attention += f"; a lone decode up to {LONE_IN_PLACE_MAX_CONTEXT} keys in place (flash)"
     log.info(
-        "CPU kernels: %s; linears %s, attention %s",
+        "CPU kernels: %s; linears %s, attention %s, layer steps %s",
         torch.backends.cpu.get_cpu_capability(),
         linears,
         attention,
+        cpu_ops.describe(dtype),
     )
 
 

@@ -44,6 +44,16 @@ def library() -> ctypes.CDLL | None:
     return cbuild.library("layer_ops", signatures, flags=("-ffp-contract=off",))
 
 
+def describe(dtype: torch.dtype) -> str:
+    """Which of a layer's small steps run in C for rows of `dtype` here (for logs)."""
+    if library() is None or dtype not in _ROPE:
+        return "PyTorch"
+    steps = "rotary + K/V write" + (
+        ", add + RMS norm, SiLU x up" if dtype == torch.bfloat16 else ""
+    )
+    return f"promptcache C ({steps})"
+
+
 def _rows(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dim() == 2 and x.stride(1) == 1
 

@@ -14,6 +14,7 @@ from promptcache.model import cpu_ops
 from promptcache.model.attention import AttentionMetadata, attend, write_kv
 from promptcache.model.cpu_linear import PackedLinear, pack_linears
 from promptcache.model.cpu_q8 import Q8Head, Q8Tensor
+from promptcache.model.cpu_step import DecodeStep
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.int4_linear import Int4Linear
 from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, rotate
@@ -114,6 +115,7 @@ class LlamaForCausalLM(nn.Module):
         if not spec.tie_word_embeddings:
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         self.rope = rope
+        self.decode_step: DecodeStep | None = None  # decode layers in one C call (4-bit)
 
     def forward(
         self,
@@ -125,6 +127,8 @@ class LlamaForCausalLM(nn.Module):
         """input_ids/positions (T,) -> final hidden states (T, hidden)."""
         x, h = self.embed_tokens(input_ids), None
         cos_sin = self.rope.lookup(positions, x.dtype)
+        if self.decode_step is not None and self.decode_step.serves(x, meta):
+            return self.decode_step.run(x, cos_sin, kv_caches, meta)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x, h = layer(x, h, cos_sin, kv_cache, meta)
         return self.norm.add_norm(x, h)[1]
@@ -158,6 +162,12 @@ class LlamaForCausalLM(nn.Module):
             layer.mlp.fused = bf16
             attn = layer.self_attn
             attn.fused_rope = dtype in cpu_ops.ROPE_DTYPES and attn.q_norm is None
+
+    def use_decode_step(self) -> bool:
+        """Run decode-only steps' layers in one C call where every kernel of a layer is
+        ours (4-bit weights, bfloat16, CPU; see cpu_step). Whether it now does."""
+        self.decode_step = DecodeStep(self) if DecodeStep.fits(self) else None
+        return self.decode_step is not None
 
     def use_q8_head(self, q: Q8Tensor) -> None:
         """Serve the LM head's few-row products from its 8-bit codes (see cpu_q8), keeping

@@ -134,6 +134,8 @@ def _use_int4(
             why = str(exc)
         else:
             _use_q8_head(module, gguf, spec)
+            if module.use_decode_step():
+                log.info("4-bit decode steps: all layers in one C call (csrc/decode_step.c)")
             return True
     log.warning("serving dense %s weights instead of 4-bit: %s", str(dtype)[6:], why)
     return False

@@ -1,0 +1,44 @@
+"""The decode step in one C call (`model.cpu_step`) gives the module-by-module forward's
+bits: every decode-only step of a 4-bit bfloat16 model computed both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.model.int4_linear import int4_supported
+from promptcache.model.loader import load_model
+
+NO_INT4 = int4_supported(torch.device("cpu"), torch.bfloat16)
+
+
+@pytest.mark.skipif(NO_INT4 is not None, reason=str(NO_INT4))
+def test_decode_step_gives_the_module_forwards_bits(make_engine: Any) -> None:
+    model = load_model(None, dtype=torch.bfloat16, weights="q4")
+    module, step = model.module, model.module.decode_step
+    if step is None:
+        pytest.skip("the decode step's kernel could not be built")
+    forward, compared = module.forward, []
+
+    def both_ways(ids: Any, positions: Any, kv_caches: Any, meta: Any) -> torch.Tensor:
+        if not step.serves(module.embed_tokens(ids), meta):
+            return forward(ids, positions, kv_caches, meta)
+        module.decode_step = None  # the modules first: they write the same K/V
+        want = forward(ids, positions, kv_caches, meta)
+        module.decode_step = step
+        got = forward(ids, positions, kv_caches, meta)
+        compared.append((len(ids), torch.equal(got, want)))
+        return got
+
+    module.forward = both_ways  # type: ignore[method-assign]
+    engine = make_engine(model, kv_cache_bytes=32 << 20)
+    prompts = ["The capital of France is", "Prompt caching keeps " * 9, "1, 2, 3,"]
+    params = SamplingParams(max_tokens=7, temperature=0, ignore_eos=True)
+    outs = engine.generate(prompts, params)
+    assert [len(o.token_ids) for o in outs] == [7, 7, 7]
+    assert {rows for rows, _ in compared} == {3}  # the batch's six decode-only steps
+    assert len(compared) == 6 and all(same for _, same in compared)
+    assert "Paris" in outs[0].text
