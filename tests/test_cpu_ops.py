@@ -116,3 +116,24 @@ def test_bfloat16_model_with_and_without_layer_ops(
     scale = plain.abs().max().item()
     assert (fused - plain).abs().max().item() <= 0.02 * scale
     assert torch.equal(fused.argmax(-1), plain.argmax(-1))
+
+
+@pytest.mark.parametrize("rows", [1, 8, 300])
+def test_float32_norm_and_silu_within_float32_rounding(rows: int) -> None:
+    """The float32 forms (4-bit models): the add exact, the rest within float32's
+    rounding of PyTorch's."""
+    g = torch.Generator().manual_seed(rows)
+    x, h = torch.randn(rows, 576, generator=g) * 3, torch.randn(rows, 576, generator=g)
+    norm = RMSNorm(576, 1e-5)
+    norm.weight.data.copy_(torch.rand(576, generator=g) + 0.5)
+    with torch.no_grad():
+        stream = x + h
+        want = norm(stream)
+        got = cpu_ops.add_rms_norm(x, h, norm.weight, norm.eps)
+    assert torch.equal(x, stream)
+    torch.testing.assert_close(got, want, rtol=4e-7, atol=0)
+    gate_up = torch.randn(rows, 2 * 1536, generator=g) * 4
+    gate, up = gate_up.split(1536, dim=-1)
+    torch.testing.assert_close(
+        cpu_ops.silu_mul(gate_up, 1536), F.silu(gate) * up, rtol=1e-6, atol=1e-30
+    )

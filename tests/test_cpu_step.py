@@ -1,5 +1,5 @@
 """The decode step in one C call (`model.cpu_step`) gives the module-by-module forward's
-bits: every decode-only step of a 4-bit bfloat16 model computed both ways."""
+bits: every decode-only step of a 4-bit model computed both ways, in both dtypes."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.int4_linear import int4_supported
 from promptcache.model.loader import load_model
 
-NO_INT4 = int4_supported(torch.device("cpu"), torch.bfloat16)
 
-
-@pytest.mark.skipif(NO_INT4 is not None, reason=str(NO_INT4))
-def test_decode_step_gives_the_module_forwards_bits(make_engine: Any) -> None:
-    model = load_model(None, dtype=torch.bfloat16, weights="q4")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_decode_step_gives_the_module_forwards_bits(dtype: torch.dtype, make_engine: Any) -> None:
+    if (why := int4_supported(torch.device("cpu"), dtype)) is not None:
+        pytest.skip(why)
+    model = load_model(None, dtype=dtype, weights="q4")
     module, step = model.module, model.module.decode_step
     if step is None:
         pytest.skip("the decode step's kernel could not be built")

@@ -35,6 +35,11 @@ def library() -> ctypes.CDLL | None:
     return cbuild.library("decode_attention", {name: (args, i32) for name in _SYMBOLS.values()})
 
 
+def symbol(dtype: torch.dtype) -> str:
+    """The kernel's C function for queries of `dtype`."""
+    return _SYMBOLS[dtype]
+
+
 def supports(dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
     """Whether the kernel serves this dtype and head layout (and could be built)."""
     group = num_heads // num_kv_heads

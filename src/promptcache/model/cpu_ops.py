@@ -9,10 +9,11 @@ into the pool 8 (~23 us), twice a layer for the norm. Each is one pass in C here
 - `rope_kv`: q and k rotated in place in the fused projection's output, k and v written
   into the pools at their slots. The bits of PyTorch's ops in float32 and bfloat16
   (products and sums rounded as PyTorch rounds them; built with -ffp-contract=off).
-- `add_rms_norm` and `silu_mul`, bfloat16 only: float32 like PyTorch, but the sum of
-  squares in another order and glibc's exp instead of PyTorch's, so an output may round to
-  the neighbouring bfloat16 (rarely). Float32 keeps PyTorch's ops, whose bits equal
-  transformers'.
+- `add_rms_norm` and `silu_mul`: float32 like PyTorch, but the sum of squares in another
+  order and glibc's exp instead of PyTorch's, so an output may round to the neighbouring
+  bfloat16 (rarely; float32: in its last bits). Dense float32 models keep PyTorch's ops,
+  whose bits equal transformers'; 4-bit ones, whose logits are not transformers' anyway,
+  take these (`LlamaForCausalLM.use_layer_ops`).
 
 Where the kernel cannot be built, `library()` is None (logged once) and the layers keep
 PyTorch's ops.
@@ -28,7 +29,14 @@ import torch
 from promptcache.model import cbuild
 
 _ROPE = {torch.bfloat16: "pc_rope_kv_bf16", torch.float32: "pc_rope_kv_f32"}
-ROPE_DTYPES = tuple(_ROPE)
+_NORM = {torch.bfloat16: "pc_add_rms_norm_bf16", torch.float32: "pc_add_rms_norm_f32"}
+_SILU = {torch.bfloat16: "pc_silu_mul_bf16", torch.float32: "pc_silu_mul_f32"}
+DTYPES = tuple(_ROPE)
+
+
+def symbol(kind: str, dtype: torch.dtype) -> str:
+    """The C function of a step ("rope", "norm", "silu") for rows of `dtype`."""
+    return {"rope": _ROPE, "norm": _NORM, "silu": _SILU}[kind][dtype]
 
 
 @functools.cache
@@ -36,21 +44,23 @@ def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     rope = [p, i64, i64, i32, i32, i32, p, p, i64, p, p, i64, p, i64, i32]
+    norm = [p, i64, p, i64, p, p, i64, i64, i64, f32, i32]
+    silu = [p, i64, p, i64, i64, i64, i32]
     signatures = {
-        "pc_add_rms_norm_bf16": ([p, i64, p, i64, p, p, i64, i64, i64, f32, i32], i32),
-        "pc_silu_mul_bf16": ([p, i64, p, i64, i64, i64, i32], i32),
+        **{name: (norm, i32) for name in _NORM.values()},
+        **{name: (silu, i32) for name in _SILU.values()},
         **{name: (rope, i32) for name in _ROPE.values()},
     }
     return cbuild.library("layer_ops", signatures, flags=("-ffp-contract=off",))
 
 
-def describe(dtype: torch.dtype) -> str:
-    """Which of a layer's small steps run in C for rows of `dtype` here (for logs)."""
+def describe(dtype: torch.dtype, weights: str = "dense") -> str:
+    """Which of a layer's small steps run in C for rows of `dtype` and these weights here
+    (for logs): all of them, but in dense float32 the rotary embedding only."""
     if library() is None or dtype not in _ROPE:
         return "PyTorch"
-    steps = "rotary + K/V write" + (
-        ", add + RMS norm, SiLU x up" if dtype == torch.bfloat16 else ""
-    )
+    every = dtype == torch.bfloat16 or weights == "q4"
+    steps = "rotary + K/V write" + (", add + RMS norm, SiLU x up" if every else "")
     return f"promptcache C ({steps})"
 
 
@@ -60,7 +70,7 @@ def _rows(x: torch.Tensor) -> bool:
 
 def fuses_norm(x: torch.Tensor, h: torch.Tensor | None, weight: torch.Tensor) -> bool:
     """Whether `add_rms_norm` serves this residual stream x, addend h and norm weight."""
-    if x.dtype != torch.bfloat16 or weight.dtype != x.dtype or not _rows(x):
+    if x.dtype not in _NORM or weight.dtype != x.dtype or not _rows(x):
         return False
     if h is not None and (h.dtype != x.dtype or h.shape != x.shape or not _rows(h)):
         return False
@@ -76,7 +86,7 @@ def add_rms_norm(
     assert lib is not None and fuses_norm(x, h, weight)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     t, d = x.shape
-    err = lib.pc_add_rms_norm_bf16(
+    err = getattr(lib, _NORM[x.dtype])(
         x.data_ptr(),
         x.stride(0),
         None if h is None else h.data_ptr(),
@@ -95,7 +105,7 @@ def add_rms_norm(
 
 def fuses_silu(gate_up: torch.Tensor) -> bool:
     """Whether `silu_mul` serves these gate-and-up rows."""
-    return gate_up.dtype == torch.bfloat16 and _rows(gate_up) and library() is not None
+    return gate_up.dtype in _SILU and _rows(gate_up) and library() is not None
 
 
 def silu_mul(gate_up: torch.Tensor, inter: int) -> torch.Tensor:
@@ -104,7 +114,7 @@ def silu_mul(gate_up: torch.Tensor, inter: int) -> torch.Tensor:
     assert lib is not None and fuses_silu(gate_up) and gate_up.shape[1] == 2 * inter
     t = gate_up.shape[0]
     out = torch.empty((t, inter), dtype=gate_up.dtype)
-    err = lib.pc_silu_mul_bf16(
+    err = getattr(lib, _SILU[gate_up.dtype])(
         gate_up.data_ptr(),
         gate_up.stride(0),
         out.data_ptr(),

@@ -1,5 +1,5 @@
-"""A decode step's layers in one C call (`csrc/decode_step.c`) for 4-bit models in
-bfloat16 on CPU.
+"""A decode step's layers in one C call (`csrc/decode_step.c`) for 4-bit models on CPU
+(float32 or bfloat16 rows).
 
 With `--weights q4` every kernel of a decode layer is ours (4-bit matmuls, decode
 attention, the layer steps of `cpu_ops`), so Python only orders ~9 calls a layer, at ~2-3
@@ -57,6 +57,7 @@ class _Dims(ctypes.Structure):
         ("head_dim", _i32),
         ("inter", _i32),
         ("block_size", _i32),
+        ("dtype", _i32),
         ("pool_head_stride", _i64),
         ("pool_block_stride", _i64),
         ("pool_slots", _i64),
@@ -93,19 +94,23 @@ def _q4(linear: Any) -> _Q4:
     )
 
 
+_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the kernels' dtype codes
+
+
 class DecodeStep:
-    """A 4-bit bfloat16 model's decode layers in one C call (see the module's docstring)."""
+    """A 4-bit model's decode layers in one C call (see the module's docstring)."""
 
     def __init__(self, model: LlamaForCausalLM) -> None:
         spec = model.spec
         self.model = model
-        self.max_rows = dense_from_rows(torch.bfloat16) - 1  # all projections 4-bit
+        self.dtype = dtype = model.embed_tokens.weight.dtype
+        self.max_rows = dense_from_rows(dtype) - 1  # all projections 4-bit
         self.kernels = _Kernels(
             _address(cpu_q4.library(), "pc_q4_matmul"),
-            _address(cpu_ops.library(), "pc_add_rms_norm_bf16"),
-            _address(cpu_ops.library(), "pc_silu_mul_bf16"),
-            _address(cpu_ops.library(), "pc_rope_kv_bf16"),
-            _address(cpu_decode.library(), "pc_decode_bf16"),
+            _address(cpu_ops.library(), cpu_ops.symbol("norm", dtype)),
+            _address(cpu_ops.library(), cpu_ops.symbol("silu", dtype)),
+            _address(cpu_ops.library(), cpu_ops.symbol("rope", dtype)),
+            _address(cpu_decode.library(), cpu_decode.symbol(dtype)),
         )
         self.layers: Any = None
         self.pools: list[tuple[int, int]] = []
@@ -116,6 +121,7 @@ class DecodeStep:
             spec.head_dim,
             spec.intermediate_size,
             0,
+            _DTYPES[dtype],
             0,
             0,
             0,
@@ -126,12 +132,10 @@ class DecodeStep:
     @staticmethod
     def fits(model: LlamaForCausalLM) -> bool:
         """Whether every kernel of a decode layer is ours and built, for this model."""
-        spec = model.spec
-        if model.embed_tokens.weight.dtype != torch.bfloat16 or library() is None:
+        spec, dtype = model.spec, model.embed_tokens.weight.dtype
+        if dtype not in _DTYPES or library() is None:
             return False
-        if not cpu_decode.supports(
-            torch.bfloat16, spec.num_heads, spec.num_kv_heads, spec.head_dim
-        ):
+        if not cpu_decode.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim):
             return False
         return all(_layer_fits(layer) for layer in model.layers) and model.norm.fused
 
@@ -158,7 +162,7 @@ class DecodeStep:
         """The final norm's output (B, hidden) for embeddings x (B, hidden), updated in
         place as the residual stream; writes the rows' K/V into the pools."""
         lib = library()
-        assert lib is not None and x.is_contiguous() and x.dtype == torch.bfloat16
+        assert lib is not None and x.is_contiguous() and x.dtype == self.dtype
         tables, ctx = meta.decode_block_tables, meta.decode_context_lens
         assert tables is not None and ctx is not None and tables.stride(1) == 1
         cos, sin = cos_sin
@@ -208,7 +212,7 @@ class DecodeStep:
         nb, bs, hd = k0.shape[1:]
         for k, v in kv_caches:  # each head's slots contiguous, every pool alike
             same = k.shape == v.shape == k0.shape and k.stride() == v.stride() == k0.stride()
-            if not same or k.dtype != torch.bfloat16 or k.stride()[1:] != (bs * hd, hd, 1):
+            if not same or k.dtype != self.dtype or k.stride()[1:] != (bs * hd, hd, 1):
                 raise ValueError("decode step: the KV pools are not laid out as it reads them")
         self.dims.block_size, self.dims.pool_slots = bs, nb * bs
         self.dims.pool_head_stride, self.dims.pool_block_stride = k0.stride(0), k0.stride(1)

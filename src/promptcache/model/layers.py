@@ -3,7 +3,8 @@
 Numerics follow transformers exactly (RMSNorm in float32, cos/sin computed in float32 and
 cast to the activation dtype) so that our logits match Hugging Face's on the same weights.
 On CPU, `LlamaForCausalLM.use_layer_ops()` may hand the norm (with the residual add before
-it) and SiLU(gate) * up to one C pass each (`model.cpu_ops`; bfloat16 only).
+it) and SiLU(gate) * up to one C pass each (`model.cpu_ops`; bfloat16, and float32 for
+4-bit models).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
-        self.fused = False  # add_norm by cpu_ops (bfloat16 rows on CPU)
+        self.fused = False  # add_norm by cpu_ops (on CPU; see use_layer_ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype:
@@ -97,7 +98,7 @@ class SwiGLU(nn.Module):
     def __init__(self, hidden: int, intermediate: int, bias: bool) -> None:
         super().__init__()
         self.intermediate = intermediate
-        self.fused = False  # silu(gate) * up by cpu_ops (bfloat16 rows on CPU)
+        self.fused = False  # silu(gate) * up by cpu_ops (on CPU; see use_layer_ops)
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
 

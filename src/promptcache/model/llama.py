@@ -145,27 +145,30 @@ class LlamaForCausalLM(nn.Module):
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
 
-    def use_layer_ops(self) -> None:
+    def use_layer_ops(self, transformers_bits: bool = True) -> None:
         """Hand a layer's small element-wise steps to our C kernel where it serves this
-        dtype (see cpu_ops): the rotary embedding with the K/V write in float32 and
-        bfloat16 (PyTorch's bits), and in bfloat16 also the residual add with the norm and
-        SiLU(gate) * up. CPU only; nothing changes where the kernel cannot be built."""
+        dtype (see cpu_ops): the rotary embedding with the K/V write (PyTorch's bits), the
+        residual add with the norm and SiLU(gate) * up (float32 computed as PyTorch does,
+        another order). With `transformers_bits`, float32 keeps PyTorch's norm and SiLU
+        (transformers' bits); a 4-bit model passes False. CPU only; nothing changes where
+        the kernel cannot be built."""
         dtype = self.embed_tokens.weight.dtype
         if self.embed_tokens.weight.device.type != "cpu" or cpu_ops.library() is None:
             return
-        bf16 = dtype == torch.bfloat16
+        every = dtype == torch.bfloat16 or (dtype == torch.float32 and not transformers_bits)
         for norm in self.modules():
             if isinstance(norm, RMSNorm) and norm.weight.shape == (self.spec.hidden_size,):
-                norm.fused = bf16
+                norm.fused = every
         for layer in self.layers:
             assert isinstance(layer, DecoderLayer)
-            layer.mlp.fused = bf16
+            layer.mlp.fused = every
             attn = layer.self_attn
-            attn.fused_rope = dtype in cpu_ops.ROPE_DTYPES and attn.q_norm is None
+            attn.fused_rope = dtype in cpu_ops.DTYPES and attn.q_norm is None
 
     def use_decode_step(self) -> bool:
         """Run decode-only steps' layers in one C call where every kernel of a layer is
-        ours (4-bit weights, bfloat16, CPU; see cpu_step). Whether it now does."""
+        ours (4-bit weights with every layer step in C, CPU; see cpu_step). Whether it now
+        does."""
         self.decode_step = DecodeStep(self) if DecodeStep.fits(self) else None
         return self.decode_step is not None
 

@@ -134,6 +134,7 @@ def _use_int4(
             why = str(exc)
         else:
             _use_q8_head(module, gguf, spec)
+            module.use_layer_ops(transformers_bits=False)  # 4-bit logits are not theirs
             if module.use_decode_step():
                 log.info("4-bit decode steps: all layers in one C call (csrc/decode_step.c)")
             return True

@@ -32,51 +32,59 @@ static int bad(int64_t rows, int64_t d, int threads) {
     return rows < 0 || d < 1 || threads < 1 || threads > 4096;
 }
 
-/* One row: x += h (rounded) where h is given, then y = w * (x * rsqrt(mean(x^2) + eps)). */
-static void add_norm_row(uint16_t* x, const uint16_t* h, const uint16_t* w, uint16_t* y,
-                         int64_t d, float eps) {
-    float ss = 0.f;
-    if (h) {
-        for (int64_t i = 0; i < d; i++) {
-            float v = rb(bf2f(x[i]) + bf2f(h[i]));
-            x[i] = f2bf(v);
-            ss += v * v;
-        }
-    } else {
-        for (int64_t i = 0; i < d; i++) ss += bf2f(x[i]) * bf2f(x[i]);
-    }
-    /* rsqrt in double, rounded once: -ffast-math's float 1/sqrtf is an estimate */
-    float r = (float)(1.0 / sqrt((double)(ss / (float)d) + (double)eps));
-    for (int64_t i = 0; i < d; i++) y[i] = f2bf(rb(bf2f(x[i]) * r) * bf2f(w[i]));
-}
+static inline float same(float f) { return f; }
 
-int pc_add_rms_norm_bf16(uint16_t* x, int64_t sx, const uint16_t* h, int64_t sh,
-                         const uint16_t* w, uint16_t* y, int64_t sy, int64_t rows, int64_t d,
-                         float eps, int threads) {
-    if (bad(rows, d, threads)) return 1;
-    int par = rows * d >= PAR_MIN_ELEMENTS ? threads : 1;
-#pragma omp parallel for schedule(static) num_threads(par)
-    for (int64_t r = 0; r < rows; r++)
-        add_norm_row(x + r * sx, h ? h + r * sh : NULL, w, y + r * sy, d, eps);
-    return 0;
-}
+/* One row: x += h (rounded) where h is given, then y = w * (x * rsqrt(mean(x^2) + eps));
+ * and the kernel over rows. */
+#define DEFINE_ADD_NORM(NAME, T, LOAD, ROUND, STORE)                                         \
+    static void NAME##_row(T* x, const T* h, const T* w, T* y, int64_t d, float eps) {       \
+        float ss = 0.f;                                                                      \
+        if (h) {                                                                             \
+            for (int64_t i = 0; i < d; i++) {                                                \
+                float v = ROUND(LOAD(x[i]) + LOAD(h[i]));                                    \
+                x[i] = STORE(v);                                                             \
+                ss += v * v;                                                                 \
+            }                                                                                \
+        } else {                                                                             \
+            for (int64_t i = 0; i < d; i++) ss += LOAD(x[i]) * LOAD(x[i]);                   \
+        }                                                                                    \
+        /* rsqrt in double, rounded once: -ffast-math's float 1/sqrtf is an estimate */      \
+        float r = (float)(1.0 / sqrt((double)(ss / (float)d) + (double)eps));                \
+        for (int64_t i = 0; i < d; i++) y[i] = STORE(ROUND(LOAD(x[i]) * r) * LOAD(w[i]));     \
+    }                                                                                        \
+    int NAME(T* x, int64_t sx, const T* h, int64_t sh, const T* w, T* y, int64_t sy,         \
+             int64_t rows, int64_t d, float eps, int threads) {                              \
+        if (bad(rows, d, threads)) return 1;                                                 \
+        int par = rows * d >= PAR_MIN_ELEMENTS ? threads : 1;                                \
+        _Pragma("omp parallel for schedule(static) num_threads(par)")                        \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            NAME##_row(x + r * sx, h ? h + r * sh : NULL, w, y + r * sy, d, eps);            \
+        return 0;                                                                            \
+    }
+
+DEFINE_ADD_NORM(pc_add_rms_norm_bf16, uint16_t, bf2f, rb, f2bf)
+DEFINE_ADD_NORM(pc_add_rms_norm_f32, float, same, same, same)
 
 /* out = silu(gate) * up, gate and up side by side in gu's rows (gate first, i each). */
-int pc_silu_mul_bf16(const uint16_t* gu, int64_t sgu, uint16_t* out, int64_t so,
-                     int64_t rows, int64_t i, int threads) {
-    if (bad(rows, i, threads)) return 1;
-    int par = rows * i >= PAR_MIN_ELEMENTS ? threads : 1;
-#pragma omp parallel for schedule(static) num_threads(par)
-    for (int64_t r = 0; r < rows; r++) {
-        const uint16_t *g = gu + r * sgu, *u = g + i;
-        uint16_t* o = out + r * so;
-        for (int64_t j = 0; j < i; j++) {
-            float a = bf2f(g[j]);
-            o[j] = f2bf(rb(a / (1.f + expf(-a))) * bf2f(u[j]));
-        }
+#define DEFINE_SILU_MUL(NAME, T, LOAD, ROUND, STORE)                                         \
+    int NAME(const T* gu, int64_t sgu, T* out, int64_t so, int64_t rows, int64_t i,          \
+             int threads) {                                                                  \
+        if (bad(rows, i, threads)) return 1;                                                 \
+        int par = rows * i >= PAR_MIN_ELEMENTS ? threads : 1;                                \
+        _Pragma("omp parallel for schedule(static) num_threads(par)")                        \
+        for (int64_t r = 0; r < rows; r++) {                                                 \
+            const T *g = gu + r * sgu, *u = g + i;                                           \
+            T* o = out + r * so;                                                             \
+            for (int64_t j = 0; j < i; j++) {                                                \
+                float a = LOAD(g[j]);                                                        \
+                o[j] = STORE(ROUND(a / (1.f + expf(-a))) * LOAD(u[j]));                      \
+            }                                                                                \
+        }                                                                                    \
+        return 0;                                                                            \
     }
-    return 0;
-}
+
+DEFINE_SILU_MUL(pc_silu_mul_bf16, uint16_t, bf2f, rb, f2bf)
+DEFINE_SILU_MUL(pc_silu_mul_f32, float, same, same, same)
 
 /* One head of one row rotated in place: x * cos + roll(x, D/2) * sin' (the signed sine
  * table: see promptcache.model.layers.RotaryEmbedding). */
@@ -91,7 +99,6 @@ int pc_silu_mul_bf16(const uint16_t* gu, int64_t sgu, uint16_t* out, int64_t so,
         }                                                                              \
     }
 
-static inline float same(float f) { return f; }
 DEFINE_ROTATE(rotate_bf16, uint16_t, bf2f, rb, f2bf)
 DEFINE_ROTATE(rotate_f32, float, same, same, same)
 
