@@ -443,6 +443,7 @@ def main() -> None:
         print(f"# layer steps: {cpu_ops.describe(model.dtype)}")
         if weights == "dense and 4-bit":
             print(f"# linears, 4-bit: {describe_linears(model.dtype, 'q4')}")
+            print(f"# layer steps, 4-bit: {cpu_ops.describe(model.dtype, 'q4')}")
             one_call = systems[1].model.module.decode_step is not None
             print(f"# 4-bit decode steps: {'one C call' if one_call else 'module by module'}")
     vocab, wanted, rows = model.spec.vocab_size, args.benches.split(","), []

@@ -193,7 +193,7 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
         torch.backends.cpu.get_cpu_capability(),
         linears,
         attention,
-        cpu_ops.describe(dtype),
+        cpu_ops.describe(dtype, weights),
     )
 
 
