@@ -11,8 +11,9 @@ from promptcache.model.attention import (
     IN_PLACE_MIN_CONTEXT,
     LONE_IN_PLACE_MAX_CONTEXT,
     AttentionMetadata,
+    attend,
     decode_mask,
-    paged_attention,
+    write_kv,
 )
 from promptcache.model.pool_runs import (
     FLASH_WITH_LSE,
@@ -83,7 +84,8 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context(
         meta = _decode_meta(tables, lens)
         if not in_place:  # as chosen per step (tested below): gathered
             meta.decode_runs = None
-        got = paged_attention(q, kv_new, kv_new, k_cache, v_cache, meta)
+        write_kv(kv_new, kv_new, k_cache, v_cache, meta.slot_mapping)
+        got = attend(q, kv_new, kv_new, k_cache, v_cache, meta)
         for i, (t, n) in enumerate(zip(tables, lens, strict=True)):
             keys, values = _gathered(k_cache, t, n), _gathered(v_cache, t, n)
             ref = F.scaled_dot_product_attention(q[i][:, None], keys, values, enable_gqa=True)

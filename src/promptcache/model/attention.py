@@ -84,20 +84,6 @@ IN_PLACE_MIN_CONTEXT = 2048
 LONE_IN_PLACE_MAX_CONTEXT = 1536
 
 
-def paged_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    meta: AttentionMetadata,
-) -> torch.Tensor:
-    """q (T, H, hd), k/v (T, KV, hd); caches (KV, num_blocks, block_size, hd) -> (T, H, hd):
-    `write_kv`, then `attend`."""
-    write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-    return attend(q, k, v, k_cache, v_cache, meta)
-
-
 def write_kv(
     k: torch.Tensor,
     v: torch.Tensor,

@@ -29,7 +29,7 @@ from promptcache.model.q4 import GROUP, Q4Tensor
 
 TILE = 16  # outputs per tile (the kernel's)
 LANES = GROUP // 8  # 32-bit lanes of 8 codes per column and block
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}  # the C kernels' codes for x's dtype
 
 
 @functools.cache
@@ -101,14 +101,14 @@ def pack(q: Q4Tensor) -> PackedQ4:
 def matmul(x: torch.Tensor, w: PackedQ4) -> torch.Tensor:
     """x (M, K) float32 or bfloat16, rows contiguous -> x W^T (M, N) in x's dtype."""
     m, k = x.shape
-    if k != w.in_features or x.stride(1) != 1 or x.dtype not in _DTYPES:
+    if k != w.in_features or x.stride(1) != 1 or x.dtype not in DTYPE_CODES:
         raise ValueError(f"4-bit matmul: x {tuple(x.shape)} {x.dtype} for weight {w.in_features}")
     y = x.new_empty((m, w.out_features))
     kernel = _kernel()
     threads = torch.get_num_threads()
     err = kernel(
         x.data_ptr(),
-        _DTYPES[x.dtype],
+        DTYPE_CODES[x.dtype],
         x.stride(0),
         m,
         *w.args,

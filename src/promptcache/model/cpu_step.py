@@ -94,9 +94,6 @@ def _q4(linear: Any) -> _Q4:
     )
 
 
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the kernels' dtype codes
-
-
 class DecodeStep:
     """A 4-bit model's decode layers in one C call (see the module's docstring)."""
 
@@ -112,6 +109,15 @@ class DecodeStep:
             _address(cpu_ops.library(), cpu_ops.symbol("rope", dtype)),
             _address(cpu_decode.library(), cpu_decode.symbol(dtype)),
         )
+        self.widths = {  # the step's scratch buffers, elements a row
+            "h": spec.hidden_size,
+            "normed": spec.hidden_size,
+            "qkv": (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim,
+            "att": spec.num_heads * spec.head_dim,
+            "gate_up": 2 * spec.intermediate_size,
+            "act": spec.intermediate_size,
+            "out": spec.hidden_size,
+        }
         self.layers: Any = None
         self.pools: list[tuple[int, int]] = []
         self.dims = _Dims(
@@ -121,7 +127,7 @@ class DecodeStep:
             spec.head_dim,
             spec.intermediate_size,
             0,
-            _DTYPES[dtype],
+            cpu_q4.DTYPE_CODES[dtype],
             0,
             0,
             0,
@@ -133,7 +139,7 @@ class DecodeStep:
     def fits(model: LlamaForCausalLM) -> bool:
         """Whether every kernel of a decode layer is ours and built, for this model."""
         spec, dtype = model.spec, model.embed_tokens.weight.dtype
-        if dtype not in _DTYPES or library() is None:
+        if dtype not in cpu_q4.DTYPE_CODES or library() is None:
             return False
         if not cpu_decode.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim):
             return False
@@ -170,17 +176,8 @@ class DecodeStep:
         slots = meta.slot_mapping
         assert slots.dtype == ctx.dtype == tables.dtype == torch.int64 and slots.is_contiguous()
         self._bind(kv_caches)
-        rows, spec = x.shape[0], self.model.spec
-        widths = {
-            "h": spec.hidden_size,
-            "normed": spec.hidden_size,
-            "qkv": (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim,
-            "att": spec.num_heads * spec.head_dim,
-            "gate_up": 2 * spec.intermediate_size,
-            "act": spec.intermediate_size,
-            "out": spec.hidden_size,
-        }
-        held = {name: torch.empty((rows, w), dtype=x.dtype) for name, w in widths.items()}
+        rows = x.shape[0]
+        held = {name: torch.empty((rows, w), dtype=x.dtype) for name, w in self.widths.items()}
         held["x"] = x
         buffers = _Buffers(*(held[name].data_ptr() for name in _BUFFERS))
         err = lib.pc_decode_layers(
