@@ -11,7 +11,8 @@ values in memory, not in the CPU's caches. The allocator is tuned as the engine 
 (freed scratch memory stays in the heap). Prints the CPU and medians in ms
 for three ways: the context gathered into one tensor then PyTorch's SDPA/flash kernel,
 gathered then two batched matmuls, or (decode) read in place from the pool's runs, by
-PyTorch's flash kernel per run or by our C decode kernel (`promptcache.model.cpu_decode`).
+PyTorch's flash kernel per run or by our C decode kernel
+(`promptcache.model.kernels.decode_attention`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.engine.host_memory import tune_host_malloc
-from promptcache.model import cpu_decode
-from promptcache.model.attention import (
+from promptcache.model.attention.paged import (
     _decode_in_place,
     _gather,
     _prefill_attention,
@@ -37,8 +37,9 @@ from promptcache.model.attention import (
     grouped_decode_attention,
     grouped_prefill_attention,
 )
+from promptcache.model.attention.pool_runs import decode_runs
 from promptcache.model.device import cpu_model
-from promptcache.model.pool_runs import decode_runs
+from promptcache.model.kernels import decode_attention
 
 H, KV, HD, BS = 9, 3, 64, 16
 
@@ -115,9 +116,9 @@ def _decode_case(
     lens = torch.full((batch,), ctx)
 
     def c_kernel() -> object:
-        return cpu_decode.decode_attention(q, *layer(), tab, lens)
+        return decode_attention.decode_attention(q, *layer(), tab, lens)
 
-    has_c = cpu_decode.supports(dtype, H, KV, HD)
+    has_c = decode_attention.supports(dtype, H, KV, HD)
     times = median_ms(kernel, repeats), median_ms(matmuls, repeats), median_ms(in_place, repeats)
     return (*times, median_ms(c_kernel, repeats) if has_c else None)
 

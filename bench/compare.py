@@ -27,9 +27,9 @@ from promptcache.bench.plots import write_plots
 from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import Summary, markdown
 from promptcache.cli.main import main as promptcache_main
-from promptcache.model.bundled import bundled_gguf_path
 from promptcache.model.device import cpu_model
-from promptcache.model.loader import resolve_model_path
+from promptcache.model.loading.bundled import bundled_gguf_path
+from promptcache.model.loading.loader import resolve_model_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import (

@@ -10,7 +10,7 @@ after round), so that a machine that slows for a while slows every system alike;
 `--benches decode,hit` runs only those rows. The header names the device (on a CPU its
 model and ISA flags), the dtype and the weights. `--weights q4` adds our engine on the
 GGUF's own 4-bit weights as a third system, beside dense weights and transformers.
-`--shape llama-1b` (or any of `promptcache.model.shapes.SHAPES`) benchmarks a
+`--shape llama-1b` (or any of `promptcache.model.loading.shapes.SHAPES`) benchmarks a
 random-weight model of that shape, written once, nothing downloaded.
 
     .venv/bin/python bench/engine.py [--dtype auto|float32|bfloat16] [--weights dense|q4]
@@ -36,10 +36,10 @@ from promptcache.cli.settings import parse_bytes
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model import cpu_ops
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
-from promptcache.model.loader import SHAPE_PREFIX, describe_linears, load_model
-from promptcache.model.shapes import SHAPES
+from promptcache.model.kernels import layer_ops
+from promptcache.model.loading.loader import SHAPE_PREFIX, describe_linears, load_model
+from promptcache.model.loading.shapes import SHAPES
 from promptcache.util import ATTENTION_BACKENDS
 
 
@@ -440,11 +440,11 @@ def main() -> None:
     print(f"# attention: {kernels}")
     if not cuda:
         print(f"# linears: {describe_linears(model.dtype, 'dense')}")
-        print(f"# layer steps: {cpu_ops.describe(model.dtype)}")
+        print(f"# layer steps: {layer_ops.describe(model.dtype)}")
         if weights == "dense and 4-bit":
             print(f"# linears, 4-bit: {describe_linears(model.dtype, 'q4')}")
-            print(f"# layer steps, 4-bit: {cpu_ops.describe(model.dtype, 'q4')}")
-            one_call = systems[1].model.module.decode_step is not None
+            print(f"# layer steps, 4-bit: {layer_ops.describe(model.dtype, 'q4')}")
+            one_call = systems[1].engine.runner.cpu_step is not None
             print(f"# 4-bit decode steps: {'one C call' if one_call else 'module by module'}")
     vocab, wanted, rows = model.spec.vocab_size, args.benches.split(","), []
     if "prefill" in wanted:

@@ -1,5 +1,5 @@
 """Per-projection matmul time with 4-bit weights against dense ones, by the number of rows
-(tokens) multiplied at once: our C kernel (`model/cpu_q4.py`) with bfloat16 and float32
+(tokens) multiplied at once: our C kernel (`model/q4_matmul.py`) with bfloat16 and float32
 rows, PyTorch's packed int4 CPU kernel (bfloat16 rows), oneDNN's prepacked bfloat16 and
 float32 matmuls (the engine's dense linears), and float32 `F.linear` (MKL).
 
@@ -22,9 +22,9 @@ import torch
 
 from attention import median_ms  # bench/attention.py, beside this script
 from promptcache.engine.host_memory import tune_host_malloc
-from promptcache.model import cpu_q4
 from promptcache.model.device import cpu_model
-from promptcache.model.q4 import GROUP, Q4Tensor
+from promptcache.model.kernels import q4_matmul
+from promptcache.model.quant import GROUP, Q4Tensor
 
 SHAPES = [("q/k/v", 960, 576), ("gate/up", 3072, 576), ("down", 576, 1536)]
 LAYERS = 30
@@ -48,7 +48,7 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
         )
         for _ in range(LAYERS)
     ]
-    ours = itertools.cycle([cpu_q4.pack(q) for q in qs])
+    ours = itertools.cycle([q4_matmul.pack(q) for q in qs])
     pack_int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu
     int4 = itertools.cycle([pack_int4(q.codes.to(torch.int32), 1) for q in qs])
     scale_zeros = torch.randn(k // GROUP, n, 2).bfloat16()
@@ -58,7 +58,7 @@ def _kernels(n: int, k: int) -> dict[str, Callable[[torch.Tensor], object]]:
     fp32_packed = itertools.cycle([reorder(torch.randn(n, k)) for _ in range(LAYERS)])
 
     def by_ours(x: torch.Tensor, it: Iterator = ours) -> object:
-        return cpu_q4.matmul(x, next(it))
+        return q4_matmul.matmul(x, next(it))
 
     return {
         "ours bf16": by_ours,
@@ -81,11 +81,11 @@ def main() -> None:
     ap.add_argument("--rows", default="1,4,8,16,32,64")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
-    if cpu_q4.library() is None:
+    if q4_matmul.library() is None:
         raise SystemExit("our 4-bit kernel could not be built here (see the warning above)")
     tune_host_malloc()  # as the engine does on CPU
     rows = [int(r) for r in args.rows.split(",")]
-    paths = ", ".join(cpu_q4.paths()) or "compiler-vectorized loops"
+    paths = ", ".join(q4_matmul.paths()) or "compiler-vectorized loops"
     print(f"# CPU: {cpu_model()}; torch threads {torch.get_num_threads()}; our paths: {paths}")
     print(f"| projection | rows | {' | '.join(COLUMNS)} (ms) | dense bf16 / ours | fp32 / ours |")
     print("|---|---|" + "---|" * (len(COLUMNS) + 2))

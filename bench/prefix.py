@@ -28,9 +28,9 @@ from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import chat_prompt_ids
 from promptcache.model.device import resolve_device, resolve_dtype
-from promptcache.model.loader import LoadedModel, load_model
+from promptcache.model.loading.loader import LoadedModel, load_model
+from promptcache.text.chat import chat_prompt_ids
 
 TOPICS = [
     "linear regression",

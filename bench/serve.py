@@ -25,7 +25,7 @@ from openai import OpenAI
 
 from promptcache.bench.text import INSTRUCTION, SEED_PREFIX_TOKENS, SEED_QUESTIONS, trimmed_text
 from promptcache.model.device import cpu_model
-from promptcache.model.loader import load_model
+from promptcache.model.loading.loader import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import (

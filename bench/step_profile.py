@@ -24,8 +24,8 @@ from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import WEIGHTS, resolve_device, resolve_dtype
-from promptcache.model.loader import SHAPE_PREFIX, load_model
-from promptcache.model.shapes import SHAPES
+from promptcache.model.loading.loader import SHAPE_PREFIX, load_model
+from promptcache.model.loading.shapes import SHAPES
 
 
 def sync(device: torch.device) -> None:

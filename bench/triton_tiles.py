@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from promptcache.model import triton_attention as ta
-from promptcache.model.paged_tables import build_tables
+from promptcache.model.attention import triton_kernel as ta
+from promptcache.model.attention.paged_tables import build_tables
 
 H, KV, HD, BS = 32, 8, 64, 16
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,7 +13,7 @@ import torch
 
 from promptcache.config import DATA_DIR_ENV, EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.model.loader import LoadedModel, load_model
+from promptcache.model.loading.loader import LoadedModel, load_model
 
 TINY = dict(
     vocab_size=256,

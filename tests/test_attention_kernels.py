@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from promptcache.model.attention import (
+from promptcache.model.attention.metadata import PrefillSlice
+from promptcache.model.attention.paged import (
     GROUPED_PREFILL_MAX_SCORES,
-    PrefillSlice,
     _grouped_prefill_fits,
     causal_mask,
     decode_mask,
@@ -71,7 +71,7 @@ def test_grouped_prefill_is_chosen_for_short_bf16_chunks_without_a_window() -> N
 def test_rms_norm_gives_transformers_bits() -> None:
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from promptcache.model.layers import RMSNorm
+    from promptcache.model.layers.norm import RMSNorm
 
     g = torch.Generator().manual_seed(3)
     for dtype in (torch.float32, torch.bfloat16):
@@ -88,7 +88,7 @@ def test_rms_norm_gives_transformers_bits() -> None:
 def test_rotation_gives_transformers_bits_for_q_and_k_in_one_pass() -> None:
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    from promptcache.model.layers import RotaryEmbedding, rotate
+    from promptcache.model.layers.rotary import RotaryEmbedding, rotate
 
     g = torch.Generator().manual_seed(3)
     hd, h, kv, t = 64, 9, 3, 7
@@ -111,8 +111,8 @@ def test_matmul_paths_only_where_bfloat16_is_native() -> None:
     import subprocess
     import sys
 
-    from promptcache.model.attention import matmul_paths
-    from promptcache.model.cpu_linear import can_pack
+    from promptcache.model.attention.paged import matmul_paths
+    from promptcache.model.device import can_pack
 
     bf16 = torch.zeros(0, dtype=torch.bfloat16)
     assert matmul_paths(bf16) == can_pack(torch.device("cpu"), torch.bfloat16)
@@ -138,7 +138,7 @@ def test_split_prefill_equals_sdpa_with_a_causal_mask() -> None:
 
 
 def test_only_long_chunks_without_a_window_split() -> None:
-    from promptcache.model.attention import SPLIT_MIN_QUERIES, _splits
+    from promptcache.model.attention.paged import SPLIT_MIN_QUERIES, _splits
 
     q = torch.zeros(1, 9, 64)
     assert _splits(q, SPLIT_MIN_QUERIES, None)

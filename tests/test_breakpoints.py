@@ -13,7 +13,7 @@ from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
 from tests.conftest import random_tokens
 
 SIX = SamplingParams(max_tokens=6, temperature=0)

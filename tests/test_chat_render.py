@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from promptcache.model.chat import MessageSpan, chat_prompt_ids, render_chat
-from promptcache.model.loader import resolve_model_path
+from promptcache.model.loading.loader import resolve_model_path
+from promptcache.text.chat import MessageSpan, chat_prompt_ids, render_chat
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 UNICODE = "naïve café 日本語 😀"

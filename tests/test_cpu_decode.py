@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptcache.model import cpu_decode
+from promptcache.model.kernels import decode_attention
 
-pytestmark = pytest.mark.skipif(cpu_decode.library() is None, reason="no C compiler")
+pytestmark = pytest.mark.skipif(decode_attention.library() is None, reason="no C compiler")
 
 
 def _case(
@@ -62,23 +62,23 @@ def test_matches_sdpa(
 ) -> None:
     q, k, v, tables, lens = _case(h, kv, hd, bs, ctx, dtype)
     assert q.stride(0) == (h + kv) * hd  # strided rows
-    out = cpu_decode.decode_attention(q, k, v, tables, lens)
+    out = decode_attention.decode_attention(q, k, v, tables, lens)
     assert out.shape == q.shape and out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out.float(), _reference(q, k, v, tables, lens), atol=tol, rtol=tol)
 
 
 def test_limits() -> None:
-    assert cpu_decode.supports(torch.bfloat16, 9, 3, 64)
-    assert not cpu_decode.supports(torch.float16, 9, 3, 64)
-    assert not cpu_decode.supports(torch.float32, 64, 2, 64)  # 32 heads a group
-    assert not cpu_decode.supports(torch.float32, 4, 2, 512)
+    assert decode_attention.supports(torch.bfloat16, 9, 3, 64)
+    assert not decode_attention.supports(torch.float16, 9, 3, 64)
+    assert not decode_attention.supports(torch.float32, 64, 2, 64)  # 32 heads a group
+    assert not decode_attention.supports(torch.float32, 4, 2, 512)
 
 
 def test_loading_keeps_subnormals() -> None:
     """The library is built with -ffast-math but must not turn on flush-to-zero for the
     process (as linking crtfastmath.o would): subnormals survive in Python and PyTorch."""
-    assert cpu_decode.library() is not None
+    assert decode_attention.library() is not None
     tiny = 2.2250738585072014e-308  # the smallest normal double
     assert tiny / 4 != 0.0
     assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # a float32 subnormal

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import promptcache.model.loader as loader
+import promptcache.model.loading.loader as loader
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.model.cpu_linear import PackedLinear, can_pack
+from promptcache.model.device import can_pack
+from promptcache.model.layers.packed_linear import PackedLinear
 from tests.conftest import save_tiny_model
 
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""The C layer steps (`model.cpu_ops`) against PyTorch's ops they replace: the rotary
+"""The C layer steps (`model.kernels.layer_ops`) against PyTorch's ops they replace: the rotary
 embedding with the K/V write bit for bit in both dtypes, the residual add and RMS norm and
 SiLU(gate) * up in bfloat16 within one rounding; and a bfloat16 model with them against
 the same model without."""
@@ -12,13 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptcache.model import cpu_ops
-from promptcache.model.attention import write_kv
-from promptcache.model.layers import RMSNorm, RotaryEmbedding, rotate
-from promptcache.model.loader import load_model
+from promptcache.model.attention.paged import write_kv
+from promptcache.model.kernels import layer_ops
+from promptcache.model.layers.norm import RMSNorm
+from promptcache.model.layers.rotary import RotaryEmbedding, rotate
+from promptcache.model.loading.loader import load_model
 from tests.conftest import save_tiny_model
 
-pytestmark = pytest.mark.skipif(cpu_ops.library() is None, reason="no C compiler")
+pytestmark = pytest.mark.skipif(layer_ops.library() is None, reason="no C compiler")
 
 BF16 = torch.bfloat16
 
@@ -40,7 +41,7 @@ def test_add_rms_norm_is_the_add_then_our_norm(rows: int, scale: float, with_h: 
     with torch.no_grad():
         stream = x + h if h is not None else x.clone()
         want = norm(stream)
-        got = cpu_ops.add_rms_norm(x, h, norm.weight, norm.eps)
+        got = layer_ops.add_rms_norm(x, h, norm.weight, norm.eps)
     assert torch.equal(x, stream)  # the add, in place, exactly
     diff = _ulps(got, want)
     assert diff.max().item() <= 1 and diff.float().mean().item() < 1e-3
@@ -52,7 +53,7 @@ def test_silu_mul_within_two_roundings(rows: int) -> None:
     gate_up = (torch.randn(rows, 2 * 1536, generator=g) * 4).to(BF16)
     gate, up = gate_up.split(1536, dim=-1)
     want = F.silu(gate) * up
-    got = cpu_ops.silu_mul(gate_up, 1536)
+    got = layer_ops.silu_mul(gate_up, 1536)
     near_zero = want.abs() < 1e-30  # subnormal-free bfloat16 steps near 0 count alike
     diff = torch.where(near_zero, 0, _ulps(got, want))
     # silu(gate) one step off at most, then the product's own rounding: two steps
@@ -74,7 +75,7 @@ def test_rope_kv_gives_pytorchs_bits(dtype: torch.dtype, rows: int) -> None:
     qk = rotate(qkv[:, : (h + kv) * hd].view(rows, h + kv, hd), cos_sin)
     write_kv(qk[:, h:], qkv[:, (h + kv) * hd :].view(rows, kv, hd), pools[0], pools[1], slots)
     got = qkv.clone()
-    cpu_ops.rope_kv(got, (h, kv, hd), cos_sin, pools[2], pools[3], slots)
+    layer_ops.rope_kv(got, (h, kv, hd), cos_sin, pools[2], pools[3], slots)
     assert torch.equal(got[:, : (h + kv) * hd], qk.reshape(rows, -1))
     assert torch.equal(got[:, (h + kv) * hd :], qkv[:, (h + kv) * hd :])  # v as it was
     assert torch.equal(pools[2], pools[0]) and torch.equal(pools[3], pools[1])
@@ -86,7 +87,7 @@ def test_rope_kv_refuses_a_slot_outside_the_pool_and_writes_nothing() -> None:
     for bad in (64, -1):
         slots = torch.tensor([0, bad])
         with pytest.raises(IndexError, match="outside the KV pool"):
-            cpu_ops.rope_kv(torch.ones(2, 15 * 64), (9, 3, 64), cos_sin, k, v, slots)
+            layer_ops.rope_kv(torch.ones(2, 15 * 64), (9, 3, 64), cos_sin, k, v, slots)
     assert not k.any() and not v.any()
 
 
@@ -129,11 +130,11 @@ def test_float32_norm_and_silu_within_float32_rounding(rows: int) -> None:
     with torch.no_grad():
         stream = x + h
         want = norm(stream)
-        got = cpu_ops.add_rms_norm(x, h, norm.weight, norm.eps)
+        got = layer_ops.add_rms_norm(x, h, norm.weight, norm.eps)
     assert torch.equal(x, stream)
     torch.testing.assert_close(got, want, rtol=4e-7, atol=0)
     gate_up = torch.randn(rows, 2 * 1536, generator=g) * 4
     gate, up = gate_up.split(1536, dim=-1)
     torch.testing.assert_close(
-        cpu_ops.silu_mul(gate_up, 1536), F.silu(gate) * up, rtol=1e-6, atol=1e-30
+        layer_ops.silu_mul(gate_up, 1536), F.silu(gate) * up, rtol=1e-6, atol=1e-30
     )

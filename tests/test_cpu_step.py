@@ -1,4 +1,4 @@
-"""The decode step in one C call (`model.cpu_step`) gives the module-by-module forward's
+"""The decode step in one C call (`engine.cpu_step`) gives the module-by-module forward's
 bits: every decode-only step of a 4-bit model computed both ways, in both dtypes."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.int4_linear import int4_supported
-from promptcache.model.loader import load_model
+from promptcache.model.layers.int4_linear import int4_supported
+from promptcache.model.loading.loader import load_model
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -18,23 +18,23 @@ def test_decode_step_gives_the_module_forwards_bits(dtype: torch.dtype, make_eng
     if (why := int4_supported(torch.device("cpu"), dtype)) is not None:
         pytest.skip(why)
     model = load_model(None, dtype=dtype, weights="q4")
-    module, step = model.module, model.module.decode_step
+    engine = make_engine(model, kv_cache_bytes=32 << 20)
+    runner, step = engine.runner, engine.runner.cpu_step
     if step is None:
         pytest.skip("the decode step's kernel could not be built")
-    forward, compared = module.forward, []
+    forward, compared = runner.forward, []
 
-    def both_ways(ids: Any, positions: Any, kv_caches: Any, meta: Any) -> torch.Tensor:
-        if not step.serves(module.embed_tokens(ids), meta):
-            return forward(ids, positions, kv_caches, meta)
-        module.decode_step = None  # the modules first: they write the same K/V
-        want = forward(ids, positions, kv_caches, meta)
-        module.decode_step = step
-        got = forward(ids, positions, kv_caches, meta)
-        compared.append((len(ids), torch.equal(got, want)))
+    def both_ways(inputs: Any) -> torch.Tensor:
+        if not step.serves(inputs.input_ids, inputs.meta):
+            return forward(inputs)
+        runner.cpu_step = None  # the modules first: they write the same K/V
+        want = forward(inputs)
+        runner.cpu_step = step
+        got = forward(inputs)
+        compared.append((len(inputs.input_ids), torch.equal(got, want)))
         return got
 
-    module.forward = both_ways  # type: ignore[method-assign]
-    engine = make_engine(model, kv_cache_bytes=32 << 20)
+    runner.forward = both_ways  # type: ignore[method-assign]
     prompts = ["The capital of France is", "Prompt caching keeps " * 9, "1, 2, 3,"]
     params = SamplingParams(max_tokens=7, temperature=0, ignore_eos=True)
     outs = engine.generate(prompts, params)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.loader import load_model
+from promptcache.model.loading.loader import load_model
 from tests.conftest import random_tokens, save_tiny_model
 from tests.test_model_parity import TOL
 

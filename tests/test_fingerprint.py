@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from promptcache.cache.block_hash import chain_hashes, seed_hash
 from promptcache.engine.kv_cache import kv_identity
-from promptcache.model.fingerprint import DIGESTS_FILE, model_fingerprint
-from promptcache.model.loader import LoadedModel, load_model, resolve_model_path
+from promptcache.model.loading.fingerprint import DIGESTS_FILE, model_fingerprint
+from promptcache.model.loading.loader import LoadedModel, load_model, resolve_model_path
 from tests.conftest import save_tiny_model
 
 TOKENS = list(range(100, 164))  # four 16-token blocks

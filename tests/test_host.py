@@ -18,7 +18,7 @@ from promptcache.engine.host_memory import (
     tune_host_malloc,
 )
 from promptcache.engine.openmp import run_on_temporary_thread
-from promptcache.model.cpu_linear import can_pack
+from promptcache.model.device import can_pack
 
 
 def test_temporary_thread_returns_result_and_exits() -> None:
@@ -64,7 +64,7 @@ _GROWTH = """
 import sys, torch
 from promptcache.engine.host_memory import bound_onednn_caches
 bound_onednn_caches(int(sys.argv[1]))
-from promptcache.model.cpu_linear import PackedLinear
+from promptcache.model.layers.packed_linear import PackedLinear
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
 lin = PackedLinear(torch.randn(1536, 576).bfloat16(), None)

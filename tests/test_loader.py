@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.gguf_convert import ensure_converted
-from promptcache.model.loader import load_model, resolve_model_path
+from promptcache.model.loading.gguf_convert import ensure_converted
+from promptcache.model.loading.loader import load_model, resolve_model_path
 
 
 def test_missing_path() -> None:

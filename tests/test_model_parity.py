@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from promptcache.model.loader import LoadedModel, load_model
+from promptcache.model.loading.loader import LoadedModel, load_model
 from tests.conftest import save_tiny_model
 
 TOL = 1e-4

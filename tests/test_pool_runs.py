@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptcache.model import attention
-from promptcache.model.attention import (
+from promptcache.model.attention import paged
+from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.paged import (
     IN_PLACE_MIN_CONTEXT,
     LONE_IN_PLACE_MAX_CONTEXT,
-    AttentionMetadata,
     attend,
     decode_mask,
     write_kv,
 )
-from promptcache.model.pool_runs import (
+from promptcache.model.attention.pool_runs import (
     FLASH_WITH_LSE,
     MAX_RUNS,
     Run,
@@ -71,7 +71,7 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context(
     flash: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not flash:  # a build without the flash kernel attends to the pieces by matmuls
-        monkeypatch.setattr(attention, "FLASH_WITH_LSE", None)
+        monkeypatch.setattr(paged, "FLASH_WITH_LSE", None)
     elif FLASH_WITH_LSE is None:
         pytest.skip("this PyTorch build has no CPU flash kernel with log-sum-exp")
     g = torch.Generator().manual_seed(0)
@@ -93,7 +93,7 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context(
 
 
 def test_float32_decode_reads_in_place_from_long_contexts_only() -> None:
-    from promptcache.model.attention import reads_in_place
+    from promptcache.model.attention.paged import reads_in_place
 
     cpu = torch.device("cpu")
     assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT] * 2)
@@ -106,7 +106,7 @@ def test_float32_decode_reads_in_place_from_long_contexts_only() -> None:
 def test_a_lone_short_decode_reads_in_place_in_either_dtype(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from promptcache.model.attention import reads_in_place
+    from promptcache.model.attention.paged import reads_in_place
 
     cpu = torch.device("cpu")
     if FLASH_WITH_LSE is None:
@@ -118,7 +118,7 @@ def test_a_lone_short_decode_reads_in_place_in_either_dtype(
     assert not reads_in_place(torch.bfloat16, cpu, [100, 100])  # one batched gather wins
     assert not reads_in_place(torch.float32, cpu, [100, 100])
     assert not reads_in_place(torch.float16, cpu, [100])
-    monkeypatch.setattr(attention, "FLASH_WITH_LSE", None)
+    monkeypatch.setattr(paged, "FLASH_WITH_LSE", None)
     assert not reads_in_place(torch.bfloat16, cpu, [100])  # only the flash kernel pays
     assert reads_in_place(torch.float32, cpu, [IN_PLACE_MIN_CONTEXT])
 

@@ -10,8 +10,8 @@ import pytest
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import chat_prompt_ids
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
+from promptcache.text.chat import chat_prompt_ids
 from tests.conftest import random_tokens
 
 ONE = SamplingParams(max_tokens=1, temperature=0)

@@ -13,19 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from promptcache.model import cpu_q4
-from promptcache.model.bundled import bundled_gguf_path
-from promptcache.model.cpu_linear import PackedLinear
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.int4_linear import Int4Linear, dense_from_rows, int4_supported
-from promptcache.model.loader import LoadedModel, load_model, resolve_model_path
-from promptcache.model.q4 import Q4Tensor, decode_blocks, read_q4
-from promptcache.model.weights import read_checkpoint, to_our_names
+from promptcache.model.kernels import q4_matmul
+from promptcache.model.layers.int4_linear import Int4Linear, dense_from_rows, int4_supported
+from promptcache.model.layers.packed_linear import PackedLinear
+from promptcache.model.loading.bundled import bundled_gguf_path
+from promptcache.model.loading.gguf_q4 import decode_blocks, read_q4
+from promptcache.model.loading.loader import LoadedModel, load_model, resolve_model_path
+from promptcache.model.loading.weights import read_checkpoint, to_our_names
+from promptcache.model.quant import Q4Tensor
 
 CPU = torch.device("cpu")
 NO_INT4 = int4_supported(CPU, torch.bfloat16)
 needs_int4 = pytest.mark.skipif(NO_INT4 is not None, reason=str(NO_INT4))
-needs_kernel = pytest.mark.skipif(cpu_q4.library() is None, reason="no C compiler")
+needs_kernel = pytest.mark.skipif(q4_matmul.library() is None, reason="no C compiler")
 BF16_ROWS = dense_from_rows(torch.bfloat16)
 
 
@@ -73,12 +74,12 @@ def test_c_kernel_is_the_dequantized_product_within_float32_rounding(n: int, row
     q = _random_q4(n, k, seed=n + rows)
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
     exact = x.double() @ q.dequantize().double().t()
-    got = cpu_q4.matmul(x, cpu_q4.pack(q))
+    got = q4_matmul.matmul(x, q4_matmul.pack(q))
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     assert (got.double() - exact).abs().max() <= 1e-6 * k * exact.abs().max()
     xb = x.bfloat16()  # bfloat16 rows: exact products, float32 sums, y rounded to bfloat16
     exact_b = xb.double() @ q.dequantize().double().t()
-    got_b = cpu_q4.matmul(xb, cpu_q4.pack(q))
+    got_b = q4_matmul.matmul(xb, q4_matmul.pack(q))
     assert got_b.dtype == torch.bfloat16
     assert ((got_b.double() - exact_b).abs() <= exact_b.abs() * 2**-8 + 1e-5 * k).all()
 
@@ -89,10 +90,10 @@ def test_c_kernel_reads_strided_rows_and_refuses_bad_shapes() -> None:
     wide = torch.randn(4, 128)
     x = wide[:, 32:96]  # rows 128 apart
     assert torch.allclose(
-        cpu_q4.matmul(x, cpu_q4.pack(q)), x @ q.dequantize().t(), rtol=1e-5, atol=1e-5
+        q4_matmul.matmul(x, q4_matmul.pack(q)), x @ q.dequantize().t(), rtol=1e-5, atol=1e-5
     )
     with pytest.raises(ValueError, match="4-bit matmul"):
-        cpu_q4.matmul(torch.randn(4, 96), cpu_q4.pack(q))  # K 96 is not the weight's 64
+        q4_matmul.matmul(torch.randn(4, 96), q4_matmul.pack(q))  # K 96 is not the weight's 64
 
 
 @needs_int4

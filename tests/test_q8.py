@@ -1,7 +1,8 @@
-"""The LM head from a GGUF's 8-bit embeddings (`--weights q4`, `model.cpu_q8`): Q8_0 blocks
-read exactly, our C kernel within its documented rounding of the dequantized product
-(float32 rows: float32's; bfloat16 rows: 16-bit integers per block of 32), many rows handed
-to the dense head, and the bundled model's head served so."""
+"""The LM head from a GGUF's 8-bit embeddings (`--weights q4`, `model.kernels.q8_matmul`,
+`model.layers.q8_head`): Q8_0 blocks read exactly, our C kernel within its documented
+rounding of the dequantized product (float32 rows: float32's; bfloat16 rows: 16-bit
+integers per block of 32), many rows handed to the dense head, and the bundled model's
+head served so."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from promptcache.model import cpu_q8
-from promptcache.model.bundled import bundled_gguf_path
-from promptcache.model.cpu_q8 import Q8Head, Q8Tensor, decode_q8_0, read_q8_head
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.loader import load_model
+from promptcache.model.kernels import q8_matmul
+from promptcache.model.layers.q8_head import Q8Head
+from promptcache.model.loading.bundled import bundled_gguf_path
+from promptcache.model.loading.gguf_q8 import decode_q8_0, read_q8_head
+from promptcache.model.loading.loader import load_model
+from promptcache.model.quant import Q8Tensor
 
-needs_kernel = pytest.mark.skipif(cpu_q8.library() is None, reason="no C compiler")
+needs_kernel = pytest.mark.skipif(q8_matmul.library() is None, reason="no C compiler")
 
 
 def _q8(n: int, k: int, seed: int) -> Q8Tensor:
@@ -51,12 +54,12 @@ def test_kernel_is_the_dequantized_product_within_its_rounding(rows: int, n: int
     x[0, 5] = 40.0  # an outlier: only its own block's integers get coarser
     w = q.dequantize().double()
     exact = x.double() @ w.t()
-    got = cpu_q8.matmul(x, cpu_q8.pack(q))
+    got = q8_matmul.matmul(x, q8_matmul.pack(q))
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     assert (got.double() - exact).abs().max() <= 1e-6 * exact.abs().max()
     xb = x.bfloat16()
     exact_b = xb.double() @ w.t()
-    got_b = cpu_q8.matmul(xb, cpu_q8.pack(q)).double()
+    got_b = q8_matmul.matmul(xb, q8_matmul.pack(q)).double()
     # 16-bit integers per block: each x off by at most half a step of max|block| / 32767
     step = xb.float().abs().view(rows, k // 32, 32).amax(-1) / 32767
     bound = 0.5 * (step.double() @ w.view(n, k // 32, 32).abs().sum(-1).t())
@@ -68,12 +71,12 @@ def test_kernel_reads_strided_rows_and_refuses_bad_shapes() -> None:
     q = _q8(32, 64, seed=1)
     wide = torch.randn(4, 100)
     x = wide[:, :64]  # rows 100 apart
-    got = cpu_q8.matmul(x, cpu_q8.pack(q))
+    got = q8_matmul.matmul(x, q8_matmul.pack(q))
     assert torch.allclose(got, x @ q.dequantize().t(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="8-bit matmul"):
-        cpu_q8.matmul(torch.randn(2, 32), cpu_q8.pack(q))
+        q8_matmul.matmul(torch.randn(2, 32), q8_matmul.pack(q))
     with pytest.raises(ValueError, match="8-bit matmul"):
-        cpu_q8.matmul(torch.randn(2, 64).half(), cpu_q8.pack(q))
+        q8_matmul.matmul(torch.randn(2, 64).half(), q8_matmul.pack(q))
 
 
 @needs_kernel
@@ -82,8 +85,8 @@ def test_head_hands_many_rows_to_the_dense_head() -> None:
     dense = torch.nn.Linear(64, 48, bias=False)
     dense.weight.data = q.dequantize()
     head = Q8Head(q, dense)
-    few = torch.randn(cpu_q8.dense_from_rows() - 1, 64)
-    many = torch.randn(cpu_q8.dense_from_rows(), 64)
+    few = torch.randn(q8_matmul.dense_from_rows() - 1, 64)
+    many = torch.randn(q8_matmul.dense_from_rows(), 64)
     assert torch.allclose(head(few), dense(few), atol=1e-5)
     assert torch.equal(head(many), dense(many))
 

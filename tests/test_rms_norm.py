@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptcache.model.layers import RMSNorm
+from promptcache.model.layers.norm import RMSNorm
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -10,8 +10,8 @@ import torch
 from promptcache.engine.errors import RequestError
 from promptcache.engine.sampler import _top_p, sample
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import chat_prompt_ids
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
+from promptcache.text.chat import chat_prompt_ids
 from tests.conftest import run_to_end
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.loader import LoadedModel, load_model
-from promptcache.model.shapes import SHAPES, VOCAB, hf_config, shape_model_dir
+from promptcache.model.loading.loader import LoadedModel, load_model
+from promptcache.model.loading.shapes import SHAPES, VOCAB, hf_config, shape_model_dir
 from promptcache.model.spec import spec_from_hf_config
 from tests.conftest import random_tokens
 from tests.test_model_parity import TOL, hf_logits

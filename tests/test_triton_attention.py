@@ -16,8 +16,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernel is defined
 pytest.importorskip("triton")
 
-from promptcache.model import paged_tables as pt
-from promptcache.model import triton_attention as ta
+from promptcache.model.attention import paged_tables as pt
+from promptcache.model.attention import triton_kernel as ta
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 HD = 32
@@ -150,7 +150,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
-from promptcache.model import triton_attention as ta
+from promptcache.model.attention import triton_kernel as ta
 
 fn = JITFunction(ta._attend)
 names = list(fn.arg_names)

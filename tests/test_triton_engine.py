@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 
 from promptcache.engine.cuda_graphs import capture_sizes
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.loader import LoadedModel, load_model
+from promptcache.model.loading.loader import LoadedModel, load_model
 from tests.conftest import random_tokens, run_to_end, save_tiny_model
 from tests.test_model_parity import TOL, hf_logits
 

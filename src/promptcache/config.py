@@ -77,7 +77,7 @@ class EngineConfig:
             a power of 2; on CPU its C decode kernel for decode rows where it builds
             (float32/bfloat16, no sliding window); PyTorch's paths for the rest. "torch":
             always PyTorch's paths; "triton": the Triton kernel or an error where it
-            cannot run (model/paged_tables.py).
+            cannot run (model/attention/selector.py).
         cuda_graphs: on CUDA with the Triton attention, capture the decode forward in
             CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to
             max_num_seqs, and replay them for decode-only steps (engine/cuda_graphs.py).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# `EngineConfig.attention_backend`'s values (model/paged_tables.py says what each means).
+# `EngineConfig.attention_backend`'s values (model/attention/selector.py says what each means).
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
 

@@ -30,7 +30,7 @@ from promptcache.ledger.books import Books
 from promptcache.ledger.diagnosis import PromptHistory, Rules
 from promptcache.ledger.prices import ANTHROPIC_PRICES, OPENAI_PRICES
 from promptcache.ledger.store import Ledger
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
 
 MODEL = "smollm2-135m-instruct"
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from promptcache.model.chat import render_chat
+from promptcache.text.chat import render_chat
 from tests.api.inprocess import MODEL, FakeClock, Running, wait_for
 
 DOC = (

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from promptcache.model.chat import render_chat
+from promptcache.text.chat import render_chat
 from tests.api.inprocess import MODEL, Running
 
 DOC = (

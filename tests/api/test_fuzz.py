@@ -21,7 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from promptcache.config import EngineConfig
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
 from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
 
 # Generated requests per operation and mode, the same ones every run (derandomized, so

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from promptcache.config import EngineConfig
-from promptcache.model.chat import render_chat
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
+from promptcache.text.chat import render_chat
 from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
 
 HI = [{"role": "user", "content": "hi"}]

@@ -23,7 +23,7 @@ from scipy.stats import mannwhitneyu
 
 from promptcache.api.auth import KeyRing
 from promptcache.config import EngineConfig
-from promptcache.model.loader import LoadedModel
+from promptcache.model.loading.loader import LoadedModel
 from tests.api.conftest import Server
 from tests.api.inprocess import MODEL, TENANT_KEYS, Running, _serve
 

@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseTextDeltaEvent
 from transformers import AutoTokenizer
 
-from promptcache.model.loader import resolve_model_path
+from promptcache.model.loading.loader import resolve_model_path
 from tests.api.conftest import MODEL, Server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

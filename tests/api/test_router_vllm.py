@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.loader import resolve_model_path
     from servers import VLLM_ENV, start, stop, vllm_cmd
 
     tmp = tmp_path_factory.mktemp("vllm")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from promptcache.api.errors import invalid
 from promptcache.api.protocol import PromptCacheBreakpoint, PromptCacheOptions
 from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 WRITTEN = {CacheMode.IMPLICIT: 3, CacheMode.EXPLICIT: 4}  # breakpoints written per request
 

@@ -20,7 +20,7 @@ from promptcache.config import ServerConfig
 from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.request import GenerationRequest
-from promptcache.model.chat import RenderedChat
+from promptcache.text.chat import RenderedChat
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from promptcache.api.errors import invalid
-from promptcache.model.chat import RenderedChat, render_chat
+from promptcache.text.chat import RenderedChat, render_chat
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> RenderedChat:

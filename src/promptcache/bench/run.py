@@ -22,7 +22,7 @@ from promptcache.bench.records import RequestRecord
 from promptcache.bench.report import Summary, markdown, summarize, write_json
 from promptcache.bench.workloads import Session, WorkloadSpec, build_sessions, describe
 from promptcache.ledger.prices import Price
-from promptcache.model.chat import chat_prompt_ids
+from promptcache.text.chat import chat_prompt_ids
 
 
 class BenchError(Exception):
@@ -59,7 +59,7 @@ def load_tokenizer(name: str | None) -> Any:
     """The tokenizer that sizes prompts: a folder or hub id, default the bundled model's."""
     from transformers import AutoTokenizer
 
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.loader import resolve_model_path
 
     try:
         return AutoTokenizer.from_pretrained(name or str(resolve_model_path(None)))

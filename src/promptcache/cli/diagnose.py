@@ -124,6 +124,6 @@ def run_lint_command(args: argparse.Namespace) -> int:
 def _tokenizer(model: str | None) -> Any:
     from transformers import AutoTokenizer
 
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.loader import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(model))

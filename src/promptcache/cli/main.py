@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.loader import resolve_model_path
 
     print(resolve_model_path(args.model))
     return 0
@@ -140,7 +140,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, config: EngineConfig) -> Any:
     from promptcache.engine.host_memory import bound_onednn_caches
-    from promptcache.model.loader import load_model
+    from promptcache.model.loading.loader import load_model
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -168,14 +168,14 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
     """Which kernels this CPU, ISA and dtype get (chosen once, from what the CPU has)."""
     import torch
 
-    from promptcache.model import cpu_ops
-    from promptcache.model.attention import (
+    from promptcache.model.attention.paged import (
         IN_PLACE_MIN_CONTEXT,
         LONE_IN_PLACE_MAX_CONTEXT,
         matmul_paths,
     )
-    from promptcache.model.loader import describe_linears
-    from promptcache.model.pool_runs import FLASH_WITH_LSE
+    from promptcache.model.attention.pool_runs import FLASH_WITH_LSE
+    from promptcache.model.kernels import layer_ops
+    from promptcache.model.loading.loader import describe_linears
 
     linears = describe_linears(dtype, weights)
     if matmul_paths(torch.zeros(0, dtype=dtype)):
@@ -193,14 +193,14 @@ def _log_cpu_paths(dtype: Any, weights: str) -> None:
         torch.backends.cpu.get_cpu_capability(),
         linears,
         attention,
-        cpu_ops.describe(dtype, weights),
+        layer_ops.describe(dtype, weights),
     )
 
 
 def _generate(args: argparse.Namespace) -> int:
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.sampling_params import SamplingParams
-    from promptcache.model.chat import chat_prompt_ids
+    from promptcache.text.chat import chat_prompt_ids
 
     config = build_config(EngineConfig, args, "engine")
     model = _load(args, config)
@@ -227,7 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
     from promptcache.cli.serving import data_dir_of, keyring, make_books, run_uvicorn
     from promptcache.engine.llm_engine import LLMEngine
     from promptcache.engine.openmp import run_on_temporary_thread
-    from promptcache.model.bundled import BUNDLED_MODEL_ID
+    from promptcache.model.loading.bundled import BUNDLED_MODEL_ID
 
     server = build_config(ServerConfig, args, "server")
     engine_config = build_config(EngineConfig, args, "engine")

@@ -95,8 +95,8 @@ def run_with_ray(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from promptcache.engine.llm_engine import cache_policy
-    from promptcache.model.bundled import BUNDLED_MODEL_ID
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.bundled import BUNDLED_MODEL_ID
+    from promptcache.model.loading.loader import resolve_model_path
 
     try:
         from promptcache.router.ray_serve import RayEngine, deploy
@@ -164,7 +164,7 @@ def serve_router(
     from transformers import AutoTokenizer
 
     from promptcache.engine.llm_engine import cache_policy
-    from promptcache.model.loader import resolve_model_path
+    from promptcache.model.loading.loader import resolve_model_path
     from promptcache.router.policy import RoutingPolicy
     from promptcache.router.remote import RemoteEngine
     from promptcache.router.workers import WorkerPool

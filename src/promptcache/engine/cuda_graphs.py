@@ -23,9 +23,9 @@ import torch
 
 from promptcache.engine.device_tables import DeviceBlockTables, pack
 from promptcache.engine.kv_cache import KVCache
-from promptcache.model.attention import AttentionMetadata
+from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.paged_tables import PagedTables
 from promptcache.model.llama import LlamaForCausalLM
-from promptcache.model.paged_tables import PagedTables
 
 
 def capture_sizes(max_batch: int) -> list[int]:

@@ -30,7 +30,6 @@ from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.config import EngineConfig, default_data_dir
-from promptcache.engine.detokenizer import Detokenizer
 from promptcache.engine.disk_file import Identity, Layout
 from promptcache.engine.disk_tier import DiskTier
 from promptcache.engine.errors import RequestError
@@ -43,8 +42,9 @@ from promptcache.engine.request import GenerationRequest, PreparedRequest, check
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
-from promptcache.model.loader import LoadedModel
-from promptcache.model.paged_tables import uses_cpu_decode, uses_triton
+from promptcache.model.attention.selector import uses_cpu_decode, uses_triton
+from promptcache.model.loading.loader import LoadedModel
+from promptcache.text.detokenizer import Detokenizer
 from promptcache.util import cdiv
 
 log = logging.getLogger(__name__)

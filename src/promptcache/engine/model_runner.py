@@ -1,39 +1,38 @@
 """Run one scheduled step on the model: build the flat batch, forward, sample.
 
 Lays out the batch as decode rows first, then one slice per prefill chunk (see
-`promptcache.model.attention`). Computes logits only for rows that end a sequence's
+`promptcache.model.attention.paged`). Computes logits only for rows that end a sequence's
 known tokens, i.e. rows whose next token is sampled this step.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 
 import torch
 
+from promptcache.engine.cpu_step import DecodeStep
 from promptcache.engine.cuda_graphs import DecodeGraphs
 from promptcache.engine.device_tables import DeviceBlockTables, pack
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
-from promptcache.model.attention import (
-    AttentionMetadata,
-    PrefillSlice,
-    causal_mask,
-    decode_mask,
-    reads_in_place,
-)
-from promptcache.model.llama import LlamaForCausalLM
-from promptcache.model.paged_tables import (
+from promptcache.model.attention.metadata import AttentionMetadata, PrefillSlice
+from promptcache.model.attention.paged import causal_mask, decode_mask, reads_in_place
+from promptcache.model.attention.paged_tables import (
     PREFILL_BLOCK_Q,
     PagedTables,
     build_tables,
     tiles_for,
 )
-from promptcache.model.pool_runs import Run, decode_runs
+from promptcache.model.attention.pool_runs import Run, decode_runs
+from promptcache.model.llama import LlamaForCausalLM
 from promptcache.util import cdiv
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -57,10 +56,12 @@ class ModelRunner:
         max_model_len: int | None = None,
         cpu_decode: bool = False,
     ) -> None:
-        """`triton`: attention through the Triton kernel (`paged_tables.uses_triton`),
+        """`triton`: attention through the Triton kernel (`selector.uses_triton`),
         which reads block tables kept on the device for up to twice `max_num_seqs`
         sequences of at most `max_model_len` tokens (default: the model's context).
-        `cpu_decode`: decode rows through the C kernel (`paged_tables.uses_cpu_decode`)."""
+        `cpu_decode`: decode rows through the C kernel (`selector.uses_cpu_decode`), and a
+        4-bit model's decode-only steps through the one-call step (`cpu_step`) where it fits.
+        The step executors (that one, CUDA graphs) are the runner's, not the model's."""
         self.module = module
         self.kv_cache = kv_cache
         self.device = kv_cache.data.device
@@ -74,6 +75,9 @@ class ModelRunner:
             width = cdiv(tokens, self.block_size)
             self.tables = DeviceBlockTables(2 * max_num_seqs, width, self.device)
         self.graphs: DecodeGraphs | None = None
+        self.cpu_step = DecodeStep.build(module) if cpu_decode else None
+        if self.cpu_step is not None:
+            log.info("4-bit decode steps: all layers in one C call (csrc/decode_step.c)")
 
     def use_graphs(self, max_batch: int, capture: bool = True) -> None:
         """Run decode-only steps of up to `max_batch` sequences over static buffers,
@@ -145,6 +149,9 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
         """Final hidden states (T, hidden) of every token in the step; writes their K/V."""
+        step = self.cpu_step
+        if step is not None and step.serves(inputs.input_ids, inputs.meta):
+            return step.run(inputs.input_ids, inputs.positions, self.kv_cache.layers, inputs.meta)
         return self.module(inputs.input_ids, inputs.positions, self.kv_cache.layers, inputs.meta)
 
     @torch.inference_mode()

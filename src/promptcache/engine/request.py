@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.errors import RequestError
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import torch
 
 from promptcache.cache.handle import CacheHandle
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 
 class SequenceStatus(enum.Enum):

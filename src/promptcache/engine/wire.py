@@ -14,7 +14,7 @@ from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Ret
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 
 def request_to_json(r: GenerationRequest) -> dict[str, Any]:

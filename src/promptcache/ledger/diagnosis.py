@@ -41,7 +41,7 @@ from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.engine.lifecycle import RequestRecord
 from promptcache.engine.outputs import CacheReport
 from promptcache.ledger.dynamic import changed_kinds
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 WINDOW_TOKENS = 24  # tokens of text shown on each side of a divergence
 MAX_TENANTS = 1024  # tenants whose recent prompts are remembered (least recent dropped)

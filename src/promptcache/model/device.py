@@ -1,4 +1,5 @@
-"""Choose the torch device and dtype from user strings (`--device`, `--dtype`, `--weights`)."""
+"""The CPU and its facts, and the torch device and dtype from user strings (`--device`,
+`--dtype`, `--weights`)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def cpu_model() -> str:
 
 def cpu_identity() -> str:
     """The CPU's model name and every ISA flag it reports: what `-march=native` compiles
-    for (keys the C kernel's build, model/cpu_decode.py)."""
+    for (keys the C kernel's build, model/kernels/decode_attention.py)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -64,3 +65,17 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
+    """True on a CPU with oneDNN, for float32 weights, and for bfloat16 ones where its
+    bfloat16 support is native."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    mkldnn = torch.ops.mkldnn
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        return dtype == torch.float32 or bool(mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from promptcache.model import cpu_ops
-from promptcache.model.attention import AttentionMetadata, attend, write_kv
-from promptcache.model.cpu_linear import PackedLinear, pack_linears
-from promptcache.model.cpu_q8 import Q8Head, Q8Tensor
-from promptcache.model.cpu_step import DecodeStep
+from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.paged import attend, write_kv
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.int4_linear import Int4Linear
-from promptcache.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, rotate
-from promptcache.model.q4 import Q4Tensor
+from promptcache.model.kernels import layer_ops
+from promptcache.model.layers.int4_linear import Int4Linear
+from promptcache.model.layers.mlp import SwiGLU
+from promptcache.model.layers.norm import RMSNorm
+from promptcache.model.layers.packed_linear import PackedLinear, pack_linears
+from promptcache.model.layers.q8_head import Q8Head
+from promptcache.model.layers.rotary import RotaryEmbedding, rotate
+from promptcache.model.quant import Q4Tensor, Q8Tensor
 from promptcache.model.spec import ModelSpec
 
 
@@ -35,7 +37,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(q_size, spec.hidden_size, bias=spec.o_bias)
         self.q_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
-        self.fused_rope = False  # rotary + K/V write by cpu_ops (no q/k norms, CPU)
+        self.fused_rope = False  # rotary + K/V write by layer_ops (no q/k norms, CPU)
 
     def forward(
         self,
@@ -48,7 +50,7 @@ class Attention(nn.Module):
         qkv = self.qkv_proj(x)
         v = qkv[:, (h + kv) * hd :].view(t, kv, hd)  # (T, KV, hd)
         if self.fused_rope:  # q and k rotated in place, k and v written to the pool
-            cpu_ops.rope_kv(qkv, (h, kv, hd), cos_sin, *kv_cache, meta.slot_mapping)
+            layer_ops.rope_kv(qkv, (h, kv, hd), cos_sin, *kv_cache, meta.slot_mapping)
             q, k = qkv[:, : h * hd].view(t, h, hd), qkv[:, h * hd : (h + kv) * hd].view(t, kv, hd)
             return self.o_proj(attend(q, k, v, *kv_cache, meta).reshape(t, -1))
         if self.q_norm is not None and self.k_norm is not None:
@@ -115,7 +117,6 @@ class LlamaForCausalLM(nn.Module):
         if not spec.tie_word_embeddings:
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         self.rope = rope
-        self.decode_step: DecodeStep | None = None  # decode layers in one C call (4-bit)
 
     def forward(
         self,
@@ -125,13 +126,17 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """input_ids/positions (T,) -> final hidden states (T, hidden)."""
-        x, h = self.embed_tokens(input_ids), None
-        cos_sin = self.rope.lookup(positions, x.dtype)
-        if self.decode_step is not None and self.decode_step.serves(x, meta):
-            return self.decode_step.run(x, cos_sin, kv_caches, meta)
+        (x, cos_sin), h = self.embed(input_ids, positions), None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x, h = layer(x, h, cos_sin, kv_cache, meta)
         return self.norm.add_norm(x, h)[1]
+
+    def embed(
+        self, input_ids: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The tokens' embeddings (T, hidden) and their rotary cos/sin (see RotaryEmbedding)."""
+        x = self.embed_tokens(input_ids)
+        return x, self.rope.lookup(positions, x.dtype)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) -> (N, vocab) logits in float32."""
@@ -140,20 +145,20 @@ class LlamaForCausalLM(nn.Module):
         return (hidden @ self.embed_tokens.weight.t()).float()
 
     def pack_for_cpu(self) -> None:
-        """Prepack every linear weight (and a tied LM head) for oneDNN; see cpu_linear."""
+        """Prepack every linear weight (and a tied LM head) for oneDNN; see layers.packed_linear."""
         pack_linears(self)
         if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
             self.lm_head = PackedLinear(self.embed_tokens.weight, None)
 
     def use_layer_ops(self, transformers_bits: bool = True) -> None:
         """Hand a layer's small element-wise steps to our C kernel where it serves this
-        dtype (see cpu_ops): the rotary embedding with the K/V write (PyTorch's bits), the
+        dtype (see kernels.layer_ops): the rotary embedding with the K/V write (PyTorch's bits), the
         residual add with the norm and SiLU(gate) * up (float32 computed as PyTorch does,
         another order). With `transformers_bits`, float32 keeps PyTorch's norm and SiLU
         (transformers' bits); a 4-bit model passes False. CPU only; nothing changes where
         the kernel cannot be built."""
         dtype = self.embed_tokens.weight.dtype
-        if self.embed_tokens.weight.device.type != "cpu" or cpu_ops.library() is None:
+        if self.embed_tokens.weight.device.type != "cpu" or layer_ops.library() is None:
             return
         every = dtype == torch.bfloat16 or (dtype == torch.float32 and not transformers_bits)
         for norm in self.modules():
@@ -163,17 +168,10 @@ class LlamaForCausalLM(nn.Module):
             assert isinstance(layer, DecoderLayer)
             layer.mlp.fused = every
             attn = layer.self_attn
-            attn.fused_rope = dtype in cpu_ops.DTYPES and attn.q_norm is None
-
-    def use_decode_step(self) -> bool:
-        """Run decode-only steps' layers in one C call where every kernel of a layer is
-        ours (4-bit weights with every layer step in C, CPU; see cpu_step). Whether it now
-        does."""
-        self.decode_step = DecodeStep(self) if DecodeStep.fits(self) else None
-        return self.decode_step is not None
+            attn.fused_rope = dtype in layer_ops.DTYPES and attn.q_norm is None
 
     def use_q8_head(self, q: Q8Tensor) -> None:
-        """Serve the LM head's few-row products from its 8-bit codes (see cpu_q8), keeping
+        """Serve the LM head's few-row products from its 8-bit codes (see layers.q8_head), keeping
         the present head (or the tied embeddings) for many rows."""
         if q.shape != (self.spec.vocab_size, self.spec.hidden_size):
             raise ModelLoadError(f"LM head: 8-bit weight {q.shape} does not fit the model")
@@ -182,7 +180,7 @@ class LlamaForCausalLM(nn.Module):
 
     def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
         """Serve these projections (by module name) from their 4-bit codes, keeping the
-        present (dense, dequantized) module for many-row inputs; see int4_linear.
+        present (dense, dequantized) module for many-row inputs; see layers.int4_linear.
 
         Every shape is checked before any module is swapped: on a mismatch
         (`ModelLoadError`) the model is left as it was, all dense."""

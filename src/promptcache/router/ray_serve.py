@@ -64,7 +64,7 @@ class EngineReplica:
         from promptcache.engine.llm_engine import LLMEngine
         from promptcache.engine.openmp import run_on_temporary_thread
         from promptcache.model.device import resolve_device, resolve_dtype
-        from promptcache.model.loader import load_model
+        from promptcache.model.loading.loader import load_model
 
         config = EngineConfig(**engine)
         where = resolve_device(device)

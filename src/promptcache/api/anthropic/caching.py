@@ -22,7 +22,7 @@ from promptcache.api.cache_options import place_breakpoints
 from promptcache.api.errors import invalid
 from promptcache.cache.settings import CacheMode, CacheSettings, Retention
 from promptcache.engine.outputs import Usage
-from promptcache.model.chat import MessageSpan
+from promptcache.text.chat import MessageSpan
 
 MAX_BREAKPOINTS = 4
 

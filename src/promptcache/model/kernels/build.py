@@ -33,8 +33,11 @@ LINK = ("-shared", "-fopenmp")
 LIBS = ("-lmvec", "-lm")
 
 
-# A C function's argument types and return type, for ctypes.
+# A C function's argument types and return type, for ctypes; each binding's SIGNATURES
+# are checked against csrc/kernels.h by the tests.
 Signature = tuple[list[Any], Any]
+P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+REQUIRE_ENV = "PROMPTCACHE_REQUIRE_KERNELS"  # "1": a kernel that cannot be built is an error
 
 
 def library(
@@ -42,10 +45,13 @@ def library(
 ) -> ctypes.CDLL | None:
     """The kernel `csrc/<name>.c`, built if needed (with `flags` after the usual ones),
     its functions typed as `signatures` say; None (and a warning saying why) where it
-    cannot be built or loaded."""
+    cannot be built or loaded, or a RuntimeError where `PROMPTCACHE_REQUIRE_KERNELS=1` (CI
+    sets it, so that a kernel that stops building fails the run instead of falling back)."""
     try:
         lib = ctypes.CDLL(str(build(name, flags)))
     except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            raise RuntimeError(f"C kernel {name} is required ({REQUIRE_ENV}=1): {exc}") from exc
         log.warning("C kernel %s unavailable (%s); PyTorch's paths serve", name, exc)
         return None
     for symbol, (argtypes, restype) in signatures.items():

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "kernels.h"
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -206,10 +207,7 @@ DEFINE_NO_FAST(item_bf16_fast, uint16_t)
 
 /* The driver: items over the threads, then the chunks of each (sequence, head) joined. */
 #define DEFINE_DECODE(NAME, T, TO_F, FROM_F, ITEM, FAST)                                      \
-    int NAME(const T* q, int64_t q_sb, int64_t q_sh, const T* k, const T* v,                 \
-             const int64_t* tables, int64_t t_sb, const int64_t* ctx, int B, int H, int KV,  \
-             int D, int BS, int64_t s_head, int64_t s_block, float scale, T* out,            \
-             int64_t o_sb, int64_t o_sh, int threads) {                                       \
+    int NAME(PC_DECODE_ARGS(T)) {                                                             \
         int G = H / KV, chunks = 0;                                                           \
         if (G > MAXG || D > MAXD || G * KV != H || threads < 1 || threads > 4096) return 1;   \
         for (int b = 0; b < B; b++) {                                                         \

@@ -4,7 +4,7 @@ GGUF's Q4_1 keeps `w = d * q + m` per 32 weights. A decode step reads every weig
 a few rows, so reading four bits a weight instead of sixteen (or thirty-two) is where the
 time goes. Two kernels can do it:
 
-- `model.cpu_q4` (`csrc/q4_matmul.c`, ours, built at first use with the system's C
+- `model.kernels.q4_matmul` (`csrc/q4_matmul.c`, ours, built at first use with the system's C
   compiler): reads each weight once per call whatever the number of rows; bfloat16 rows by
   dpbf16 on AVX512-BF16, float32 rows (any rows elsewhere) by AVX512F or AVX2 FMAs.
   Preferred.
@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from promptcache.model import cpu_q4
-from promptcache.model.cpu_linear import can_pack
-from promptcache.model.q4 import GROUP, Q4Tensor
+from promptcache.model.device import can_pack
+from promptcache.model.kernels import q4_matmul
+from promptcache.model.quant import GROUP, Q4Tensor
 
 # Rows from which a layer uses its dense copy, by activation dtype (per projection of the
 # bundled model, 2 cores, AMD EPYC, against oneDNN's prepacked matmul of the same dtype).
@@ -49,9 +49,9 @@ class Int4Linear(nn.Module):
         self.out_features, self.in_features = q.shape
         self.bias = None if bias is None else bias.detach().to(dtype)
         self.dense = dense
-        self.ours = cpu_q4.library() is not None
+        self.ours = q4_matmul.library() is not None
         if self.ours:
-            self.packed = cpu_q4.pack(q)
+            self.packed = q4_matmul.pack(q)
         else:
             self.int4pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
                 q.codes.to(torch.int32), 1
@@ -64,7 +64,7 @@ class Int4Linear(nn.Module):
         if x.shape[0] >= self.dense_from:
             return self.dense(x)
         if self.ours:
-            y = cpu_q4.matmul(x.contiguous(), self.packed)
+            y = q4_matmul.matmul(x.contiguous(), self.packed)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 x, self.int4pack, GROUP, self.scale_zeros
@@ -74,14 +74,14 @@ class Int4Linear(nn.Module):
 
 def dense_from_rows(dtype: torch.dtype) -> int:
     """Rows from which a 4-bit layer multiplies by its dense copy instead."""
-    return TORCH_INT4_DENSE_FROM_ROWS if cpu_q4.library() is None else DENSE_FROM_ROWS[dtype]
+    return TORCH_INT4_DENSE_FROM_ROWS if q4_matmul.library() is None else DENSE_FROM_ROWS[dtype]
 
 
 def int4_kernel(dtype: torch.dtype) -> str:
     """Which kernel serves 4-bit weights for rows of `dtype` here (for logs and benches)."""
-    if cpu_q4.library() is None:
+    if q4_matmul.library() is None:
         return "PyTorch int4pack"
-    fast = cpu_q4.paths()
+    fast = q4_matmul.paths()
     path = "dpbf16" if dtype == torch.bfloat16 and "dpbf16" in fast else None
     path = path or next((p for p in fast if p != "dpbf16"), "compiler-vectorized")
     return f"promptcache C ({path})"
@@ -93,7 +93,7 @@ def int4_supported(device: torch.device, dtype: torch.dtype) -> str | None:
         return f"4-bit weights are served on CPU only, not {device.type}"
     if dtype not in DENSE_FROM_ROWS:
         return f"4-bit weights need dtype float32 or bfloat16, not {dtype}"
-    if cpu_q4.library() is not None:
+    if q4_matmul.library() is not None:
         return None
     why = "our 4-bit C kernel could not be built (see the log)"
     if dtype != torch.bfloat16:

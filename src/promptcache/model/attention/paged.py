@@ -10,65 +10,32 @@ Each layer first writes the batch's K/V into the block pool at ``slot_mapping``
 through its block table. Decode rows are attended together (padded to the longest context
 and masked); each prefill chunk is attended on its own, causally, after its cached context.
 A lone decode over a short context, and float32 decode over long contexts, skip the gather
-and read the pool's runs of blocks in place (`promptcache.model.pool_runs`); a long chunk
+and read the pool's runs of blocks in place (`model.attention.pool_runs`); a long chunk
 over cached context attends to the cached keys and to its own as two flash calls joined by
-their log-sum-exps. On CUDA, where Triton is at hand, one kernel reads the blocks in place
-for every row instead (`promptcache.model.triton_attention`). This module knows nothing
-about scheduling or which blocks are free.
+their log-sum-exps. On CPU, decode rows go through our C kernel where it builds
+(`model.kernels.decode_attention`). On CUDA, where Triton is at hand, one kernel reads the
+blocks in place for every row instead (`model.attention.triton_kernel`). This module knows
+nothing about scheduling or which blocks are free.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
-from promptcache.model import cpu_decode
-from promptcache.model.cpu_linear import can_pack
-from promptcache.model.paged_tables import PagedTables
-from promptcache.model.pool_runs import (
+from promptcache.model.attention.metadata import AttentionMetadata, PrefillSlice
+from promptcache.model.attention.pool_runs import (
     FLASH_WITH_LSE,
     Run,
     attend_pieces,
     flash_pieces,
     run_views,
 )
-
-
-@dataclass(slots=True)
-class PrefillSlice:
-    """One sequence's prefill chunk inside the flat batch."""
-
-    query_start: int
-    query_len: int
-    context_len: int  # tokens in KV once this chunk is written (cached + chunk)
-    block_ids: torch.Tensor  # (n_blocks,) int64, covers context_len
-    mask: torch.Tensor | None  # (1, 1, q_len, context_len) bool, None = plain causal
-    rows: torch.Tensor | None = None  # gather rows of block_ids (set by the first layer)
-
-
-@dataclass(slots=True)
-class AttentionMetadata:
-    """Where the batch's tokens go in the block pool and what each of them attends to."""
-
-    slot_mapping: torch.Tensor  # (T,) int64
-    num_decodes: int
-    decode_block_tables: torch.Tensor | None  # (Bd, max_blocks) int64
-    decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
-    prefills: list[PrefillSlice]
-    sliding_window: int | None = None
-    decode_runs: list[list[Run]] | None = None  # set: decode reads these runs in place
-    decode_context_lens: torch.Tensor | None = None  # set: decode rows by the C kernel,
-    # each over its first keys through its row of decode_block_tables (no mask, in place)
-    paged: list[PagedTables] | None = None  # set: the Triton kernel reads the pool, one
-    # launch per entry (decode rows, then all prefill chunks), and the fields above go unused
-    # Derived once per step by the first layer, reused by the others (and for K and V):
-    decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
-    decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
-
+from promptcache.model.device import can_pack
+from promptcache.model.kernels import decode_attention
 
 # A prefill chunk over cached context whose score matrix (query rows x heads x keys) is at
 # most this big runs as two batched matmuls instead of PyTorch's CPU flash kernel, which
@@ -205,9 +172,9 @@ def reads_in_place(dtype: torch.dtype, device: torch.device, context_lens: list[
 @functools.cache
 def _triton() -> ModuleType:
     """The Triton kernel's module, imported on first use (where Triton is installed)."""
-    from promptcache.model import triton_attention
+    from promptcache.model.attention import triton_kernel
 
-    return triton_attention
+    return triton_kernel
 
 
 @functools.cache
@@ -227,7 +194,9 @@ def _decode_attention(
     if meta.decode_context_lens is not None:
         assert meta.decode_block_tables is not None
         lens = meta.decode_context_lens
-        return cpu_decode.decode_attention(q, k_cache, v_cache, meta.decode_block_tables, lens)
+        return decode_attention.decode_attention(
+            q, k_cache, v_cache, meta.decode_block_tables, lens
+        )
     if meta.decode_runs is not None:
         return _decode_in_place(q, k_cache, v_cache, meta.decode_runs)
     tables, mask = meta.decode_block_tables, meta.decode_mask

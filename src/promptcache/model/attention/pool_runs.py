@@ -19,7 +19,7 @@ pieces are joined by their log-sum-exps; without that kernel (absent from some b
 the scores of the pieces are joined for one softmax and each piece's probabilities times
 its values summed. Worth it where the gather's copy and fixed costs exceed the strided
 reads: one decode over a short context, float32 over long contexts (see
-`promptcache.model.attention`). This module knows nothing about scheduling.
+`promptcache.model.attention.paged`). This module knows nothing about scheduling.
 """
 
 from __future__ import annotations

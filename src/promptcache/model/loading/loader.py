@@ -14,22 +14,21 @@ from typing import Any
 
 import torch
 
-from promptcache.model import cpu_q8
-from promptcache.model.bundled import bundled_gguf_path
-from promptcache.model.cpu_linear import can_pack
-from promptcache.model.cpu_q8 import read_q8_head
-from promptcache.model.device import WEIGHTS
+from promptcache.model.device import WEIGHTS, can_pack
 from promptcache.model.errors import ModelLoadError
-from promptcache.model.fingerprint import model_fingerprint
-from promptcache.model.gguf_convert import ensure_converted
-from promptcache.model.int4_linear import dense_from_rows, int4_kernel, int4_supported
-from promptcache.model.layers import RotaryEmbedding
+from promptcache.model.kernels import q8_matmul
+from promptcache.model.layers.int4_linear import dense_from_rows, int4_kernel, int4_supported
+from promptcache.model.layers.rotary import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
+from promptcache.model.loading.bundled import bundled_gguf_path
+from promptcache.model.loading.fingerprint import model_fingerprint
+from promptcache.model.loading.gguf_convert import ensure_converted
+from promptcache.model.loading.gguf_q4 import read_q4
+from promptcache.model.loading.gguf_q8 import read_q8_head
+from promptcache.model.loading.shapes import shape_model_dir
+from promptcache.model.loading.weights import read_checkpoint, to_our_names
 from promptcache.model.paths import default_cache_dir
-from promptcache.model.q4 import read_q4
-from promptcache.model.shapes import shape_model_dir
 from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
-from promptcache.model.weights import read_checkpoint, to_our_names
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ SHAPE_TOKENIZER_ENV = "PROMPTCACHE_SHAPE_TOKENIZER"
 @dataclass(slots=True)
 class LoadedModel:
     """A model ready to run: our module, its spec, its tokenizer, where it came from, and
-    the content fingerprint of its folder (see `promptcache.model.fingerprint`; with 4-bit
+    the content fingerprint of its folder (see `promptcache.model.loading.fingerprint`; with 4-bit
     weights, marked so: their KV differs from the dense weights'), and which weights serve."""
 
     module: LlamaForCausalLM
@@ -56,7 +55,7 @@ class LoadedModel:
 
 def resolve_model_path(model: str | None, cache_dir: Path | None = None) -> Path:
     """A safetensors model folder for `model` (None = bundled), converting GGUF once;
-    `shape:NAME` is a random-weight model of that shape (`promptcache.model.shapes`),
+    `shape:NAME` is a random-weight model of that shape (`promptcache.model.loading.shapes`),
     written once with the bundled model's tokenizer."""
     cache = cache_dir or default_cache_dir()
     if model is None:
@@ -88,7 +87,7 @@ def load_model(
     weights: str = "dense",
 ) -> LoadedModel:
     """Load `model` (see `resolve_model_path`) onto `device` in `dtype`; `weights="q4"`
-    serves a GGUF's 4-bit projections as they are stored (see `model.int4_linear`), or
+    serves a GGUF's 4-bit projections as they are stored (see `model.layers.int4_linear`), or
     falls back to dense weights, with a warning, where they cannot be served fast."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -135,8 +134,6 @@ def _use_int4(
         else:
             _use_q8_head(module, gguf, spec)
             module.use_layer_ops(transformers_bits=False)  # 4-bit logits are not theirs
-            if module.use_decode_step():
-                log.info("4-bit decode steps: all layers in one C call (csrc/decode_step.c)")
             return True
     log.warning("serving dense %s weights instead of 4-bit: %s", str(dtype)[6:], why)
     return False
@@ -145,7 +142,7 @@ def _use_int4(
 def _use_q8_head(module: LlamaForCausalLM, gguf: Path, spec: ModelSpec) -> None:
     """Serve the LM head from the GGUF's 8-bit codes where they are Q8_0 and our kernel
     builds; else (logged) it stays dense."""
-    if cpu_q8.library() is None:
+    if q8_matmul.library() is None:
         return
     try:
         module.use_q8_head(read_q8_head(gguf, spec.tie_word_embeddings))
@@ -159,9 +156,9 @@ def describe_linears(dtype: torch.dtype, weights: str) -> str:
     if weights == "q4":
         rows = dense_from_rows(dtype)
         linears = f"4-bit by {int4_kernel(dtype)} below {rows} rows, else {linears}"
-        if cpu_q8.library() is not None:
-            path = ", ".join(cpu_q8.paths()) or "compiler-vectorized"
-            head = f"8-bit by promptcache C ({path}) below {cpu_q8.dense_from_rows()} rows"
+        if q8_matmul.library() is not None:
+            path = ", ".join(q8_matmul.paths()) or "compiler-vectorized"
+            head = f"8-bit by promptcache C ({path}) below {q8_matmul.dense_from_rows()} rows"
             linears += f"; LM head (if Q8_0) {head}"
     return linears
 

@@ -1,5 +1,5 @@
 """A decoder layer's small element-wise steps by a C kernel of our own
-(`csrc/layer_ops.c`), built at first use (`model.cbuild`).
+(`csrc/layer_ops.c`), built at first use (`model.kernels.build`).
 
 A decode step of a few rows spends more time calling PyTorch's kernels than computing:
 the residual add and RMS norm take 6-8 calls (~17 us for 8 rows of 576, bfloat16, 2
@@ -26,7 +26,8 @@ import functools
 
 import torch
 
-from promptcache.model import cbuild
+from promptcache.model.kernels import build
+from promptcache.model.kernels.build import F32, I32, I64, P, Signature
 
 _ROPE = {torch.bfloat16: "pc_rope_kv_bf16", torch.float32: "pc_rope_kv_f32"}
 _NORM = {torch.bfloat16: "pc_add_rms_norm_bf16", torch.float32: "pc_add_rms_norm_f32"}
@@ -39,19 +40,20 @@ def symbol(kind: str, dtype: torch.dtype) -> str:
     return {"rope": _ROPE, "norm": _NORM, "silu": _SILU}[kind][dtype]
 
 
+_ROPE_ARGS = [P, I64, I64, I32, I32, I32, P, P, I64, P, P, I64, P, I64, I32]
+_NORM_ARGS = [P, I64, P, I64, P, P, I64, I64, I64, F32, I32]
+_SILU_ARGS = [P, I64, P, I64, I64, I64, I32]
+SIGNATURES: dict[str, Signature] = {
+    **{name: (_NORM_ARGS, I32) for name in _NORM.values()},
+    **{name: (_SILU_ARGS, I32) for name in _SILU.values()},
+    **{name: (_ROPE_ARGS, I32) for name in _ROPE.values()},
+}
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
-    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    rope = [p, i64, i64, i32, i32, i32, p, p, i64, p, p, i64, p, i64, i32]
-    norm = [p, i64, p, i64, p, p, i64, i64, i64, f32, i32]
-    silu = [p, i64, p, i64, i64, i64, i32]
-    signatures = {
-        **{name: (norm, i32) for name in _NORM.values()},
-        **{name: (silu, i32) for name in _SILU.values()},
-        **{name: (rope, i32) for name in _ROPE.values()},
-    }
-    return cbuild.library("layer_ops", signatures, flags=("-ffp-contract=off",))
+    return build.library("layer_ops", SIGNATURES, flags=("-ffp-contract=off",))
 
 
 def describe(dtype: torch.dtype, weights: str = "dense") -> str:

@@ -28,6 +28,7 @@
 
 #include "bf16.h"
 #include "dispatch.h"
+#include "kernels.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
@@ -122,7 +123,7 @@ static void int_rows(const void* x, int dtype, int64_t x_stride, int M, int K, i
             float v[GROUP], top = 0.f;
             for (int i = 0; i < GROUP; i++) {
                 const int64_t at = r * x_stride + b * GROUP + i;
-                v[i] = dtype == 1 ? bf2f(((const uint16_t*)x)[at]) : ((const float*)x)[at];
+                v[i] = dtype == PC_BF16 ? bf2f(((const uint16_t*)x)[at]) : ((const float*)x)[at];
                 top = fmaxf(top, fabsf(v[i]));
             }
             const int64_t row = (int64_t)r * split;
@@ -141,10 +142,10 @@ static void int_rows(const void* x, int dtype, int64_t x_stride, int M, int K, i
 /* y (M, N) float32 = x (M, K) W^T. Returns 0, or 1 for bad arguments, 2 when out of memory. */
 int pc_q8_matmul(const void* x, int dtype, int64_t x_stride, int M, const int8_t* codes,
                  const float* scale, int N, int K, float* y, int64_t y_stride, int threads) {
-    if (M < 1 || N < 1 || K < GROUP || K % GROUP || K > 65536 || (dtype != 0 && dtype != 1) ||
+    if (M < 1 || N < 1 || K < GROUP || K % GROUP || K > 65536 || (dtype != PC_F32 && dtype != PC_BF16) ||
         threads < 1 || threads > 4096)
         return 1;
-    const int split = dtype == 0 ? 2 : 1, M2 = M * split; /* rows of integers */
+    const int split = dtype == PC_F32 ? 2 : 1, M2 = M * split; /* rows of integers */
     int16_t* xi = malloc(sizeof(int16_t) * (size_t)M2 * K);
     float* sx = malloc(sizeof(float) * (size_t)M2 * (K / GROUP));
     if (!xi || !sx) {

@@ -34,6 +34,7 @@
 
 #include "bf16.h"
 #include "dispatch.h"
+#include "kernels.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -291,7 +292,7 @@ static void prepare(const void* x, int dtype, int64_t x_stride, int M, int K, fl
                     float* xs, uint16_t* xh) {
     for (int r = 0; r < M; r++) {
         float* row = xf + (int64_t)r * K;
-        if (dtype == 1) {
+        if (dtype == PC_BF16) {
             const uint16_t* xr = (const uint16_t*)x + r * x_stride;
             for (int k = 0; k < K; k++) row[k] = bf2f(xr[k]);
             if (xh)
@@ -312,13 +313,11 @@ static void prepare(const void* x, int dtype, int64_t x_stride, int M, int K, fl
 }
 
 /* y (M, N) = x (M, K) W^T. Returns 0, or 1 for bad arguments, 2 when out of memory. */
-int pc_q4_matmul(const void* x, int dtype, int64_t x_stride, int M, const uint8_t* codes,
-                 const float* scale, const float* low, int N, int K, void* y,
-                 int64_t y_stride, int threads) {
-    if (M < 1 || N < 1 || K < GROUP || K % GROUP || (dtype != 0 && dtype != 1) ||
+int pc_q4_matmul(PC_Q4_MATMUL_ARGS(void)) {
+    if (M < 1 || N < 1 || K < GROUP || K % GROUP || (dtype != PC_F32 && dtype != PC_BF16) ||
         threads < 1 || threads > 4096)
         return 1;
-    const int fast = dtype == 1 && HAS_BF16_PATH;
+    const int fast = dtype == PC_BF16 && HAS_BF16_PATH;
     const size_t floats = (size_t)M * K + (size_t)M * (K / GROUP);
     float* xf = malloc(sizeof(float) * floats + (fast ? sizeof(uint16_t) * M * K : 0));
     if (!xf) return 2;
@@ -339,7 +338,7 @@ int pc_q4_matmul(const void* x, int dtype, int64_t x_stride, int M, const uint8_
                 rows_f32(&w, t, r0, R, out);
             for (int r = 0; r < R; r++) {
                 const int64_t at = (int64_t)(r0 + r) * y_stride + (int64_t)t * TILE;
-                if (dtype == 1) {
+                if (dtype == PC_BF16) {
                     uint16_t* yr = (uint16_t*)y + at;
                     for (int n = 0; n < width; n++) yr[n] = f2bf(out[r * TILE + n]);
                 } else {

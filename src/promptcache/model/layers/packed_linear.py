@@ -36,20 +36,6 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    """True on a CPU with oneDNN, for float32 weights, and for bfloat16 ones where its
-    bfloat16 support is native."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
-        return False
-    mkldnn = torch.ops.mkldnn
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        return dtype == torch.float32 or bool(mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def pack_linears(module: nn.Module) -> int:
     """Replace every `nn.Linear` inside `module` by a `PackedLinear`; returns how many."""
     targets = [

@@ -1,5 +1,5 @@
 """4-bit matmul on CPU by a small C kernel of our own (`csrc/q4_matmul.c`), built at first
-use (`model.cbuild`).
+use (`model.kernels.build`).
 
 `y = x W^T` for the few rows of a decode step, W kept as GGUF's 4-bit codes with a scale
 and a minimum per 32 weights: every weight is read once per call, whatever the number of
@@ -24,25 +24,26 @@ from typing import Any
 
 import torch
 
-from promptcache.model import cbuild
-from promptcache.model.q4 import GROUP, Q4Tensor
+from promptcache.model.kernels import build
+from promptcache.model.kernels.build import I32, I64, P, Signature
+from promptcache.model.kernels.dtypes import DTYPE_CODES
+from promptcache.model.quant import GROUP, Q4Tensor
 
 TILE = 16  # outputs per tile (the kernel's)
 LANES = GROUP // 8  # 32-bit lanes of 8 codes per column and block
-DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}  # the C kernels' codes for x's dtype
+
+
+SIGNATURES: dict[str, Signature] = {
+    "pc_q4_matmul": ([P, I32, I64, I32, P, P, P, I32, I32, P, I64, I32], I32),
+    "pc_q4_paths": ([], I32),
+    "pc_q4_layout": ([], I32),
+}
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    matmul_args = [p, i32, i64, i32, p, p, p, i32, i32, p, i64, i32]
-    functions = {
-        "pc_q4_matmul": (matmul_args, i32),
-        "pc_q4_paths": ([], i32),
-        "pc_q4_layout": ([], i32),
-    }
-    return cbuild.library("q4_matmul", functions)
+    return build.library("q4_matmul", SIGNATURES)
 
 
 def paths() -> list[str]:

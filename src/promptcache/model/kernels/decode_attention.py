@@ -7,7 +7,7 @@ sums (`csrc/decode_attention.c`). Per layer, 2 cores, bf16, pool in memory
 (`bench/attention.py`): 1 x 4.6k keys 0.17-0.33 ms against 0.50 gathered, 1 x 128 keys
 0.016 against 0.107, 8 x 1k 0.33 against 0.97.
 
-The library is built at first use (`model.cbuild`: the system's C compiler, once per
+The library is built at first use (`model.kernels.build`: the system's C compiler, once per
 source, flags and CPU) and loaded with ctypes; loading it leaves the process's
 floating-point state as it was (subnormals kept). Where there is no compiler, or the build
 fails, `library()` is None, the reason is logged once, and attention keeps PyTorch's paths.
@@ -20,19 +20,19 @@ import functools
 
 import torch
 
-from promptcache.model import cbuild
+from promptcache.model.kernels import build
+from promptcache.model.kernels.build import F32, I32, I64, P, Signature
 
 MAX_GROUP, MAX_HEAD_DIM = 16, 256  # the kernel's limits (heads per KV head, head size)
 _SYMBOLS = {torch.bfloat16: "pc_decode_bf16", torch.float32: "pc_decode_f32"}
+_ARGS = [P, I64, I64, P, P, P, I64, P, I32, I32, I32, I32, I32, I64, I64, F32, P, I64, I64, I32]
+SIGNATURES: dict[str, Signature] = {name: (_ARGS, I32) for name in _SYMBOLS.values()}
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None (logged) where it cannot be built or loaded."""
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    args = [p, i64, i64, p, p, p, i64, p, i32, i32, i32, i32, i32, i64, i64]
-    args += [ctypes.c_float, p, i64, i64, i32]
-    return cbuild.library("decode_attention", {name: (args, i32) for name in _SYMBOLS.values()})
+    return build.library("decode_attention", SIGNATURES)
 
 
 def symbol(dtype: torch.dtype) -> str:

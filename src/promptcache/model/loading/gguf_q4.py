@@ -12,15 +12,13 @@ safetensors conversion. Tensors of other types (norms, Q8_0 embeddings) are not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from promptcache.model.errors import ModelLoadError
-
-GROUP = 32  # weights per block, both types
+from promptcache.model.quant import Q4Tensor
 
 # GGUF name inside a block -> (our fused module, its place among the parts)
 _PARTS = {
@@ -33,38 +31,6 @@ _PARTS = {
     "ffn_down": ("mlp.down_proj", 0),
 }
 _PART_COUNT = {"self_attn.qkv_proj": 3, "mlp.gate_up_proj": 2}
-
-
-@dataclass(slots=True)
-class Q4Tensor:
-    """An (N, K) weight as codes (N, K) uint8 in 0..15, a scale and the weight of code 0
-    per group of 32 along K ((N, K / 32) float32 each)."""
-
-    codes: torch.Tensor
-    scale: torch.Tensor
-    low: torch.Tensor
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        n, k = self.codes.shape
-        return int(n), int(k)
-
-    def dequantize(self) -> torch.Tensor:
-        """The float32 weights, computed as GGUF's reference does (`d * q + m`)."""
-        n, k = self.shape
-        groups = self.codes.view(n, k // GROUP, GROUP).float()
-        return (groups * self.scale[..., None] + self.low[..., None]).view(n, k)
-
-    def rows(self, index: torch.Tensor) -> Q4Tensor:
-        return Q4Tensor(self.codes[index], self.scale[index], self.low[index])
-
-    @staticmethod
-    def cat(parts: list[Q4Tensor]) -> Q4Tensor:
-        return Q4Tensor(
-            torch.cat([p.codes for p in parts]),
-            torch.cat([p.scale for p in parts]),
-            torch.cat([p.low for p in parts]),
-        )
 
 
 def decode_blocks(raw: np.ndarray, with_min: bool) -> Q4Tensor:

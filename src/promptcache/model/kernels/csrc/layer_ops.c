@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "kernels.h"
 
 #define PAR_MIN_ELEMENTS 65536 /* below this, one thread: a fork costs more */
 #define MAX_D 512
@@ -52,8 +53,7 @@ static inline float same(float f) { return f; }
         float r = (float)(1.0 / sqrt((double)(ss / (float)d) + (double)eps));                \
         for (int64_t i = 0; i < d; i++) y[i] = STORE(ROUND(LOAD(x[i]) * r) * LOAD(w[i]));     \
     }                                                                                        \
-    int NAME(T* x, int64_t sx, const T* h, int64_t sh, const T* w, T* y, int64_t sy,         \
-             int64_t rows, int64_t d, float eps, int threads) {                              \
+    int NAME(PC_ADD_NORM_ARGS(T)) {                                                          \
         if (bad(rows, d, threads)) return 1;                                                 \
         int par = rows * d >= PAR_MIN_ELEMENTS ? threads : 1;                                \
         _Pragma("omp parallel for schedule(static) num_threads(par)")                        \
@@ -67,8 +67,7 @@ DEFINE_ADD_NORM(pc_add_rms_norm_f32, float, same, same, same)
 
 /* out = silu(gate) * up, gate and up side by side in gu's rows (gate first, i each). */
 #define DEFINE_SILU_MUL(NAME, T, LOAD, ROUND, STORE)                                         \
-    int NAME(const T* gu, int64_t sgu, T* out, int64_t so, int64_t rows, int64_t i,          \
-             int threads) {                                                                  \
+    int NAME(PC_SILU_MUL_ARGS(T)) {                                                          \
         if (bad(rows, i, threads)) return 1;                                                 \
         int par = rows * i >= PAR_MIN_ELEMENTS ? threads : 1;                                \
         _Pragma("omp parallel for schedule(static) num_threads(par)")                        \
@@ -107,9 +106,7 @@ DEFINE_ROTATE(rotate_f32, float, same, same, same)
  * v written into the pools at the row's slot (each of the n_slots of a head; a slot out
  * of range writes nothing and returns 2). */
 #define DEFINE_ROPE_KV(NAME, T, ROTATE)                                                     \
-    int NAME(T* qkv, int64_t s_row, int64_t rows, int h, int kv, int d, const T* cos,      \
-             const T* sin, int64_t s_cs, T* k_pool, T* v_pool, int64_t s_head,             \
-             const int64_t* slots, int64_t n_slots, int threads) {                         \
+    int NAME(PC_ROPE_KV_ARGS(T)) {                                                         \
         if (bad(rows, d, threads) || d > MAX_D || d % 2 || h < 1 || kv < 1) return 1;      \
         for (int64_t r = 0; r < rows; r++)                                                 \
             if (slots[r] < 0 || slots[r] >= n_slots) return 2;                             \

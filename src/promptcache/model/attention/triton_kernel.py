@@ -18,9 +18,9 @@ smallest a tensor-core dot takes); prefill chunks of all sequences run in one la
 for a given batch size, so the launch can be captured in a CUDA graph. A row with no key
 to see (a padding row of a captured batch) gets zeros, never NaN.
 
-This module imports Triton; `promptcache.model.attention` loads it only where it runs
-(`promptcache.model.paged_tables` chooses, and holds the tables, free of Triton).
-The tests run the kernel on CPU through Triton's interpreter (`TRITON_INTERPRET=1`).
+This module imports Triton; `promptcache.model.attention.paged` loads it only where it runs
+(`promptcache.model.attention.selector` chooses and `paged_tables` holds the tables, free
+of Triton). The tests run the kernel on CPU through Triton's interpreter (`TRITON_INTERPRET=1`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from promptcache.model.paged_tables import PagedTables
+from promptcache.model.attention.paged_tables import PagedTables
 
 # Under Triton's CPU interpreter (the tests) 16-bit dots are computed wrongly (it
 # multiplies their raw bits), so the kernel upcasts their operands to float32 there; and

@@ -10,51 +10,15 @@
  *   a = attention(q over the pool)          decode attention
  *   h = a Wo^T; x += h; n = norm(x)         q4 matmul, add_rms_norm
  *   h = (silu(g) * u)(n Wgu^T) Wdown^T      q4 matmul, silu_mul, q4 matmul
- * then x += h and the final norm into `out`. Rows are float32 (dtype 0) or bfloat16
- * (dtype 1), the kernels those of that dtype, rows of each buffer contiguous. Returns 0, or the first failing kernel's code plus 100 * its place
+ * then x += h and the final norm into `out`. Rows are float32 (PC_F32) or bfloat16
+ * (PC_BF16), the kernels those of that dtype, rows of each buffer contiguous. The structs
+ * and the kernels' pointer types are declared in kernels.h. Returns 0, or the first
+ * failing kernel's code plus 100 * its place
  * (1 norm, 2 q/k/v, 3 rope, 4 attention, 5 o, 6 gate/up, 7 silu, 8 down).
  */
 #include <stdint.h>
 
-typedef int (*q4_fn)(const void*, int, int64_t, int, const void*, const void*, const void*,
-                     int, int, void*, int64_t, int);
-typedef int (*norm_fn)(void*, int64_t, const void*, int64_t, const void*, void*, int64_t,
-                       int64_t, int64_t, float, int);
-typedef int (*silu_fn)(const void*, int64_t, void*, int64_t, int64_t, int64_t, int);
-typedef int (*rope_fn)(void*, int64_t, int64_t, int, int, int, const void*, const void*,
-                       int64_t, void*, void*, int64_t, const int64_t*, int64_t, int);
-typedef int (*attn_fn)(const void*, int64_t, int64_t, const void*, const void*,
-                       const int64_t*, int64_t, const int64_t*, int, int, int, int, int,
-                       int64_t, int64_t, float, void*, int64_t, int64_t, int);
-
-typedef struct {
-    q4_fn q4;
-    norm_fn norm;
-    silu_fn silu;
-    rope_fn rope;
-    attn_fn attn;
-} Kernels;
-
-typedef struct { /* a 4-bit weight as cpu_q4.PackedQ4 holds it */
-    const void *codes, *scale, *low;
-    int32_t n, k;
-} Q4;
-
-typedef struct {
-    const void *in_norm, *post_norm; /* bfloat16 (hidden,) */
-    Q4 qkv, o, gate_up, down;
-    void *k_pool, *v_pool; /* (KV, blocks, BS, D), each head's slots contiguous */
-} Layer;
-
-typedef struct {
-    int32_t hidden, heads, kv_heads, head_dim, inter, block_size, dtype;
-    int64_t pool_head_stride, pool_block_stride, pool_slots;
-    float eps, scale;
-} Dims;
-
-typedef struct { /* the step's rows and scratch, all (B, width) contiguous */
-    void *x, *h, *normed, *qkv, *att, *gate_up, *act, *out;
-} Buffers;
+#include "kernels.h"
 
 #define TRY(call, place)                  \
     do {                                  \
@@ -62,7 +26,7 @@ typedef struct { /* the step's rows and scratch, all (B, width) contiguous */
         if (e_) return e_ + 100 * (place); \
     } while (0)
 
-static int q4(const Kernels* f, const Q4* w, int dtype, const void* x, int B, void* y,
+static int q4(const Kernels* f, const Q4Weight* w, int dtype, const void* x, int B, void* y,
               int threads) {
     return f->q4(x, dtype, w->k, B, w->codes, w->scale, w->low, w->n, w->k, y, w->n, threads);
 }

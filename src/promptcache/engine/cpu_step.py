@@ -1,10 +1,10 @@
-"""A decode step's layers in one C call (`csrc/decode_step.c`) for 4-bit models on CPU
-(float32 or bfloat16 rows).
+"""The runner's CPU step executor: a decode step's layers in one C call
+(`model/kernels/csrc/decode_step.c`) for 4-bit models on CPU (float32 or bfloat16 rows).
 
 With `--weights q4` every kernel of a decode layer is ours (4-bit matmuls, decode
-attention, the layer steps of `cpu_ops`), so Python only orders ~9 calls a layer, at ~2-3
-us of Python and ctypes each. `DecodeStep` makes that order one C call: the same kernels
-(their function pointers, from the libraries already loaded), the same order, the same
+attention, the layer steps of `model.kernels.layer_ops`), so Python only orders ~9 calls a
+layer, at ~2-3 us of Python and ctypes each. `DecodeStep` makes that order one C call: the
+same kernels (their function pointers, from the libraries already loaded), the same order, the same
 buffers' layouts, so the same bits as the module-by-module forward (tested), ~2.5 ms less
 per step of the bundled model at 8 rows. It serves decode-only steps of fewer rows than the
 4-bit layers hand to their dense copies; anything else keeps the modules.
@@ -13,83 +13,30 @@ per step of the bundled model at 8 rows. It serves decode-only steps of fewer ro
 from __future__ import annotations
 
 import ctypes
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from promptcache.model import cbuild, cpu_decode, cpu_ops, cpu_q4
-from promptcache.model.int4_linear import Int4Linear, dense_from_rows
-
-if TYPE_CHECKING:
-    from promptcache.model.attention import AttentionMetadata
-    from promptcache.model.llama import LlamaForCausalLM
-
-_p, _i32, _i64, _f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
-
-
-class _Kernels(ctypes.Structure):
-    _fields_ = [("q4", _p), ("norm", _p), ("silu", _p), ("rope", _p), ("attn", _p)]
-
-
-class _Q4(ctypes.Structure):
-    _fields_ = [("codes", _p), ("scale", _p), ("low", _p), ("n", _i32), ("k", _i32)]
-
-
-class _Layer(ctypes.Structure):
-    _fields_ = [
-        ("in_norm", _p),
-        ("post_norm", _p),
-        ("qkv", _Q4),
-        ("o", _Q4),
-        ("gate_up", _Q4),
-        ("down", _Q4),
-        ("k_pool", _p),
-        ("v_pool", _p),
-    ]
+from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.kernels import decode_attention, layer_ops, q4_matmul
+from promptcache.model.kernels.decode_step import (
+    BUFFERS,
+    Buffers,
+    Dims,
+    Kernels,
+    Layer,
+    Q4Weight,
+    address,
+    library,
+)
+from promptcache.model.kernels.dtypes import DTYPE_CODES
+from promptcache.model.layers.int4_linear import Int4Linear, dense_from_rows
+from promptcache.model.llama import LlamaForCausalLM
 
 
-class _Dims(ctypes.Structure):
-    _fields_ = [
-        ("hidden", _i32),
-        ("heads", _i32),
-        ("kv_heads", _i32),
-        ("head_dim", _i32),
-        ("inter", _i32),
-        ("block_size", _i32),
-        ("dtype", _i32),
-        ("pool_head_stride", _i64),
-        ("pool_block_stride", _i64),
-        ("pool_slots", _i64),
-        ("eps", _f32),
-        ("scale", _f32),
-    ]
-
-
-_BUFFERS = ("x", "h", "normed", "qkv", "att", "gate_up", "act", "out")
-
-
-class _Buffers(ctypes.Structure):
-    _fields_ = [(name, _p) for name in _BUFFERS]
-
-
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The built step, or None (logged) where it cannot be built or loaded."""
-    args = [_p, _p, _i32, _p, _p, _i32, _p, _p, _p, _p, _p, _i64, _p, _i32]
-    return cbuild.library("decode_step", {"pc_decode_layers": (args, _i32)})
-
-
-def _address(lib: ctypes.CDLL | None, name: str) -> int:
-    assert lib is not None
-    address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-    assert address is not None
-    return address
-
-
-def _q4(linear: Any) -> _Q4:
+def _q4(linear: Any) -> Q4Weight:
     w = linear.packed
-    return _Q4(
+    return Q4Weight(
         w.codes.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.out_features, w.in_features
     )
 
@@ -102,12 +49,12 @@ class DecodeStep:
         self.model = model
         self.dtype = dtype = model.embed_tokens.weight.dtype
         self.max_rows = dense_from_rows(dtype) - 1  # all projections 4-bit
-        self.kernels = _Kernels(
-            _address(cpu_q4.library(), "pc_q4_matmul"),
-            _address(cpu_ops.library(), cpu_ops.symbol("norm", dtype)),
-            _address(cpu_ops.library(), cpu_ops.symbol("silu", dtype)),
-            _address(cpu_ops.library(), cpu_ops.symbol("rope", dtype)),
-            _address(cpu_decode.library(), cpu_decode.symbol(dtype)),
+        self.kernels = Kernels(
+            address(q4_matmul.library(), "pc_q4_matmul"),
+            address(layer_ops.library(), layer_ops.symbol("norm", dtype)),
+            address(layer_ops.library(), layer_ops.symbol("silu", dtype)),
+            address(layer_ops.library(), layer_ops.symbol("rope", dtype)),
+            address(decode_attention.library(), decode_attention.symbol(dtype)),
         )
         self.widths = {  # the step's scratch buffers, elements a row
             "h": spec.hidden_size,
@@ -120,14 +67,14 @@ class DecodeStep:
         }
         self.layers: Any = None
         self.pools: list[tuple[int, int]] = []
-        self.dims = _Dims(
+        self.dims = Dims(
             spec.hidden_size,
             spec.num_heads,
             spec.num_kv_heads,
             spec.head_dim,
             spec.intermediate_size,
             0,
-            cpu_q4.DTYPE_CODES[dtype],
+            DTYPE_CODES[dtype],
             0,
             0,
             0,
@@ -139,15 +86,20 @@ class DecodeStep:
     def fits(model: LlamaForCausalLM) -> bool:
         """Whether every kernel of a decode layer is ours and built, for this model."""
         spec, dtype = model.spec, model.embed_tokens.weight.dtype
-        if dtype not in cpu_q4.DTYPE_CODES or library() is None:
+        if not (model.norm.fused and all(_layer_fits(layer) for layer in model.layers)):
+            return False  # the layers' kernels first: a dense model never builds the step
+        if dtype not in DTYPE_CODES or library() is None:
             return False
-        if not cpu_decode.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim):
-            return False
-        return all(_layer_fits(layer) for layer in model.layers) and model.norm.fused
+        return decode_attention.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim)
 
-    def serves(self, x: torch.Tensor, meta: AttentionMetadata) -> bool:
+    @classmethod
+    def build(cls, model: LlamaForCausalLM) -> DecodeStep | None:
+        """The executor for this model, or None where it does not fit (see `fits`)."""
+        return cls(model) if cls.fits(model) else None
+
+    def serves(self, input_ids: torch.Tensor, meta: AttentionMetadata) -> bool:
         """Whether this step is one it runs: decode rows only, by the C decode kernel."""
-        rows = x.shape[0]
+        rows = input_ids.shape[0]
         return (
             0 < rows <= self.max_rows
             and meta.num_decodes == rows
@@ -160,13 +112,14 @@ class DecodeStep:
 
     def run(
         self,
-        x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        """The final norm's output (B, hidden) for embeddings x (B, hidden), updated in
-        place as the residual stream; writes the rows' K/V into the pools."""
+        """The final norm's output (B, hidden) for the step's tokens, as the model's
+        forward gives it; writes the rows' K/V into the pools."""
+        x, cos_sin = self.model.embed(input_ids, positions)
         lib = library()
         assert lib is not None and x.is_contiguous() and x.dtype == self.dtype
         tables, ctx = meta.decode_block_tables, meta.decode_context_lens
@@ -179,7 +132,7 @@ class DecodeStep:
         rows = x.shape[0]
         held = {name: torch.empty((rows, w), dtype=x.dtype) for name, w in self.widths.items()}
         held["x"] = x
-        buffers = _Buffers(*(held[name].data_ptr() for name in _BUFFERS))
+        buffers = Buffers(*(held[name].data_ptr() for name in BUFFERS))
         err = lib.pc_decode_layers(
             ctypes.byref(self.kernels),
             self.layers,
@@ -216,14 +169,14 @@ class DecodeStep:
         layers = [
             _layer(layer, k, v) for layer, (k, v) in zip(self.model.layers, kv_caches, strict=True)
         ]
-        self.layers = (_Layer * len(layers))(*layers)
+        self.layers = (Layer * len(layers))(*layers)
         self.pools = pools
 
 
-def _layer(layer: Any, k: torch.Tensor, v: torch.Tensor) -> _Layer:
+def _layer(layer: Any, k: torch.Tensor, v: torch.Tensor) -> Layer:
     """A DecoderLayer's weights and pools as the C step reads them."""
     attn, mlp = layer.self_attn, layer.mlp
-    return _Layer(
+    return Layer(
         layer.input_layernorm.weight.data_ptr(),
         layer.post_attention_layernorm.weight.data_ptr(),
         _q4(attn.qkv_proj),
