@@ -22,7 +22,7 @@ integrity check, that after a restart every finished request its client saw has 
 ledger row and every stored response is retrievable, and that the disk tier (fed by the
 `24h` requests of the mix) found no corrupt file.
 
-Exit status 1 when any check fails. Figures are recorded in docs/reliability.md.
+Exit status 1 when any check fails. Figures are recorded in docs/design/reliability.md.
 """
 
 from __future__ import annotations

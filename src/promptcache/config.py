@@ -30,7 +30,7 @@ class EngineConfig:
             context length (``max_position_embeddings``).
         enable_prefix_caching: reuse the KV of repeated prompt prefixes. Default on.
             Reuse is physical and maximal: the longest run of cached full blocks, for
-            prompts of any length (docs/caching.md).
+            prompts of any length (docs/features/prompt-caching.md).
         usage_rules: how usage reports the reuse: "openai" (default) reports
             `cached_tokens` as OpenAI's API would (0 below min_prompt_tokens, else rounded
             down to increment); "exact" reports the physical reuse.

@@ -31,7 +31,7 @@ def chat_usage(u: Usage) -> dict[str, Any]:
         "prompt_tokens_details": {
             "cached_tokens": u.cached_tokens,
             "cache_write_tokens": u.cache_write_tokens,
-            "reused_tokens": u.reused_tokens,  # extension: physical reuse (docs/caching.md)
+            "reused_tokens": u.reused_tokens,  # extension: physical reuse (docs/features)
             "audio_tokens": 0,
         },
         "completion_tokens_details": {

@@ -34,7 +34,7 @@ def response_usage(u: Usage) -> dict[str, Any]:
         "input_tokens_details": {
             "cached_tokens": u.cached_tokens,
             "cache_write_tokens": u.cache_write_tokens,
-            "reused_tokens": u.reused_tokens,  # extension: physical reuse (docs/caching.md)
+            "reused_tokens": u.reused_tokens,  # extension: physical reuse (docs/features)
         },
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},

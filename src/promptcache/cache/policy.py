@@ -7,7 +7,7 @@ default) `cached_tokens` is what OpenAI's API would report for the same reuse â€
 `min_prompt_tokens`, else the reused count rounded down to `increment` (0 or 1024, 1152,
 1280 â€¦); under `exact` it is the physical reuse. A hit that ends at an explicit breakpoint
 is reported to the token under either rule, and so is a breakpoint's write. See
-docs/caching.md.
+docs/features/prompt-caching.md.
 """
 
 from __future__ import annotations
