@@ -9,9 +9,9 @@ import pytest
 from promptcache.cache.block_hash import BlockHash, chain_hashes, hash_block, seed_hash
 from promptcache.cache.block_pool import BlockPool, OutOfBlocksError
 from promptcache.cache.expiry import RetentionPolicy
-from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import SHORTEST, Retention
+from promptcache.engine.tiers.host.index import HostIndex
 
 KEEP = Retention.IN_MEMORY
 

@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from promptcache.cache.block_hash import BlockHash
-from promptcache.cache.disk_index import DiskIndex
 from promptcache.cache.settings import CacheSettings, Retention
-from promptcache.engine import disk_tier
-from promptcache.engine.disk_file import (
+from promptcache.engine.llm_engine import LLMEngine
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.request import GenerationRequest
+from promptcache.engine.sampling_params import SamplingParams
+from promptcache.engine.tiers.disk import tier as disk_tier
+from promptcache.engine.tiers.disk.file import (
     BadFile,
     Header,
     Identity,
@@ -26,12 +29,9 @@ from promptcache.engine.disk_file import (
     read_header,
     write_file,
 )
-from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.outputs import RequestOutput
-from promptcache.engine.request import GenerationRequest
-from promptcache.engine.sampling_params import SamplingParams
+from promptcache.engine.tiers.disk.index import DiskIndex
 from promptcache.model.loading.loader import LoadedModel
-from tests.conftest import random_tokens
+from tests.helpers import random_tokens
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
 

@@ -85,7 +85,7 @@ class CacheHandle:
     waited_steps: int = 0  # steps spent waiting for a prefix another request computed
     host_tokens: int = 0  # of hit_tokens, those loaded from the host tier
     disk_tokens: int = 0  # of hit_tokens, those loaded from the disk tier
-    disk_wanted: list[BlockHash] = field(default_factory=list)  # disk blocks asked for
+    wanted: list[BlockHash] = field(default_factory=list)  # lower blocks asked to fetch
     # (the request waits while they are read, once)
     partial_write_tokens: int = 0  # tokens of partial blocks this request cached
     breakpoints_done: int = 0  # leading `settings.breakpoints` already written

@@ -2,8 +2,8 @@
 
 The KV block pool (device memory on a GPU, RAM on a CPU) indexes its blocks here. A
 `Location` names a tier and the slot inside it; the slower tiers (host memory, disk) keep
-their own indexes (`host_index`, `disk_index`), and a prefix match reports the tier each
-block will come from as a `Location` too.
+their own indexes (`promptcache.engine.tiers`, behind `promptcache.cache.tiers.LowerTier`),
+and a prefix match reports the tier each block will come from as a `Location` too.
 """
 
 from __future__ import annotations

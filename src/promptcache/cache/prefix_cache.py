@@ -7,10 +7,11 @@ compute, release.
 
 Reuse is physical and maximal, at block granularity, for prompts of any length; what
 usage *reports* follows the usage rules (`CachePolicy.reported`), applied by the engine.
-The run may go on past the pool into slower tiers: the host tier's copies, then the disk
-tier's files (read in the background while the request waits). Those blocks are copied
-into fresh pool blocks at admission (`load_lower`). A `24h` request's blocks are written
-through to disk as they are computed or reused (`DiskStage.persist`).
+The run may go on past the pool into slower tiers (`promptcache.cache.tiers.LowerTier`,
+fastest first: the host tier's copies, then the disk tier's files, fetched in the
+background while the request waits). Those blocks are copied into fresh pool blocks at
+admission (`load_lower`). Every block computed or reused is offered to each tier's
+`store` (the disk tier writes `24h` blocks through). No tier is special-cased here.
 
 Explicit breakpoints (`promptcache.cache.breakpoints`) add entries that end exactly at a
 token: full blocks up to the breakpoint plus a partial block, copied on write. A request
@@ -27,17 +28,16 @@ read through `TokenSource` and never written. Works on hashes and block ids only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, seed_hash
 from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.breakpoints import BreakpointBook, BreakpointHit, partial_hash
-from promptcache.cache.disk_index import DiskStage
 from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
-from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.policy import CachePolicy
-from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
+from promptcache.cache.tiers import LowerTier
 
 Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
 
@@ -49,8 +49,8 @@ class CacheCounters:
     queried_tokens: int = 0  # prompt tokens of requests admitted for the first time
     hit_tokens: int = 0  # of those, tokens reused from the cache
     write_tokens: int = 0  # prompt tokens newly added to the cache
-    host_hit_tokens: int = 0  # of the hit tokens, those loaded from the host tier
-    disk_hit_tokens: int = 0  # of the hit tokens, those loaded from the disk tier
+    # of the hit tokens, those loaded from each lower tier
+    tier_hit_tokens: dict[Tier, int] = field(default_factory=lambda: dict.fromkeys(Tier, 0))
     breakpoint_hits: int = 0  # requests whose hit ended at an explicit breakpoint
     breakpoint_writes: int = 0  # partial blocks cached for explicit breakpoints
     breakpoints_skipped: int = 0  # breakpoints not cached: too short, or no free block
@@ -65,17 +65,17 @@ class PrefixCache:
         policy: CachePolicy,
         block_size: int,
         kv_identity: str,
-        host: HostIndex | None = None,
-        disk: DiskStage | None = None,
+        tiers: Sequence[LowerTier] = (),
         loader: Loader | None = None,
     ) -> None:
-        """`loader(location, hash, block_id)` copies a block (from the pool, the host tier
-        or disk) into pool block `block_id`; it makes the partial blocks of breakpoints."""
+        """`tiers`: the lower tiers, fastest first. `loader(location, hash, block_id)`
+        copies a block (from the pool or a tier) into pool block `block_id`; it makes the
+        partial blocks of breakpoints."""
         self.pool = pool
         self.loader = loader
         self.book = BreakpointBook()
-        self.host = host
-        self.disk = disk
+        self.tiers = list(tiers)
+        self._tier_of = {t.tier: t for t in self.tiers}
         self.policy = policy
         self.block_size = block_size
         self.kv_identity = kv_identity
@@ -92,12 +92,12 @@ class PrefixCache:
 
     def match(self, handle: CacheHandle, seq: TokenSource) -> CacheMatch:
         """Longest reusable cached prefix of `seq` — blocks in the pool, then copies in the
-        host tier or on disk — or a `WAITING` match (another request computes more of it,
-        or its disk blocks are being read)."""
+        lower tiers — or a `WAITING` match (another request computes more of it, or its
+        lower blocks are being fetched)."""
         if handle.seed is None:
             return CacheMatch([], 0, 0, handle.first_reason)
-        if self.disk is not None and handle.disk_wanted and self.disk.reading(handle.disk_wanted):
-            handle.waited_steps += 1  # its disk blocks are still being read
+        if handle.wanted and self._fetching(handle.wanted):
+            handle.waited_steps += 1  # its lower blocks are still being fetched
             return CacheMatch([], 0, 0, MatchReason.WAITING)
         bs = self.block_size
         n_blocks = seq.num_tokens // bs
@@ -123,7 +123,7 @@ class PrefixCache:
         run = hashes[len(blocks) : n_hit]
         if bp is not None and bp.partial is not None and bp.location is not None:
             run, lower = [*run, bp.partial], [*lower, bp.location]
-        got, reading = self._read_from_disk(handle, run, lower)
+        got, reading = self._fetch(handle, run, lower)
         if reading:
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
@@ -146,8 +146,8 @@ class PrefixCache:
         got: list[Location],
         bp: BreakpointHit | None,
     ) -> tuple[list[int], list[Location], Location | None, int]:
-        """The match once its disk reads are done (`got`: the part of `lower`, then the
-        partial block, that could be read): blocks, loads, partial block, hit tokens. In
+        """The match once its fetches are done (`got`: the part of `lower`, then the
+        partial block, that could be fetched): blocks, loads, partial block, hit tokens. In
         explicit mode a hit short of the breakpoint (a file failed) is no hit at all."""
         bs = self.block_size
         partial = None
@@ -187,7 +187,7 @@ class PrefixCache:
         return best
 
     def _where(self, h: BlockHash) -> Location | None:
-        """Where block `h` is cached: the pool, the host tier or disk (fastest first)."""
+        """Where block `h` is cached: the pool, else the fastest tier holding it."""
         ids = self.pool.match([h])
         if ids:
             return Location(Tier.DEVICE, ids[0])
@@ -195,43 +195,48 @@ class PrefixCache:
         return run[0] if run else None
 
     def _lower_run(self, hashes: list[BlockHash]) -> list[Location]:
-        """Where each block of the longest run of `hashes` held in the host tier or on disk
-        lives (host first: it is faster)."""
+        """Where each block of the longest run of `hashes` held in a lower tier lives (the
+        fastest tier holding it)."""
         run: list[Location] = []
         for h in hashes:
-            slot = self.host.peek(h) if self.host is not None else None
-            if slot is not None:
-                run.append(Location(Tier.HOST, slot))
-            elif self.disk is not None and self.disk.index.holds(h):
-                run.append(Location(Tier.DISK, -1))
-            else:
+            where = next((loc for t in self.tiers if (loc := t.lookup(h)) is not None), None)
+            if where is None:
                 break
+            run.append(where)
         return run
 
-    def _read_from_disk(
+    def _fetching(self, hashes: list[BlockHash]) -> bool:
+        return any(t.fetching(hashes) for t in self.tiers)
+
+    def _fetch(
         self, handle: CacheHandle, hashes: list[BlockHash], lower: list[Location]
     ) -> tuple[list[Location], bool]:
-        """Have the disk blocks of `lower` read in the background; True while the request
-        should wait for them. Once the reads are done, the run stops at the first block
-        that could not be read (bad file, dropped meanwhile): that one is computed."""
-        if self.disk is None:
+        """Have the blocks of `lower` that are not ready to load fetched in the background
+        (disk reads); True while the request should wait for them. Once the fetches are
+        done, the run stops at the first block that is still not ready (a bad file, or
+        dropped meanwhile): that one is computed."""
+        run = list(zip(hashes, lower, strict=False))
+        if all(self._ready(h, loc) for h, loc in run):
             return lower, False
-        disk = [h for h, loc in zip(hashes, lower, strict=False) if loc.tier is Tier.DISK]
-        if all(self.disk.staged(h) for h in disk):
-            return lower, False
-        if self.disk.reading(disk) or not handle.disk_wanted:
-            self.disk.prefetch(disk)
-            handle.disk_wanted = disk
+        wanted = [h for h, loc in run if loc.tier is not Tier.DEVICE]
+        if self._fetching(wanted) or not handle.wanted:
+            for tier in self.tiers:
+                tier.fetch([h for h, loc in run if loc.tier is tier.tier])
+            handle.wanted = wanted
             return lower, True
-        for i, (h, loc) in enumerate(zip(hashes, lower, strict=False)):
-            if loc.tier is Tier.DISK and not self.disk.staged(h):
+        for i, (h, loc) in enumerate(run):
+            if not self._ready(h, loc):
                 return lower[:i], False
         return lower, False
+
+    def _ready(self, h: BlockHash, where: Location) -> bool:
+        """Whether block `h` can be copied from `where` now (a pool block always can)."""
+        return where.tier is Tier.DEVICE or self._tier_of[where.tier].ready(h)
 
     def on_admit(self, handle: CacheHandle, match: CacheMatch, seq: TokenSource) -> None:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's
         retention, record the hit (first admission only), claim the blocks left to compute.
-        A `24h` request's reused blocks are kept on disk too."""
+        Reused blocks are offered to the tiers again (`store`: the disk keeps `24h` ones)."""
         bs, prompt_len, settings = self.block_size, seq.num_prompt_tokens, handle.settings
         for i, block_id in enumerate(match.block_ids):
             self.pool.acquire([block_id], settings.block_retention((i + 1) * bs))
@@ -254,14 +259,14 @@ class PrefixCache:
         handle.admission = match
         self.counters.queried_tokens += prompt_len
         self.counters.hit_tokens += match.hit_tokens
-        tokens = {Tier.DEVICE: 0, Tier.HOST: 0, Tier.DISK: 0}
+        tokens = dict.fromkeys(Tier, 0)
         for loc in match.loads:
             tokens[loc.tier] += bs
         if match.partial is not None:
             tokens[match.partial.tier] += match.hit_tokens % bs
         handle.host_tokens, handle.disk_tokens = tokens[Tier.HOST], tokens[Tier.DISK]
-        self.counters.host_hit_tokens += handle.host_tokens
-        self.counters.disk_hit_tokens += handle.disk_tokens
+        for tier, n in tokens.items():
+            self.counters.tier_hit_tokens[tier] += n
         if match.breakpoint_tokens:
             self.counters.breakpoint_hits += 1
 
@@ -273,7 +278,7 @@ class PrefixCache:
         block_table: list[int],
         loader: Loader,
     ) -> None:
-        """Give the match's host and disk blocks pool blocks: allocate them, have
+        """Give the match's lower-tier blocks pool blocks: allocate them, have
         `loader(location, hash, block_id)` copy each in, index them again, and append them
         to `block_table`; then copy the match's partial block (if any) into a block of the
         request's own (copy-on-write)."""
@@ -284,18 +289,17 @@ class PrefixCache:
         held = where.tier is Tier.DEVICE  # held first: loading the others may evict
         if held:
             self.pool.acquire([where.slot], self.pool.block_retention(where.slot))
-        elif where.tier is Tier.HOST and self.host is not None:
-            self.host.pin([h])
+        else:
+            self._tier_of[where.tier].pin([h])
         try:
             self._load_full(handle, match, seq, block_table, loader)
             (block_id,) = self.pool.allocate(1)
             loader(where, h, block_id)
-            self._used_from_host(where, h)
         finally:
             if held:
                 self.pool.free([where.slot])
-            elif self.host is not None:
-                self.host.unpin([h])
+            else:
+                self._tier_of[where.tier].unpin([h])
         block_table.append(block_id)
 
     def _load_full(
@@ -310,38 +314,36 @@ class PrefixCache:
             return
         first = len(match.block_ids)
         hashes = handle.block_hashes[first : first + len(match.loads)]
-        if self.host is not None:
-            self.host.pin(hashes)
+        for tier in self.tiers:
+            tier.pin(hashes)
         try:
-            fresh = self.pool.allocate(len(hashes))  # may evict others into the host tier
+            fresh = self.pool.allocate(len(hashes))  # may evict others into a lower tier
             for i, (h, loc, block_id) in enumerate(zip(hashes, match.loads, fresh, strict=True)):
                 loader(loc, h, block_id)
-                self._used_from_host(loc, h)
                 end = (first + i + 1) * self.block_size
                 self.pool.register(block_id, h, handle.settings.block_retention(end))
         finally:
-            if self.host is not None:
-                self.host.unpin(hashes)
+            for tier in self.tiers:
+                tier.unpin(hashes)
         for i, block_id in enumerate(fresh, start=first):
             self._persist(handle, seq, i, block_id)
         block_table.extend(fresh)
         handle.num_registered_blocks = len(block_table)
 
-    def _used_from_host(self, where: Location, h: BlockHash) -> None:
-        """A block was copied back from the host tier: it is its most recent entry now."""
-        if where.tier is Tier.HOST and self.host is not None:
-            self.host.touch(h)
-            self.host.counters.loads += 1
-
     def _persist(self, handle: CacheHandle, seq: TokenSource, i: int, block_id: int) -> None:
-        """Write-through: block `i` of a `24h` request goes to the disk tier too."""
+        """Offer block `i` of the request (in pool block `block_id`) to the tiers."""
         retention = handle.settings.block_retention((i + 1) * self.block_size)
-        if self.disk is None or not retention.on_disk:
+        if not self._stored(retention):
             return
         assert handle.seed is not None
         parent = handle.block_hashes[i - 1] if i else handle.seed
         tokens = seq.tokens_slice(i * self.block_size, (i + 1) * self.block_size)
-        self.disk.persist(handle.block_hashes[i], parent, tokens, block_id)
+        for tier in self.tiers:
+            tier.store(handle.block_hashes[i], parent, tokens, block_id, retention)
+
+    def _stored(self, retention: Retention) -> bool:
+        """Whether any tier writes blocks of `retention` through (else `store` is skipped)."""
+        return any(t.writes_through(retention) for t in self.tiers)
 
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
@@ -416,8 +418,9 @@ class PrefixCache:
         self.pool.free([block_id])
         handle.partial_write_tokens += r
         self.counters.breakpoint_writes += 1
-        if self.disk is not None and bp.retention.on_disk:
-            self.disk.persist(h, parent, tokens, block_id)
+        if self._stored(bp.retention):
+            for tier in self.tiers:
+                tier.store(h, parent, tokens, block_id, bp.retention)
         return h
 
     def release(self, handle: CacheHandle) -> None:

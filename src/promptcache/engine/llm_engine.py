@@ -21,20 +21,16 @@ import torch
 
 from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.block_pool import BlockPool
-from promptcache.cache.disk_index import DiskIndex
 from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.handle import CacheHandle, MatchReason
-from promptcache.cache.host_index import HostIndex
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheMode, CacheSettings
+from promptcache.cache.tiers import LowerTier
 from promptcache.config import EngineConfig, default_data_dir
-from promptcache.engine.disk_file import Identity, Layout
-from promptcache.engine.disk_tier import DiskTier
 from promptcache.engine.errors import RequestError
 from promptcache.engine.host_memory import tune_host_malloc
-from promptcache.engine.host_tier import HostTier
 from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
@@ -42,6 +38,11 @@ from promptcache.engine.request import GenerationRequest, PreparedRequest, check
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
+from promptcache.engine.tiers.disk.file import Identity, Layout
+from promptcache.engine.tiers.disk.index import DiskIndex
+from promptcache.engine.tiers.disk.tier import DiskTier
+from promptcache.engine.tiers.host.index import HostIndex
+from promptcache.engine.tiers.host.tier import HostTier
 from promptcache.model.attention.selector import uses_cpu_decode, uses_triton
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.detokenizer import Detokenizer
@@ -95,14 +96,15 @@ class LLMEngine:
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
         self.host = self._host_tier(clock)
         self.disk = self._disk_tier(clock)
-        host_index = self.host.index if self.host else None
+        self.tiers: list[LowerTier] = [t for t in (self.host, self.disk) if t is not None]
+        for tier in self.tiers:
+            self.pool.add_eviction_listener(tier.on_evict)
         self.cache = PrefixCache(
             self.pool,
             self.policy,
             c.block_size,
             self.kv_identity,
-            host_index,
-            self.disk,
+            self.tiers,
             loader=self._load,
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
@@ -126,9 +128,7 @@ class LLMEngine:
         if not c.enable_prefix_caching or slots == 0:
             return None
         index = HostIndex(slots, c.extended_ttl, clock)
-        tier = HostTier(self.kv_cache, index, self.pool.retention.idle_ttl)
-        self.pool.add_eviction_listener(tier.on_evict)
-        return tier
+        return HostTier(self.kv_cache, index, self.pool.retention.idle_ttl)
 
     def _disk_tier(self, clock: Callable[[], float]) -> DiskTier | None:
         c = self.config
@@ -151,21 +151,20 @@ class LLMEngine:
         )
 
     def _load(self, where: Location, h: BlockHash, block_id: int) -> None:
-        """Copy a pool, host-tier or disk-tier block into pool block `block_id`."""
+        """Copy a block of the pool or of a lower tier into pool block `block_id`."""
         if where.tier is Tier.DEVICE:
             data = self.kv_cache.data
             data[:, :, :, block_id].copy_(data[:, :, :, where.slot])
-        elif where.tier is Tier.HOST and self.host is not None:
-            self.host.load(where.slot, block_id)
-        elif where.tier is Tier.DISK and self.disk is not None:
-            self.disk.load(h, block_id)
-        else:
+            return
+        tier = next((t for t in self.tiers if t.tier is where.tier), None)
+        if tier is None:
             raise AssertionError(f"no tier to load {where} from")
+        tier.load(where, h, block_id)
 
     def close(self) -> None:
-        """Finish the disk tier's queued writes and stop its threads."""
-        if self.disk is not None:
-            self.disk.close()
+        """Finish the tiers' pending work (the disk's queued writes) and stop their threads."""
+        for tier in self.tiers:
+            tier.close()
 
     def _max_model_len(self) -> int:
         limit = self.config.max_model_len or self.model.spec.max_position_embeddings
@@ -265,13 +264,13 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Run one batch step; returns an output for each request that got a token or ended."""
         self.pool.sweep()  # drops expired blocks (at most every few seconds)
-        if self.disk is not None:
-            self.disk.sweep()
+        for tier in self.tiers:
+            tier.sweep()
         plan = self.scheduler.schedule()
         self.num_preemptions += len(plan.preempted)
         if not plan.scheduled:
-            if self.disk is not None:  # requests may be waiting for disk reads
-                self.disk.wait_for_reads(0.01)
+            for tier in self.tiers:  # requests may be waiting for fetches (disk reads)
+                tier.wait(0.01)
             return []
         sampled = self.runner.execute(plan.scheduled)
         now = time.perf_counter()
@@ -388,45 +387,19 @@ class LLMEngine:
             if s.status is SequenceStatus.WAITING:
                 assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"
 
-    def _host_stats(self) -> dict[str, int]:
-        if self.host is None:
-            return {"host_blocks": 0, "host_bytes": 0, "host_slots": 0}
-        hc = self.host.index.counters
-        return {
-            "host_blocks": len(self.host.index),
-            "host_bytes": self.host.bytes_used,
-            "host_slots": self.host.index.num_slots,
-            "host_writes_total": hc.writes,
-            "host_loads_total": hc.loads,
-            "host_bytes_written_total": hc.writes * self.host.bytes_per_block,
-            "host_bytes_loaded_total": hc.loads * self.host.bytes_per_block,
-            "host_evicted_total": hc.evicted,
-            "host_expired_total": hc.expired,
-            "prompt_tokens_reused_from_host": self.cache.counters.host_hit_tokens,
-        }
-
-    def _disk_stats(self) -> dict[str, int]:
-        if self.disk is None:
-            return {"disk_blocks": 0, "disk_bytes": 0}
-        d = self.disk.index.counters
-        return {
-            "disk_blocks": len(self.disk.index),
-            "disk_bytes": self.disk.index.bytes_used,
-            "disk_budget_bytes": self.disk.budget,
-            "disk_staged_bytes": self.disk.staged_bytes,
-            "disk_writes_total": d.writes,
-            "disk_write_failures_total": d.write_failures,
-            "disk_writes_dropped_total": d.writes_dropped,
-            "disk_reads_total": d.reads,
-            "disk_loads_total": d.loads,
-            "disk_bytes_written_total": d.bytes_written,
-            "disk_bytes_read_total": d.bytes_read,
-            "disk_evicted_total": d.evicted,
-            "disk_expired_total": d.expired,
-            "disk_corrupt_total": d.corrupt,
-            "disk_foreign_total": d.foreign,
-            "prompt_tokens_reused_from_disk": self.cache.counters.disk_hit_tokens,
-        }
+    def _tier_stats(self) -> dict[str, int]:
+        """Each tier's own figures (a tier not configured reports its empty ones), and the
+        prompt tokens reused from it."""
+        stats: dict[str, int] = {}
+        for kind in (HostTier, DiskTier):
+            tier = next((t for t in self.tiers if t.tier is kind.tier), None)
+            if tier is None:
+                stats.update(kind.EMPTY_STATS)
+                continue
+            stats.update(tier.stats())
+            reused = self.cache.counters.tier_hit_tokens[tier.tier]
+            stats[f"prompt_tokens_reused_from_{tier.tier.value}"] = reused
+        return stats
 
     def stats(self) -> dict[str, Any]:
         """Pool, cache and queue figures (counters are totals since start)."""
@@ -445,8 +418,7 @@ class LLMEngine:
             "blocks_cached_total": pc.blocks_cached,
             "blocks_evicted_total": pc.blocks_evicted,
             "blocks_expired_total": pc.blocks_expired,
-            **self._host_stats(),
-            **self._disk_stats(),
+            **self._tier_stats(),
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

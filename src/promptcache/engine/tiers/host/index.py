@@ -3,7 +3,7 @@ slot, least recently used first.
 
 The host tier holds long-retention blocks (`1h` and up) that the KV pool evicted for room,
 so a later request can load them back instead of recomputing them. This module only maps
-hashes to slots (the tensors live in `promptcache.engine.host_tier`). An entry expires once
+hashes to slots (the tensors live in `tier.py` beside it). An entry expires once
 idle for its retention's time, as in the pool (`ttl`, the `24h` time, unless `put` names
 another).
 """

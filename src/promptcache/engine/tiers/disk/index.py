@@ -2,8 +2,8 @@
 used first, within a byte budget.
 
 The disk tier keeps `24h` blocks in files so they outlive the KV pool, the host tier and the
-process. This module only knows hashes, sizes and times (the files are
-`promptcache.engine.disk_tier`'s). Three threads use it (the engine's, the disk writer's and
+process. This module only knows hashes, sizes and times (the files are `tier.py`'s,
+beside it). Three threads use it (the engine's, the disk writer's and
 the disk reader's), so every method takes the index's lock. An entry expires `ttl` seconds
 after its last use, like a `24h` block in the pool; dropping an entry calls `on_drop` so
 its file is deleted.
@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from promptcache.cache.block_hash import BlockHash
 
@@ -155,21 +154,3 @@ class DiskIndex:
             assert self._bytes == sum(e.nbytes for e in self._entries.values()), "bytes off"
             uses = [e.last_use for e in self._entries.values()]
             assert uses == sorted(uses), "disk entries out of LRU order"
-
-
-class DiskStage(Protocol):
-    """The disk tier as the prefix cache drives it (`promptcache.engine.disk_tier`)."""
-
-    index: DiskIndex
-
-    def persist(self, h: BlockHash, parent: BlockHash, token_ids: list[int], block_id: int) -> None:
-        """Write pool block `block_id` (chain hash `h`) through to disk, in the background."""
-
-    def prefetch(self, hashes: list[BlockHash]) -> None:
-        """Read these blocks' files into memory, in the background."""
-
-    def reading(self, hashes: list[BlockHash]) -> bool:
-        """Whether any of these is still being read."""
-
-    def staged(self, h: BlockHash) -> bool:
-        """Whether block `h` has been read and can be loaded into the pool now."""

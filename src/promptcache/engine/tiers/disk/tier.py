@@ -1,8 +1,8 @@
 """The disk tier: `24h` blocks in checksummed files under `disk_cache_dir`, surviving
 restarts, read and written off the engine thread.
 
-    engine thread   persist(): copy a 24h block out of the pool -> writer queue
-                    prefetch(): hashes a request will reuse     -> reader queue
+    engine thread   store(): copy a 24h block out of the pool    -> writer queue
+                    fetch(): hashes a request will reuse        -> reader queue
                     load(): a staged (read, verified) block     -> a pool block
     writer thread   evict least recently used files for room, check the free-space floor,
                     write the file (temporary name, then rename), index it
@@ -17,7 +17,9 @@ instead: slower, never wrong. A full or read-only folder keeps the server servin
 writes are counted as failed.
 
 Files live in `<disk_cache_dir>/<first 16 hex digits of the KV identity>/`, so models
-sharing one `disk_cache_dir` never touch each other's files. Format: `disk_file`.
+sharing one `disk_cache_dir` never touch each other's files. Format: `file.py`. It speaks
+`promptcache.cache.tiers.LowerTier`: `store` writes `24h` blocks through, `fetch` reads
+files in the background, and a block is `ready` once read and verified.
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from promptcache.cache.block_hash import BlockHash
-from promptcache.cache.disk_index import DiskIndex
-from promptcache.engine.disk_file import (
+from promptcache.cache.evictions import EvictedBlock
+from promptcache.cache.index import Location, Tier
+from promptcache.cache.settings import Retention
+from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.tiers.disk.file import (
     SUFFIX,
     TMP_SUFFIX,
     BadFile,
@@ -50,7 +56,7 @@ from promptcache.engine.disk_file import (
     read_header,
     write_file,
 )
-from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.tiers.disk.index import DiskIndex
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,10 @@ _Op = _Write | _Delete | _Stamp | None
 
 class DiskTier:
     """Files of `24h` KV blocks, with one writer and one reader thread."""
+
+    tier = Tier.DISK
+    # stats() of an engine with no disk tier
+    EMPTY_STATS: ClassVar[dict[str, int]] = {"disk_blocks": 0, "disk_bytes": 0}
 
     def __init__(
         self,
@@ -121,9 +131,24 @@ class DiskTier:
 
     # -- engine thread ------------------------------------------------------------------
 
-    def persist(self, h: BlockHash, parent: BlockHash, token_ids: list[int], block_id: int) -> None:
-        """Queue a copy of pool block `block_id` for writing, unless a file already holds it
-        (then it is only marked used)."""
+    def lookup(self, h: BlockHash) -> Location | None:
+        return Location(Tier.DISK, -1) if self.index.holds(h) else None
+
+    def writes_through(self, retention: Retention) -> bool:
+        return retention.on_disk
+
+    def store(
+        self,
+        h: BlockHash,
+        parent: BlockHash,
+        token_ids: list[int],
+        block_id: int,
+        retention: Retention,
+    ) -> None:
+        """Write-through of a `24h` block: queue a copy of pool block `block_id` for
+        writing, unless a file already holds it (then it is only marked used)."""
+        if not retention.on_disk:
+            return
         if self.index.holds(h):
             if self.index.touch(h):
                 self._writes.put(_Stamp(h))
@@ -140,23 +165,33 @@ class DiskTier:
         block.copy_(self.kv.data[:, :, :, block_id])
         self._writes.put(_Write(h, parent, token_ids, block))
 
-    def prefetch(self, hashes: list[BlockHash]) -> None:
+    def on_evict(self, block: EvictedBlock) -> None:
+        """Nothing to do: `24h` blocks were written through when computed or reused."""
+
+    def fetch(self, hashes: list[BlockHash]) -> None:
+        """Have these blocks' files read and verified in the background."""
         with self._lock:
             todo = [h for h in hashes if h not in self._staged and h not in self._reading]
             self._reading.update(todo)
         for h in todo:
             self._reads.put(h)
 
-    def reading(self, hashes: list[BlockHash]) -> bool:
+    def fetching(self, hashes: list[BlockHash]) -> bool:
         with self._lock:  # reads finish in queue order: the last is the likeliest pending
             return any(h in self._reading for h in reversed(hashes))
 
-    def staged(self, h: BlockHash) -> bool:
+    def pin(self, hashes: list[BlockHash]) -> None:
+        """A staged block stays staged until loaded (or stale): nothing to pin."""
+
+    def unpin(self, hashes: list[BlockHash]) -> None:
+        """See `pin`."""
+
+    def ready(self, h: BlockHash) -> bool:
         with self._lock:
             return h in self._staged
 
-    def load(self, h: BlockHash, block_id: int) -> None:
-        """Copy staged block `h` into pool block `block_id` (the match saw it staged)."""
+    def load(self, where: Location, h: BlockHash, block_id: int) -> None:
+        """Copy staged block `h` into pool block `block_id` (the match saw it ready)."""
         with self._lock:
             block, _ = self._staged.pop(h)
         self.kv.data[:, :, :, block_id].copy_(block)
@@ -164,7 +199,7 @@ class DiskTier:
         if self.index.touch(h):
             self._writes.put(_Stamp(h))
 
-    def wait_for_reads(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> None:
         """Block until every queued read is done, or `timeout` seconds (instead of
         spinning, and instead of re-matching the waiting requests after each file)."""
         with self._idle:
@@ -196,6 +231,29 @@ class DiskTier:
     @property
     def staged_bytes(self) -> int:
         return len(self._staged) * self.block_bytes
+
+    def stats(self) -> dict[str, int]:
+        c = self.index.counters
+        return {
+            "disk_blocks": len(self.index),
+            "disk_bytes": self.index.bytes_used,
+            "disk_budget_bytes": self.budget,
+            "disk_staged_bytes": self.staged_bytes,
+            "disk_writes_total": c.writes,
+            "disk_write_failures_total": c.write_failures,
+            "disk_writes_dropped_total": c.writes_dropped,
+            "disk_reads_total": c.reads,
+            "disk_loads_total": c.loads,
+            "disk_bytes_written_total": c.bytes_written,
+            "disk_bytes_read_total": c.bytes_read,
+            "disk_evicted_total": c.evicted,
+            "disk_expired_total": c.expired,
+            "disk_corrupt_total": c.corrupt,
+            "disk_foreign_total": c.foreign,
+        }
+
+    def check_integrity(self) -> None:
+        self.index.check_integrity()
 
     # -- writer thread ------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The disk tier: `24h` blocks in checksummed files that outlive the process."""
