@@ -20,7 +20,7 @@ def test_both_tiers_speak_the_protocol_and_report_their_own_figures(
     )
     assert [type(t) for t in engine.tiers] == [HostTier, DiskTier]  # fastest first
     assert all(isinstance(t, LowerTier) for t in engine.tiers)
-    assert engine.cache.tiers == engine.tiers
+    assert engine.cache.lower.tiers == engine.tiers
     stats = engine.stats()
     for tier in engine.tiers:
         assert tier.stats().items() <= stats.items()

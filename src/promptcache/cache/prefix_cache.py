@@ -35,8 +35,9 @@ from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.breakpoints import BreakpointBook, BreakpointHit, partial_hash
 from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
 from promptcache.cache.index import Location, Tier
+from promptcache.cache.lower import LowerTiers
 from promptcache.cache.policy import CachePolicy
-from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings
 from promptcache.cache.tiers import LowerTier
 
 Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
@@ -74,8 +75,7 @@ class PrefixCache:
         self.pool = pool
         self.loader = loader
         self.book = BreakpointBook()
-        self.tiers = list(tiers)
-        self._tier_of = {t.tier: t for t in self.tiers}
+        self.lower = LowerTiers(tiers)
         self.policy = policy
         self.block_size = block_size
         self.kv_identity = kv_identity
@@ -96,7 +96,7 @@ class PrefixCache:
         lower blocks are being fetched)."""
         if handle.seed is None:
             return CacheMatch([], 0, 0, handle.first_reason)
-        if handle.wanted and self._fetching(handle.wanted):
+        if handle.wanted and self.lower.fetching(handle.wanted):
             handle.waited_steps += 1  # its lower blocks are still being fetched
             return CacheMatch([], 0, 0, MatchReason.WAITING)
         bs = self.block_size
@@ -104,7 +104,7 @@ class PrefixCache:
         self._extend_hashes(handle, seq, n_blocks)
         hashes = handle.block_hashes[:n_blocks]
         matched = self.pool.match(hashes)
-        lower = self._lower_run(hashes[len(matched) :])
+        lower = self.lower.run(hashes[len(matched) :])
         found = len(matched) + len(lower)
         bp = self._breakpoint_hit(handle, seq, found)
         implicit = handle.settings.mode is CacheMode.IMPLICIT
@@ -123,7 +123,7 @@ class PrefixCache:
         run = hashes[len(blocks) : n_hit]
         if bp is not None and bp.partial is not None and bp.location is not None:
             run, lower = [*run, bp.partial], [*lower, bp.location]
-        got, reading = self._fetch(handle, run, lower)
+        got, reading = self.lower.fetch(handle, run, lower)
         if reading:
             handle.waited_steps += 1
             return CacheMatch([], 0, matched_tokens, MatchReason.WAITING)
@@ -191,47 +191,8 @@ class PrefixCache:
         ids = self.pool.match([h])
         if ids:
             return Location(Tier.DEVICE, ids[0])
-        run = self._lower_run([h])
+        run = self.lower.run([h])
         return run[0] if run else None
-
-    def _lower_run(self, hashes: list[BlockHash]) -> list[Location]:
-        """Where each block of the longest run of `hashes` held in a lower tier lives (the
-        fastest tier holding it)."""
-        run: list[Location] = []
-        for h in hashes:
-            where = next((loc for t in self.tiers if (loc := t.lookup(h)) is not None), None)
-            if where is None:
-                break
-            run.append(where)
-        return run
-
-    def _fetching(self, hashes: list[BlockHash]) -> bool:
-        return any(t.fetching(hashes) for t in self.tiers)
-
-    def _fetch(
-        self, handle: CacheHandle, hashes: list[BlockHash], lower: list[Location]
-    ) -> tuple[list[Location], bool]:
-        """Have the blocks of `lower` that are not ready to load fetched in the background
-        (disk reads); True while the request should wait for them. Once the fetches are
-        done, the run stops at the first block that is still not ready (a bad file, or
-        dropped meanwhile): that one is computed."""
-        run = list(zip(hashes, lower, strict=False))
-        if all(self._ready(h, loc) for h, loc in run):
-            return lower, False
-        wanted = [h for h, loc in run if loc.tier is not Tier.DEVICE]
-        if self._fetching(wanted) or not handle.wanted:
-            for tier in self.tiers:
-                tier.fetch([h for h, loc in run if loc.tier is tier.tier])
-            handle.wanted = wanted
-            return lower, True
-        for i, (h, loc) in enumerate(run):
-            if not self._ready(h, loc):
-                return lower[:i], False
-        return lower, False
-
-    def _ready(self, h: BlockHash, where: Location) -> bool:
-        """Whether block `h` can be copied from `where` now (a pool block always can)."""
-        return where.tier is Tier.DEVICE or self._tier_of[where.tier].ready(h)
 
     def on_admit(self, handle: CacheHandle, match: CacheMatch, seq: TokenSource) -> None:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's
@@ -290,7 +251,7 @@ class PrefixCache:
         if held:
             self.pool.acquire([where.slot], self.pool.block_retention(where.slot))
         else:
-            self._tier_of[where.tier].pin([h])
+            self.lower.pin([h])
         try:
             self._load_full(handle, match, seq, block_table, loader)
             (block_id,) = self.pool.allocate(1)
@@ -299,7 +260,7 @@ class PrefixCache:
             if held:
                 self.pool.free([where.slot])
             else:
-                self._tier_of[where.tier].unpin([h])
+                self.lower.unpin([h])
         block_table.append(block_id)
 
     def _load_full(
@@ -314,8 +275,7 @@ class PrefixCache:
             return
         first = len(match.block_ids)
         hashes = handle.block_hashes[first : first + len(match.loads)]
-        for tier in self.tiers:
-            tier.pin(hashes)
+        self.lower.pin(hashes)
         try:
             fresh = self.pool.allocate(len(hashes))  # may evict others into a lower tier
             for i, (h, loc, block_id) in enumerate(zip(hashes, match.loads, fresh, strict=True)):
@@ -323,8 +283,7 @@ class PrefixCache:
                 end = (first + i + 1) * self.block_size
                 self.pool.register(block_id, h, handle.settings.block_retention(end))
         finally:
-            for tier in self.tiers:
-                tier.unpin(hashes)
+            self.lower.unpin(hashes)
         for i, block_id in enumerate(fresh, start=first):
             self._persist(handle, seq, i, block_id)
         block_table.extend(fresh)
@@ -333,17 +292,12 @@ class PrefixCache:
     def _persist(self, handle: CacheHandle, seq: TokenSource, i: int, block_id: int) -> None:
         """Offer block `i` of the request (in pool block `block_id`) to the tiers."""
         retention = handle.settings.block_retention((i + 1) * self.block_size)
-        if not self._stored(retention):
+        if not self.lower.writes_through(retention):
             return
         assert handle.seed is not None
         parent = handle.block_hashes[i - 1] if i else handle.seed
         tokens = seq.tokens_slice(i * self.block_size, (i + 1) * self.block_size)
-        for tier in self.tiers:
-            tier.store(handle.block_hashes[i], parent, tokens, block_id, retention)
-
-    def _stored(self, retention: Retention) -> bool:
-        """Whether any tier writes blocks of `retention` through (else `store` is skipped)."""
-        return any(t.writes_through(retention) for t in self.tiers)
+        self.lower.store(handle.block_hashes[i], parent, tokens, block_id, retention)
 
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
@@ -418,9 +372,8 @@ class PrefixCache:
         self.pool.free([block_id])
         handle.partial_write_tokens += r
         self.counters.breakpoint_writes += 1
-        if self._stored(bp.retention):
-            for tier in self.tiers:
-                tier.store(h, parent, tokens, block_id, bp.retention)
+        if self.lower.writes_through(bp.retention):
+            self.lower.store(h, parent, tokens, block_id, bp.retention)
         return h
 
     def release(self, handle: CacheHandle) -> None:

@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from promptcache.cache.policy import CachePolicy, UsageRules
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.cache.tiers import LowerTier
-from promptcache.config import EngineConfig, default_data_dir
+from promptcache.config import EngineConfig
 from promptcache.engine.errors import RequestError
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.kv_cache import KVCache, kv_identity
@@ -38,11 +37,7 @@ from promptcache.engine.request import GenerationRequest, PreparedRequest, check
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
-from promptcache.engine.tiers.disk.file import Identity, Layout
-from promptcache.engine.tiers.disk.index import DiskIndex
-from promptcache.engine.tiers.disk.tier import DiskTier
-from promptcache.engine.tiers.host.index import HostIndex
-from promptcache.engine.tiers.host.tier import HostTier
+from promptcache.engine.tiers.setup import disk_tier, host_tier, tier_stats
 from promptcache.model.attention.selector import uses_cpu_decode, uses_triton
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.detokenizer import Detokenizer
@@ -94,8 +89,9 @@ class LLMEngine:
         self.pool = BlockPool(self.kv_cache.num_blocks, c.eviction_history, retention, clock)
         self.policy = cache_policy(c)
         self.kv_identity = kv_identity(model.fingerprint, model.dtype, c.block_size)
-        self.host = self._host_tier(clock)
-        self.disk = self._disk_tier(clock)
+        self.host = host_tier(c, self.kv_cache, self.pool.retention, clock)
+        identity = (self.kv_identity, model.fingerprint)
+        self.disk = disk_tier(c, self.kv_cache, model.spec, identity, clock)
         self.tiers: list[LowerTier] = [t for t in (self.host, self.disk) if t is not None]
         for tier in self.tiers:
             self.pool.add_eviction_listener(tier.on_evict)
@@ -121,34 +117,6 @@ class LLMEngine:
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
         self.num_preemptions = 0
-
-    def _host_tier(self, clock: Callable[[], float]) -> HostTier | None:
-        c = self.config
-        slots = HostTier.slots_for(self.kv_cache, c.host_cache_bytes)
-        if not c.enable_prefix_caching or slots == 0:
-            return None
-        index = HostIndex(slots, c.extended_ttl, clock)
-        return HostTier(self.kv_cache, index, self.pool.retention.idle_ttl)
-
-    def _disk_tier(self, clock: Callable[[], float]) -> DiskTier | None:
-        c = self.config
-        if not c.enable_prefix_caching or c.disk_cache_bytes == 0:
-            return None
-        root = Path(c.disk_cache_dir) if c.disk_cache_dir else default_data_dir() / "kv-cache"
-        kv, spec = self.kv_cache, self.model.spec
-        layout = Layout(
-            str(kv.data.dtype).removeprefix("torch."),
-            c.block_size,
-            spec.num_layers,
-            spec.num_kv_heads,
-            spec.head_dim,
-        )
-        identity = Identity(self.kv_identity, self.model.fingerprint, layout)
-        index = DiskIndex(c.extended_ttl, clock=clock)
-        folder = root / self.kv_identity[:16]
-        return DiskTier(
-            kv, folder, identity, index, c.disk_cache_bytes, c.disk_min_free_bytes, c.kv_cache_bytes
-        )
 
     def _load(self, where: Location, h: BlockHash, block_id: int) -> None:
         """Copy a block of the pool or of a lower tier into pool block `block_id`."""
@@ -387,20 +355,6 @@ class LLMEngine:
             if s.status is SequenceStatus.WAITING:
                 assert not s.block_table and s.num_computed == 0, f"{s.request_id} waits with KV"
 
-    def _tier_stats(self) -> dict[str, int]:
-        """Each tier's own figures (a tier not configured reports its empty ones), and the
-        prompt tokens reused from it."""
-        stats: dict[str, int] = {}
-        for kind in (HostTier, DiskTier):
-            tier = next((t for t in self.tiers if t.tier is kind.tier), None)
-            if tier is None:
-                stats.update(kind.EMPTY_STATS)
-                continue
-            stats.update(tier.stats())
-            reused = self.cache.counters.tier_hit_tokens[tier.tier]
-            stats[f"prompt_tokens_reused_from_{tier.tier.value}"] = reused
-        return stats
-
     def stats(self) -> dict[str, Any]:
         """Pool, cache and queue figures (counters are totals since start)."""
         cc, pc = self.cache.counters, self.pool.counters
@@ -418,7 +372,7 @@ class LLMEngine:
             "blocks_cached_total": pc.blocks_cached,
             "blocks_evicted_total": pc.blocks_evicted,
             "blocks_expired_total": pc.blocks_expired,
-            **self._tier_stats(),
+            **tier_stats(self.tiers, cc.tier_hit_tokens),
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),

@@ -44,8 +44,6 @@ from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.tiers.disk.file import (
-    SUFFIX,
-    TMP_SUFFIX,
     BadFile,
     Header,
     Identity,
@@ -53,10 +51,10 @@ from promptcache.engine.tiers.disk.file import (
     path_for,
     payload_view,
     read_block,
-    read_header,
     write_file,
 )
 from promptcache.engine.tiers.disk.index import DiskIndex
+from promptcache.engine.tiers.disk.scan import scan
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +119,7 @@ class DiskTier:
         self._last_sweep = 0.0
         self._writes: queue.Queue[_Op] = queue.Queue()
         self._reads: queue.Queue[BlockHash | None] = queue.Queue()
-        self._scan()
+        scan(folder, identity, index)
         self._threads = [
             threading.Thread(target=self._writer, name="promptcache-disk-writer", daemon=True),
             threading.Thread(target=self._reader, name="promptcache-disk-reader", daemon=True),
@@ -365,50 +363,3 @@ class DiskTier:
         else:
             self.index.counters.corrupt += 1
         path.unlink(missing_ok=True)
-
-    # -- start --------------------------------------------------------------------------
-
-    def _scan(self) -> None:
-        """Index the files left by earlier runs, least recently used first."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("disk tier: cannot create %s (%s): writes will fail", self.folder, exc)
-            return
-        found: list[tuple[float, BlockHash, int]] = []
-        for path in self.folder.glob("??/*"):
-            entry = self._check(path)
-            if entry is not None:
-                found.append(entry)
-        for mtime, h, size in sorted(found):
-            self.index.add(h, size, last_use=mtime)
-        self.index.sweep()
-        log.info(
-            "disk tier: %d blocks (%d bytes) in %s", len(found), self.index.bytes_used, self.folder
-        )
-
-    def _check(self, path: Path) -> tuple[float, BlockHash, int] | None:
-        if path.suffix == TMP_SUFFIX:
-            path.unlink(missing_ok=True)  # a write the last run did not finish
-            return None
-        if path.suffix != SUFFIX:
-            return None
-        try:
-            stat = path.stat()
-            with open(path, "rb") as f:
-                header = read_header(f, self.identity, stat.st_size)
-            if header.block_hash.hex() != path.stem:
-                raise BadFile("named for another block")
-        except (BadFile, OSError) as exc:
-            self._discard_at_start(path, exc)
-            return None
-        return stat.st_mtime, header.block_hash, stat.st_size
-
-    def _discard_at_start(self, path: Path, exc: Exception) -> None:
-        log.warning("disk tier: dropping %s: %s", path.name, exc)
-        if isinstance(exc, BadFile) and exc.foreign:
-            self.index.counters.foreign += 1
-        else:
-            self.index.counters.corrupt += 1
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
