@@ -27,7 +27,7 @@ prepare() {
     --implementation cp --platform manylinux_2_28_x86_64 -d "$GPU/whl" platformdirs
   .venv/bin/python - "$GPU/tok" <<'EOF'
 import shutil, sys
-from promptcache.model.loader import resolve_model_path
+from promptcache.model.loading.loader import resolve_model_path
 src = resolve_model_path(None)
 for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
     if (src / name).exists():

@@ -118,7 +118,7 @@ def test_matmul_paths_only_where_bfloat16_is_native() -> None:
     assert matmul_paths(bf16) == can_pack(torch.device("cpu"), torch.bfloat16)
     assert not matmul_paths(bf16.float())
     # oneDNN limited to AVX2 (as on a CPU without AVX512-BF16): PyTorch's kernels instead
-    probe = "import torch; from promptcache.model.attention import matmul_paths; "
+    probe = "import torch; from promptcache.model.attention.paged import matmul_paths; "
     probe += "print(matmul_paths(torch.zeros(0, dtype=torch.bfloat16)))"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)

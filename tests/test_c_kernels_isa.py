@@ -18,10 +18,13 @@ import pytest
 from promptcache.model.kernels.build import CSRC
 from promptcache.model.paths import default_cache_dir
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC", "cc")) is None or os.uname().machine != "x86_64",
-    reason="needs a C compiler on x86-64",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which(os.environ.get("CC", "cc")) is None or os.uname().machine != "x86_64",
+        reason="needs a C compiler on x86-64",
+    ),
+]
 
 CHECK = r"""
 import torch
@@ -87,7 +90,7 @@ assert step is not None, "the one-call decode step did not build"
 forward, same = runner.forward, []
 
 def both_ways(inputs):
-    if not step.serves(inputs.input_ids, inputs.meta):
+    if not step.serves(inputs):
         return forward(inputs)
     runner.cpu_step = None
     want = forward(inputs)

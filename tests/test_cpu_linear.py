@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import promptcache.model.layers.kernel_set as kernel_set
 import promptcache.model.loading.loader as loader
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.model.device import can_pack
 from promptcache.model.layers.packed_linear import PackedLinear
-from tests.conftest import save_tiny_model
+from tests.helpers import save_tiny_model
 
 pytestmark = pytest.mark.skipif(
     not can_pack(torch.device("cpu"), torch.bfloat16), reason="no oneDNN bfloat16 on this CPU"
@@ -37,7 +38,7 @@ def test_packed_model_logits_are_identical(
     save_tiny_model(tmp_path, "llama", tie_word_embeddings=tied)
     packed = loader.load_model(str(tmp_path), dtype=torch.bfloat16)
     assert isinstance(packed.module.lm_head, PackedLinear)
-    monkeypatch.setattr(loader, "can_pack", lambda *_: False)
+    monkeypatch.setattr(kernel_set, "can_pack", lambda *_: False)
     plain = loader.load_model(str(tmp_path), dtype=torch.bfloat16)
     assert not isinstance(plain.module.lm_head, PackedLinear)
     ids = list(range(3, 40))
@@ -58,11 +59,12 @@ def test_packed_float32_linear_is_f_linear_within_float32_rounding(rows: int) ->
     assert (got.double() - exact).abs().max() <= 1e-6 * 576 * exact.abs().max()
 
 
+@pytest.mark.slow
 def test_packed_float32_model_logits_match_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     packed = loader.load_model(None, dtype=torch.float32)
     assert isinstance(packed.module.lm_head, PackedLinear)
     # the tied head reads the embeddings' weights (packed copy) and gives their product
-    monkeypatch.setattr(loader, "can_pack", lambda *_: False)
+    monkeypatch.setattr(kernel_set, "can_pack", lambda *_: False)
     plain = loader.load_model(None, dtype=torch.float32)
     ids = list(range(300, 400))
 

@@ -12,6 +12,8 @@ from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.layers.int4_linear import int4_supported
 from promptcache.model.loading.loader import load_model
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_decode_step_gives_the_module_forwards_bits(dtype: torch.dtype, make_engine: Any) -> None:
@@ -25,7 +27,7 @@ def test_decode_step_gives_the_module_forwards_bits(dtype: torch.dtype, make_eng
     forward, compared = runner.forward, []
 
     def both_ways(inputs: Any) -> torch.Tensor:
-        if not step.serves(inputs.input_ids, inputs.meta):
+        if not step.serves(inputs):
             return forward(inputs)
         runner.cpu_step = None  # the modules first: they write the same K/V
         want = forward(inputs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptcache.engine.device_tables import DeviceBlockTables, pack
+from promptcache.model.attention.device_tables import DeviceBlockTables, pack
 
 CPU = torch.device("cpu")
 

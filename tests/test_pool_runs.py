@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.attention import paged
-from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.metadata import GatheredDecode, RunsDecode, TorchMetadata
 from promptcache.model.attention.paged import (
     IN_PLACE_MIN_CONTEXT,
     LONE_IN_PLACE_MAX_CONTEXT,
@@ -48,17 +48,21 @@ def _pool(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(KV, NB, BS, HD, generator=g), torch.randn(KV, NB, BS, HD, generator=g)
 
 
-def _decode_meta(tables: list[list[int]], lens: list[int]) -> AttentionMetadata:
+def _decode_meta(tables: list[list[int]], lens: list[int], in_place: bool) -> TorchMetadata:
+    """Decode rows reading their contexts in place as runs, or gathered and masked."""
     width = max(len(t) for t in tables)
     padded = [t + [0] * (width - len(t)) for t in tables]
-    return AttentionMetadata(
+    gathered = GatheredDecode(
+        torch.tensor(padded), decode_mask(torch.tensor(lens), width * BS, None)
+    )
+    runs = [decode_runs(t, n, BS) for t, n in zip(tables, lens, strict=True)]
+    return TorchMetadata(
         # the step's own K/V land in the pool's last slots, outside every context here
         slot_mapping=torch.arange(NB * BS - len(tables), NB * BS),
         num_decodes=len(tables),
-        decode_block_tables=torch.tensor(padded),
-        decode_mask=decode_mask(torch.tensor(lens), width * BS, None),
+        sliding_window=None,
         prefills=[],
-        decode_runs=[decode_runs(t, n, BS) for t, n in zip(tables, lens, strict=True)],  # type: ignore[misc]
+        decode=RunsDecode(runs) if in_place else gathered,  # type: ignore[arg-type]
     )
 
 
@@ -81,9 +85,7 @@ def test_decode_in_place_equals_sdpa_over_the_gathered_context(
     q = torch.randn(3, H, HD, generator=g)
     kv_new = torch.zeros(3, KV, HD)
     for in_place in (True, False):
-        meta = _decode_meta(tables, lens)
-        if not in_place:  # as chosen per step (tested below): gathered
-            meta.decode_runs = None
+        meta = _decode_meta(tables, lens, in_place)  # as chosen per step (tested below)
         write_kv(kv_new, kv_new, k_cache, v_cache, meta.slot_mapping)
         got = attend(q, kv_new, kv_new, k_cache, v_cache, meta)
         for i, (t, n) in enumerate(zip(tables, lens, strict=True)):

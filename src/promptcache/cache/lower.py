@@ -10,7 +10,7 @@ from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.handle import CacheHandle
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
-from promptcache.cache.tiers import LowerTier
+from promptcache.cache.tiers import LowerTier, PoolBlock
 
 
 class LowerTiers:
@@ -71,13 +71,6 @@ class LowerTiers:
         """Whether any tier keeps blocks of `retention` when offered them."""
         return any(t.writes_through(retention) for t in self.tiers)
 
-    def store(
-        self,
-        h: BlockHash,
-        parent: BlockHash,
-        token_ids: list[int],
-        block_id: int,
-        retention: Retention,
-    ) -> None:
+    def store(self, block: PoolBlock) -> None:
         for tier in self.tiers:
-            tier.store(h, parent, token_ids, block_id, retention)
+            tier.store(block)

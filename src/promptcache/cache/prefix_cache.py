@@ -38,7 +38,7 @@ from promptcache.cache.index import Location, Tier
 from promptcache.cache.lower import LowerTiers
 from promptcache.cache.policy import CachePolicy
 from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings
-from promptcache.cache.tiers import LowerTier
+from promptcache.cache.tiers import LowerTier, PoolBlock
 
 Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
 
@@ -297,7 +297,7 @@ class PrefixCache:
         assert handle.seed is not None
         parent = handle.block_hashes[i - 1] if i else handle.seed
         tokens = seq.tokens_slice(i * self.block_size, (i + 1) * self.block_size)
-        self.lower.store(handle.block_hashes[i], parent, tokens, block_id, retention)
+        self.lower.store(PoolBlock(handle.block_hashes[i], parent, tokens, block_id, retention))
 
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
@@ -373,7 +373,7 @@ class PrefixCache:
         handle.partial_write_tokens += r
         self.counters.breakpoint_writes += 1
         if self.lower.writes_through(bp.retention):
-            self.lower.store(h, parent, tokens, block_id, bp.retention)
+            self.lower.store(PoolBlock(h, parent, tokens, block_id, bp.retention))
         return h
 
     def release(self, handle: CacheHandle) -> None:

@@ -10,12 +10,24 @@ one that is written through, one that must be read before it loads) is in the me
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBlock:
+    """A full block in the KV pool, as the tiers are offered it."""
+
+    block_hash: BlockHash  # its chain hash
+    parent: BlockHash  # the chain hash before it (the seed for a first block)
+    token_ids: list[int]
+    block_id: int  # where it lies in the pool
+    retention: Retention
 
 
 @runtime_checkable
@@ -50,16 +62,8 @@ class LowerTier(Protocol):
     def writes_through(self, retention: Retention) -> bool:
         """Whether `store` keeps blocks of `retention` (the cache skips it otherwise)."""
 
-    def store(
-        self,
-        h: BlockHash,
-        parent: BlockHash,
-        token_ids: list[int],
-        block_id: int,
-        retention: Retention,
-    ) -> None:
-        """Pool block `block_id` (chain hash `h`, of `retention`) was computed or reused:
-        a write-through tier keeps a copy now."""
+    def store(self, block: PoolBlock) -> None:
+        """`block` was computed or reused: a write-through tier keeps a copy now."""
 
     def on_evict(self, block: EvictedBlock) -> None:
         """The pool is about to reuse `block`'s slot: a tier that keeps evicted blocks

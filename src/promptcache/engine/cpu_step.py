@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.backend import StepTensors
+from promptcache.model.attention.metadata import KernelDecode, TorchMetadata
 from promptcache.model.kernels import decode_attention, layer_ops, q4_matmul
 from promptcache.model.kernels.decode_step import (
     BUFFERS,
@@ -39,6 +40,9 @@ def _q4(linear: Any) -> Q4Weight:
     return Q4Weight(
         w.codes.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.out_features, w.in_features
     )
+
+
+KVPair = tuple[torch.Tensor, torch.Tensor]  # a layer's K and V pools
 
 
 class DecodeStep:
@@ -97,33 +101,30 @@ class DecodeStep:
         """The executor for this model, or None where it does not fit (see `fits`)."""
         return cls(model) if cls.fits(model) else None
 
-    def serves(self, input_ids: torch.Tensor, meta: AttentionMetadata) -> bool:
+    def serves(self, step: StepTensors) -> bool:
         """Whether this step is one it runs: decode rows only, by the C decode kernel."""
-        rows = input_ids.shape[0]
+        rows, meta = step.input_ids.shape[0], step.meta
         return (
             0 < rows <= self.max_rows
+            and isinstance(meta, TorchMetadata)
+            and isinstance(meta.decode, KernelDecode)
             and meta.num_decodes == rows
             and not meta.prefills
-            and meta.paged is None
             and meta.sliding_window is None
-            and meta.decode_context_lens is not None
-            and meta.decode_block_tables is not None
         )
 
     def run(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-        meta: AttentionMetadata,
+        self, step: StepTensors, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> torch.Tensor:
         """The final norm's output (B, hidden) for the step's tokens, as the model's
         forward gives it; writes the rows' K/V into the pools."""
-        x, cos_sin = self.model.embed(input_ids, positions)
+        meta = step.meta
+        x, cos_sin = self.model.embed(step.input_ids, step.positions)
         lib = library()
         assert lib is not None and x.is_contiguous() and x.dtype == self.dtype
-        tables, ctx = meta.decode_block_tables, meta.decode_context_lens
-        assert tables is not None and ctx is not None and tables.stride(1) == 1
+        assert isinstance(meta, TorchMetadata) and isinstance(meta.decode, KernelDecode)
+        tables, ctx = meta.decode.block_tables, meta.decode.context_lens
+        assert tables.stride(1) == 1
         cos, sin = cos_sin
         assert cos.is_contiguous() and sin.is_contiguous()
         slots = meta.slot_mapping
@@ -153,7 +154,7 @@ class DecodeStep:
             raise RuntimeError(f"decode step kernel failed ({err})")
         return held["out"]
 
-    def _bind(self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _bind(self, kv_caches: list[KVPair]) -> None:
         """The layers' array for these pools (built again only when the pools change)."""
         pools = [(k.data_ptr(), v.data_ptr()) for k, v in kv_caches]
         if pools == self.pools:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from promptcache.engine.device_tables import DeviceBlockTables, pack
 from promptcache.engine.kv_cache import KVCache
-from promptcache.model.attention.metadata import AttentionMetadata
+from promptcache.model.attention.device_tables import DeviceBlockTables, pack
+from promptcache.model.attention.metadata import TritonMetadata
 from promptcache.model.attention.paged_tables import PagedTables
 from promptcache.model.llama import LlamaForCausalLM
 
@@ -117,15 +117,7 @@ class DecodeGraphs:
             tile_offsets=self.tile_offsets[:b],
             block_q=1,
         )
-        meta = AttentionMetadata(
-            slot_mapping=self.slots[:b],
-            num_decodes=b,
-            decode_block_tables=None,
-            decode_mask=None,
-            prefills=[],
-            sliding_window=self.module.spec.sliding_window,
-            paged=[tables],
-        )
+        meta = TritonMetadata(self.slots[:b], b, self.module.spec.sliding_window, [tables])
         hidden = self.module(self.input_ids[:b], self.positions[:b], self.kv_cache.layers, meta)
         return self.module.compute_logits(hidden)
 

@@ -38,7 +38,7 @@ from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
 from promptcache.engine.sequence import FinishReason, Sequence, SequenceStatus
 from promptcache.engine.tiers.setup import disk_tier, host_tier, tier_stats
-from promptcache.model.attention.selector import uses_cpu_decode, uses_triton
+from promptcache.model.attention.selector import select_backend, uses_triton
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.detokenizer import Detokenizer
 from promptcache.util import cdiv
@@ -105,10 +105,16 @@ class LLMEngine:
         )
         self.scheduler = Scheduler(c, self.pool, self.cache, self._load)
         self.max_model_len = self._max_model_len()
-        cpu = uses_cpu_decode(c.attention_backend, model.device, model.dtype, model.spec)
-        self.runner = ModelRunner(
-            model.module, self.kv_cache, triton, c.max_num_seqs, self.max_model_len, cpu
+        backend = select_backend(
+            c.attention_backend,
+            model.device,
+            model.dtype,
+            model.spec,
+            c.block_size,
+            2 * c.max_num_seqs,  # device tables: the running and the recently preempted
+            self.max_model_len,
         )
+        self.runner = ModelRunner(model.module, self.kv_cache, backend)
         if triton and model.device.type == "cuda":
             self.runner.warm_up()
             if c.cuda_graphs:

@@ -3,6 +3,10 @@
 Input is a flat batch of tokens from many sequences with their absolute positions and the
 paged-attention metadata; output is the final hidden state of every token. Logits are
 computed only for the rows that are sampled. Knows nothing about tokenization or scheduling.
+
+The network is built from a `KernelSet` chosen before it (`LlamaForCausalLM.build`): each
+module is made with its kernel (fused norm, fused MLP step, fused rotary and K/V write,
+prepacked, 4-bit or 8-bit linears) and nothing is swapped or switched afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from promptcache.model.attention.paged import attend, write_kv
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.kernels import layer_ops
 from promptcache.model.layers.int4_linear import Int4Linear
+from promptcache.model.layers.kernel_set import PLAIN, KernelSet
 from promptcache.model.layers.mlp import SwiGLU
 from promptcache.model.layers.norm import RMSNorm
 from promptcache.model.layers.packed_linear import PackedLinear, pack_linears
@@ -27,7 +32,7 @@ from promptcache.model.spec import ModelSpec
 class Attention(nn.Module):
     """GQA self-attention with fused q/k/v projection, optional biases and q/k norms."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, kernels: KernelSet) -> None:
         super().__init__()
         self.num_heads, self.num_kv = spec.num_heads, spec.num_kv_heads
         self.head_dim = spec.head_dim
@@ -37,7 +42,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(q_size, spec.hidden_size, bias=spec.o_bias)
         self.q_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
-        self.fused_rope = False  # rotary + K/V write by layer_ops (no q/k norms, CPU)
+        # rotary + K/V write by layer_ops (no q/k norms, CPU)
+        self.fused_rope = kernels.rope_kv and not spec.qk_norm
 
     def forward(
         self,
@@ -71,12 +77,13 @@ class DecoderLayer(nn.Module):
     and returns the same pair: the add happens with the norm after it (one pass where
     fused), as in vLLM."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, kernels: KernelSet) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.self_attn = Attention(spec)
-        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.mlp = SwiGLU(spec.hidden_size, spec.intermediate_size, spec.mlp_bias)
+        eps, fused = spec.rms_norm_eps, kernels.add_norm
+        self.input_layernorm = RMSNorm(spec.hidden_size, eps, fused)
+        self.self_attn = Attention(spec, kernels)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, eps, fused)
+        self.mlp = SwiGLU(spec.hidden_size, spec.intermediate_size, spec.mlp_bias, kernels.silu_mul)
 
     def forward(
         self,
@@ -107,12 +114,15 @@ class TiedHead(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The whole decoder: embeddings, layers, final norm and (possibly tied) LM head."""
 
-    def __init__(self, spec: ModelSpec, rope: RotaryEmbedding) -> None:
+    def __init__(self, spec: ModelSpec, rope: RotaryEmbedding, kernels: KernelSet = PLAIN) -> None:
+        """The modules, with `kernels`' fused steps; `build()` fills the weights and makes
+        the linears of the chosen kinds."""
         super().__init__()
         self.spec = spec
+        self.kernels = kernels
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_layers))
-        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.layers = nn.ModuleList(DecoderLayer(spec, kernels) for _ in range(spec.num_layers))
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, kernels.add_norm)
         self.lm_head: nn.Module | None = None
         if not spec.tie_word_embeddings:
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
@@ -144,51 +154,74 @@ class LlamaForCausalLM(nn.Module):
             return self.lm_head(hidden).float()
         return (hidden @ self.embed_tokens.weight.t()).float()
 
-    def pack_for_cpu(self) -> None:
-        """Prepack every linear weight (and a tied LM head) for oneDNN; see layers.packed_linear."""
-        pack_linears(self)
-        if self.lm_head is None:  # tied: a packed copy of the embeddings serves as the head
-            self.lm_head = PackedLinear(self.embed_tokens.weight, None)
+    @classmethod
+    def build(
+        cls,
+        spec: ModelSpec,
+        rope: RotaryEmbedding,
+        kernels: KernelSet,
+        state: dict[str, torch.Tensor],
+        device: torch.device,
+        q4: dict[str, Q4Tensor] | None = None,
+        q8: Q8Tensor | None = None,
+    ) -> LlamaForCausalLM:
+        """The network with these weights (`state`, by our module names) on `device`, built
+        with `kernels`: dense linears prepacked, then the 4-bit projections `q4` (by module
+        name; each keeps its dense module for many-row inputs) and the 8-bit LM head `q8`,
+        where the kernel set has them. `ModelLoadError` where the weights do not fit; a
+        4-bit weight is checked (`int4_misfit`) before anything is built."""
+        assert (q4 is not None) == kernels.int4 and (q8 is not None) == kernels.q8_head
+        with torch.device("meta"):
+            module = cls(spec, rope, kernels)  # no memory is spent on random init
+        if q4 is not None and (why := module.int4_misfit(q4)) is not None:
+            raise ModelLoadError(why)
+        module._load(state)
+        module = module.to(device).eval()
+        dtype = module.embed_tokens.weight.dtype
+        if kernels.prepack:
+            pack_linears(module)
+            if module.lm_head is None:  # tied: a packed copy of the embeddings is the head
+                module.lm_head = PackedLinear(module.embed_tokens.weight, None)
+        if q4 is not None:
+            module._fit_int4(q4, dtype)
+        if q8 is not None:
+            module._fit_q8_head(q8)
+        return module
 
-    def use_layer_ops(self, transformers_bits: bool = True) -> None:
-        """Hand a layer's small element-wise steps to our C kernel where it serves this
-        dtype (see kernels.layer_ops): the rotary embedding with the K/V write (PyTorch's bits), the
-        residual add with the norm and SiLU(gate) * up (float32 computed as PyTorch does,
-        another order). With `transformers_bits`, float32 keeps PyTorch's norm and SiLU
-        (transformers' bits); a 4-bit model passes False. CPU only; nothing changes where
-        the kernel cannot be built."""
-        dtype = self.embed_tokens.weight.dtype
-        if self.embed_tokens.weight.device.type != "cpu" or layer_ops.library() is None:
-            return
-        every = dtype == torch.bfloat16 or (dtype == torch.float32 and not transformers_bits)
-        for norm in self.modules():
-            if isinstance(norm, RMSNorm) and norm.weight.shape == (self.spec.hidden_size,):
-                norm.fused = every
-        for layer in self.layers:
-            assert isinstance(layer, DecoderLayer)
-            layer.mlp.fused = every
-            attn = layer.self_attn
-            attn.fused_rope = dtype in layer_ops.DTYPES and attn.q_norm is None
+    def _load(self, state: dict[str, torch.Tensor]) -> None:
+        try:
+            result = self.load_state_dict(state, strict=False, assign=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"weights do not fit its config: {exc}") from exc
+        if result.missing_keys or result.unexpected_keys:
+            raise ModelLoadError(
+                f"weights do not match its config: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
 
-    def use_q8_head(self, q: Q8Tensor) -> None:
-        """Serve the LM head's few-row products from its 8-bit codes (see layers.q8_head), keeping
-        the present head (or the tied embeddings) for many rows."""
-        if q.shape != (self.spec.vocab_size, self.spec.hidden_size):
-            raise ModelLoadError(f"LM head: 8-bit weight {q.shape} does not fit the model")
-        dense = self.lm_head if self.lm_head is not None else TiedHead(self.embed_tokens)
-        self.lm_head = Q8Head(q, dense)
-
-    def use_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
-        """Serve these projections (by module name) from their 4-bit codes, keeping the
-        present (dense, dequantized) module for many-row inputs; see layers.int4_linear.
-
-        Every shape is checked before any module is swapped: on a mismatch
-        (`ModelLoadError`) the model is left as it was, all dense."""
+    def int4_misfit(self, weights: dict[str, Q4Tensor]) -> str | None:
+        """Why these 4-bit weights (by module name) do not fit this network, or None."""
         for name, q in weights.items():
-            old = self.get_submodule(name)
+            try:
+                old = self.get_submodule(name)
+            except AttributeError:
+                return f"{name}: no such module for a 4-bit weight"
             if (getattr(old, "out_features", None), getattr(old, "in_features", None)) != q.shape:
-                raise ModelLoadError(f"{name}: 4-bit weight {q.shape} does not fit the model")
+                return f"{name}: 4-bit weight {q.shape} does not fit the model"
+        return None
+
+    def _fit_int4(self, weights: dict[str, Q4Tensor], dtype: torch.dtype) -> None:
+        """Serve these projections from their 4-bit codes, keeping the present (dense,
+        dequantized) module for many-row inputs; see layers.int4_linear."""
         for name, q in weights.items():
             parent_name, _, attr = name.rpartition(".")
             parent, old = self.get_submodule(parent_name), self.get_submodule(name)
             setattr(parent, attr, Int4Linear(q, getattr(old, "bias", None), dtype, dense=old))
+
+    def _fit_q8_head(self, q: Q8Tensor) -> None:
+        """Serve the LM head's few-row products from its 8-bit codes (see layers.q8_head),
+        keeping the present head (or the tied embeddings) for many rows."""
+        if q.shape != (self.spec.vocab_size, self.spec.hidden_size):
+            raise ModelLoadError(f"LM head: 8-bit weight {q.shape} does not fit the model")
+        dense = self.lm_head if self.lm_head is not None else TiedHead(self.embed_tokens)
+        self.lm_head = Q8Head(q, dense)

@@ -1,9 +1,23 @@
-"""What a step's attention reads: where each token's K/V goes in the block pool and what
-each token attends to, for every backend (`model.attention.selector` says which runs)."""
+"""What a step's attention reads, one metadata type per backend.
+
+Every backend's metadata says where each token's K/V goes in the block pool
+(`slot_mapping`) and how many of the step's rows are decodes (they come first). Then:
+
+- `TorchMetadata` (PyTorch's paths, and our CPU C kernel for decode rows): a slice per
+  prefill chunk, and how the decode rows read their contexts, one of `GatheredDecode`
+  (padded block tables, gathered, masked), `RunsDecode` (runs of the pool read in place)
+  or `KernelDecode` (the C kernel reads each row's blocks in place);
+- `TritonMetadata` (the Triton kernel): one launch's tables per group of rows (decode
+  rows, then every prefill chunk).
+
+The builders (`model.attention.torch_backend`, `model.attention.triton_backend`) make
+them from a step's layout; `model.attention.paged.attend` runs the one a metadata's type
+names.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -24,20 +38,54 @@ class PrefillSlice:
 
 
 @dataclass(slots=True)
+class GatheredDecode:
+    """Decode rows over their contexts gathered through padded block tables and masked."""
+
+    block_tables: torch.Tensor  # (Bd, max_blocks) int64
+    mask: torch.Tensor  # (Bd, 1, 1, max_blocks * block_size) bool
+    # Derived once per step by the first layer, reused by the others (and for K and V):
+    rows: torch.Tensor | None = None  # gather rows of the tables
+    hidden: torch.Tensor | None = None  # ~mask
+
+
+@dataclass(slots=True)
+class RunsDecode:
+    """Each decode row over its context as runs of the pool, read in place."""
+
+    runs: list[list[Run]]
+
+
+@dataclass(slots=True)
+class KernelDecode:
+    """Decode rows by our C kernel: each over its first `context_lens` keys through its
+    row of `block_tables`, read in place (no mask)."""
+
+    block_tables: torch.Tensor  # (Bd, max_blocks) int64
+    context_lens: torch.Tensor  # (Bd,) int64
+
+
+DecodeReads = GatheredDecode | RunsDecode | KernelDecode
+
+
+@dataclass(slots=True)
 class AttentionMetadata:
-    """Where the batch's tokens go in the block pool and what each of them attends to."""
+    """What every backend's metadata has: the step's K/V slots and its decode rows."""
 
     slot_mapping: torch.Tensor  # (T,) int64
     num_decodes: int
-    decode_block_tables: torch.Tensor | None  # (Bd, max_blocks) int64
-    decode_mask: torch.Tensor | None  # (Bd, 1, 1, max_blocks * block_size) bool
+    sliding_window: int | None
+
+
+@dataclass(slots=True)
+class TorchMetadata(AttentionMetadata):
+    """PyTorch's paths (and the C kernel for decode rows): see the module docstring."""
+
     prefills: list[PrefillSlice]
-    sliding_window: int | None = None
-    decode_runs: list[list[Run]] | None = None  # set: decode reads these runs in place
-    decode_context_lens: torch.Tensor | None = None  # set: decode rows by the C kernel,
-    # each over its first keys through its row of decode_block_tables (no mask, in place)
-    paged: list[PagedTables] | None = None  # set: the Triton kernel reads the pool, one
-    # launch per entry (decode rows, then all prefill chunks), and the fields above go unused
-    # Derived once per step by the first layer, reused by the others (and for K and V):
-    decode_rows: torch.Tensor | None = field(default=None)  # gather rows of the tables
-    decode_hidden: torch.Tensor | None = field(default=None)  # ~decode_mask
+    decode: DecodeReads | None = None  # None: the step has no decode rows
+
+
+@dataclass(slots=True)
+class TritonMetadata(AttentionMetadata):
+    """The Triton kernel reads the pool in place, one launch per entry of `launches`."""
+
+    launches: list[PagedTables]

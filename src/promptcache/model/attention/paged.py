@@ -26,7 +26,16 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from promptcache.model.attention.metadata import AttentionMetadata, PrefillSlice
+from promptcache.model.attention.metadata import (
+    AttentionMetadata,
+    DecodeReads,
+    GatheredDecode,
+    KernelDecode,
+    PrefillSlice,
+    RunsDecode,
+    TorchMetadata,
+    TritonMetadata,
+)
 from promptcache.model.attention.pool_runs import (
     FLASH_WITH_LSE,
     Run,
@@ -77,16 +86,32 @@ def attend(
     meta: AttentionMetadata,
 ) -> torch.Tensor:
     """Attention of the batch's queries q (T, H, hd) over their contexts, whose K/V
-    (this step's k/v (T, KV, hd) included) are in the pools already -> (T, H, hd)."""
-    if meta.paged is None and meta.num_decodes == q.shape[0]:  # decode rows only
-        return _decode_attention(q, k_cache, v_cache, meta)
-    out = torch.empty_like(q)
-    if meta.paged is not None:
-        for tables in meta.paged:
+    (this step's k/v (T, KV, hd) included) are in the pools already -> (T, H, hd), by the
+    backend the metadata's type names."""
+    if isinstance(meta, TritonMetadata):
+        out = torch.empty_like(q)
+        for tables in meta.launches:
             _triton().paged_attention(q, k_cache, v_cache, tables, out, meta.sliding_window)
         return out
-    if meta.num_decodes:
-        out[: meta.num_decodes] = _decode_attention(q[: meta.num_decodes], k_cache, v_cache, meta)
+    assert isinstance(meta, TorchMetadata), type(meta)
+    return _torch_attend(q, k, v, k_cache, v_cache, meta)
+
+
+def _torch_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: TorchMetadata,
+) -> torch.Tensor:
+    """PyTorch's paths: decode rows together, then each prefill chunk on its own."""
+    nd = meta.num_decodes
+    if meta.decode is not None and nd == q.shape[0]:  # decode rows only
+        return _decode_attention(q, k_cache, v_cache, meta.decode)
+    out = torch.empty_like(q)
+    if meta.decode is not None:
+        out[:nd] = _decode_attention(q[:nd], k_cache, v_cache, meta.decode)
     for p in meta.prefills:
         rows = slice(p.query_start, p.query_start + p.query_len)
         if p.context_len == p.query_len:  # no cached context: attend to the chunk itself
@@ -189,30 +214,33 @@ def _grouped_prefill_fits(q: torch.Tensor, p: PrefillSlice, sliding_window: int 
 
 
 def _decode_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, reads: DecodeReads
 ) -> torch.Tensor:
-    if meta.decode_context_lens is not None:
-        assert meta.decode_block_tables is not None
-        lens = meta.decode_context_lens
-        return decode_attention.decode_attention(
-            q, k_cache, v_cache, meta.decode_block_tables, lens
-        )
-    if meta.decode_runs is not None:
-        return _decode_in_place(q, k_cache, v_cache, meta.decode_runs)
-    tables, mask = meta.decode_block_tables, meta.decode_mask
-    assert tables is not None and mask is not None
-    if meta.decode_rows is None:
-        meta.decode_rows, meta.decode_hidden = gather_rows(k_cache, tables), ~mask
-    keys = _gather(k_cache, tables, meta.decode_rows)  # (KV, Bd, W, hd)
-    values = _gather(v_cache, tables, meta.decode_rows)
+    """Decode rows q (Bd, H, hd) over their contexts, read as `reads` says."""
+    if isinstance(reads, KernelDecode):
+        tables, lens = reads.block_tables, reads.context_lens
+        return decode_attention.decode_attention(q, k_cache, v_cache, tables, lens)
+    if isinstance(reads, RunsDecode):
+        return _decode_in_place(q, k_cache, v_cache, reads.runs)
+    return _decode_gathered(q, k_cache, v_cache, reads)
+
+
+def _decode_gathered(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, reads: GatheredDecode
+) -> torch.Tensor:
+    tables = reads.block_tables
+    if reads.rows is None:
+        reads.rows, reads.hidden = gather_rows(k_cache, tables), ~reads.mask
+    keys = _gather(k_cache, tables, reads.rows)  # (KV, Bd, W, hd)
+    values = _gather(v_cache, tables, reads.rows)
     if decode_by_matmuls(q):
-        assert meta.decode_hidden is not None
-        return grouped_decode_attention(q, keys, values, meta.decode_hidden)
+        assert reads.hidden is not None
+        return grouped_decode_attention(q, keys, values, reads.hidden)
     o = F.scaled_dot_product_attention(
         q.unsqueeze(2),
         keys.transpose(0, 1),  # (Bd, KV, W, hd)
         values.transpose(0, 1),
-        attn_mask=meta.decode_mask,
+        attn_mask=reads.mask,
         enable_gqa=True,
     )  # (Bd, H, 1, hd)
     return o.squeeze(2)

@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from promptcache.model.attention.backend import AttentionBackend
+from promptcache.model.attention.torch_backend import CpuKernelBackend, TorchBackend
 from promptcache.model.spec import ModelSpec
 from promptcache.util import ATTENTION_BACKENDS
 
@@ -69,3 +71,26 @@ def uses_triton(backend: str, device: torch.device, head_dim: int, block_size: i
     if problems:
         raise ValueError("attention_backend 'triton' cannot run: " + "; ".join(problems))
     return True
+
+
+def select_backend(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    spec: ModelSpec,
+    block_size: int,
+    max_seqs: int,
+    max_tokens: int,
+) -> AttentionBackend:
+    """The backend `attention_backend=name` gives here (see the module docstring), built
+    for a pool of `block_size`-token blocks of `dtype`; the Triton one keeps device tables
+    for up to `max_seqs` sequences of at most `max_tokens` tokens. ValueError where
+    "triton" is asked for and cannot run."""
+    window = spec.sliding_window
+    if uses_triton(name, device, spec.head_dim, block_size):
+        from promptcache.model.attention.triton_backend import TritonBackend
+
+        return TritonBackend(device, block_size, window, max_seqs, max_tokens)
+    if uses_cpu_decode(name, device, dtype, spec):
+        return CpuKernelBackend(device, dtype, block_size, window)
+    return TorchBackend(device, dtype, block_size, window)

@@ -13,7 +13,7 @@ into the pool 8 (~23 us), twice a layer for the norm. Each is one pass in C here
   order and glibc's exp instead of PyTorch's, so an output may round to the neighbouring
   bfloat16 (rarely; float32: in its last bits). Dense float32 models keep PyTorch's ops,
   whose bits equal transformers'; 4-bit ones, whose logits are not transformers' anyway,
-  take these (`LlamaForCausalLM.use_layer_ops`).
+  take these (`model.layers.kernel_set`).
 
 Where the kernel cannot be built, `library()` is None (logged once) and the layers keep
 PyTorch's ops.

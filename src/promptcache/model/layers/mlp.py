@@ -13,10 +13,11 @@ from promptcache.model.kernels import layer_ops
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)) with gate and up fused into one matmul."""
 
-    def __init__(self, hidden: int, intermediate: int, bias: bool) -> None:
+    def __init__(self, hidden: int, intermediate: int, bias: bool, fused: bool = False) -> None:
+        """`fused`: SiLU(gate) * up by one C pass of layer_ops (CPU; the kernel set says)."""
         super().__init__()
         self.intermediate = intermediate
-        self.fused = False  # silu(gate) * up by layer_ops (on CPU; see use_layer_ops)
+        self.fused = fused
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
 

@@ -20,11 +20,12 @@ class RMSNorm(nn.Module):
     faster over a 512-token chunk on CPU (one pass instead of six kernels).
     """
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, fused: bool = False) -> None:
+        """`fused`: `add_norm` by one C pass of layer_ops (CPU; the kernel set says)."""
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
-        self.fused = False  # add_norm by layer_ops (on CPU; see use_layer_ops)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype == self.weight.dtype:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from promptcache.model.device import WEIGHTS, can_pack
 from promptcache.model.errors import ModelLoadError
 from promptcache.model.kernels import q8_matmul
 from promptcache.model.layers.int4_linear import dense_from_rows, int4_kernel, int4_supported
+from promptcache.model.layers.kernel_set import choose_kernels
 from promptcache.model.layers.rotary import RotaryEmbedding
 from promptcache.model.llama import LlamaForCausalLM
 from promptcache.model.loading.bundled import bundled_gguf_path
@@ -28,6 +29,7 @@ from promptcache.model.loading.gguf_q8 import read_q8_head
 from promptcache.model.loading.shapes import shape_model_dir
 from promptcache.model.loading.weights import read_checkpoint, to_our_names
 from promptcache.model.paths import default_cache_dir
+from promptcache.model.quant import Q4Tensor, Q8Tensor
 from promptcache.model.spec import ModelSpec, rope_inv_freq, spec_from_hf_config
 
 log = logging.getLogger(__name__)
@@ -101,9 +103,9 @@ def load_model(
     except Exception as exc:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {exc}") from exc
     spec = spec_from_hf_config(hf_config)
-    module = build_module(hf_config, spec, path, device, dtype)
     fingerprint = model_fingerprint(path)
-    if gguf is not None and _use_int4(module, gguf, spec, device, dtype):
+    module = build_module(hf_config, spec, path, device, dtype, gguf)
+    if module.kernels.int4:
         weights, fingerprint = "q4", f"{fingerprint}+q4"
     else:
         weights = "dense"
@@ -121,33 +123,39 @@ def _gguf_source(model: str | None) -> Path:
     raise ModelLoadError(f"--weights q4 needs a .gguf model (its 4-bit blocks); {model} is not")
 
 
-def _use_int4(
-    module: LlamaForCausalLM, gguf: Path, spec: ModelSpec, device: torch.device, dtype: torch.dtype
-) -> bool:
-    """Swap the projections for 4-bit ones; False (and a warning) where that cannot be fast."""
+def _int4_weights(
+    gguf: Path | None, spec: ModelSpec, device: torch.device, dtype: torch.dtype
+) -> dict[str, Q4Tensor] | None:
+    """The GGUF's 4-bit projections where they can be served fast here, else None (and a
+    warning saying why: the model is served with dense weights)."""
+    if gguf is None:
+        return None
     why = int4_supported(device, dtype)
     if why is None:
         try:
-            module.use_int4(read_q4(gguf, spec.num_heads, spec.num_kv_heads), dtype)
+            return read_q4(gguf, spec.num_heads, spec.num_kv_heads)
         except ModelLoadError as exc:
             why = str(exc)
-        else:
-            _use_q8_head(module, gguf, spec)
-            module.use_layer_ops(transformers_bits=False)  # 4-bit logits are not theirs
-            return True
+    _dense_instead(dtype, why)
+    return None
+
+
+def _dense_instead(dtype: torch.dtype, why: str) -> None:
     log.warning("serving dense %s weights instead of 4-bit: %s", str(dtype)[6:], why)
-    return False
 
 
-def _use_q8_head(module: LlamaForCausalLM, gguf: Path, spec: ModelSpec) -> None:
-    """Serve the LM head from the GGUF's 8-bit codes where they are Q8_0 and our kernel
-    builds; else (logged) it stays dense."""
-    if q8_matmul.library() is None:
-        return
+def _q8_head(gguf: Path, spec: ModelSpec) -> Q8Tensor | None:
+    """The LM head's 8-bit codes where they are Q8_0 and fit the model; else None (logged:
+    the head stays dense)."""
     try:
-        module.use_q8_head(read_q8_head(gguf, spec.tie_word_embeddings))
+        q = read_q8_head(gguf, spec.tie_word_embeddings)
     except ModelLoadError as exc:
         log.info("LM head stays dense: %s", exc)
+        return None
+    if q.shape != (spec.vocab_size, spec.hidden_size):
+        log.info("LM head stays dense: its 8-bit weight %s does not fit the model", q.shape)
+        return None
+    return q
 
 
 def describe_linears(dtype: torch.dtype, weights: str) -> str:
@@ -164,26 +172,31 @@ def describe_linears(dtype: torch.dtype, weights: str) -> str:
 
 
 def build_module(
-    hf_config: Any, spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype
+    hf_config: Any,
+    spec: ModelSpec,
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    gguf: Path | None = None,
 ) -> LlamaForCausalLM:
-    """Instantiate our forward and fill it with the checkpoint's weights."""
+    """Our network with the checkpoint's weights, built with the kernels chosen for this
+    device and dtype (`choose_kernels`), with `gguf`'s 4-bit projections (and its 8-bit LM
+    head) where they can be served, else dense."""
     inv_freq, scale = rope_inv_freq(hf_config)
     rope = RotaryEmbedding(inv_freq, scale, spec.max_position_embeddings)
-    with torch.device("meta"):
-        module = LlamaForCausalLM(spec, rope)  # no memory is spent on random init
     state = to_our_names(read_checkpoint(path), spec.tie_word_embeddings)
     state = {k: v.to(dtype) for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    q4 = _int4_weights(gguf, spec, device, dtype)
+    if gguf is not None and q4 is not None:
+        kernels = choose_kernels(device, dtype, spec, int4=True)
+        q8 = _q8_head(gguf, spec) if kernels.q8_head else None
+        kernels = replace(kernels, q8_head=q8 is not None)
+        try:
+            return LlamaForCausalLM.build(spec, rope, kernels, state, device, q4, q8)
+        except ModelLoadError as exc:  # a 4-bit weight that does not fit: checked first
+            _dense_instead(dtype, str(exc))
+    kernels = choose_kernels(device, dtype, spec)
     try:
-        result = module.load_state_dict(state, strict=False, assign=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"weights in {path} do not fit its config: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelLoadError(
-            f"weights in {path} do not match its config: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-    module = module.to(device).eval()
-    if can_pack(device, dtype):
-        module.pack_for_cpu()
-    module.use_layer_ops()
-    return module
+        return LlamaForCausalLM.build(spec, rope, kernels, state, device)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc

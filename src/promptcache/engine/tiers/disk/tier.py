@@ -42,6 +42,7 @@ from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
+from promptcache.cache.tiers import PoolBlock
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.tiers.disk.file import (
     BadFile,
@@ -135,17 +136,11 @@ class DiskTier:
     def writes_through(self, retention: Retention) -> bool:
         return retention.on_disk
 
-    def store(
-        self,
-        h: BlockHash,
-        parent: BlockHash,
-        token_ids: list[int],
-        block_id: int,
-        retention: Retention,
-    ) -> None:
-        """Write-through of a `24h` block: queue a copy of pool block `block_id` for
-        writing, unless a file already holds it (then it is only marked used)."""
-        if not retention.on_disk:
+    def store(self, block: PoolBlock) -> None:
+        """Write-through of a `24h` block: queue a copy of it for writing, unless a file
+        already holds it (then it is only marked used)."""
+        h = block.block_hash
+        if not block.retention.on_disk:
             return
         if self.index.holds(h):
             if self.index.touch(h):
@@ -159,9 +154,9 @@ class DiskTier:
                 return
             self._pending.add(h)
         layout = self.identity.layout
-        block = torch.empty(layout.shape, dtype=layout.torch_dtype)
-        block.copy_(self.kv.data[:, :, :, block_id])
-        self._writes.put(_Write(h, parent, token_ids, block))
+        copy = torch.empty(layout.shape, dtype=layout.torch_dtype)
+        copy.copy_(self.kv.data[:, :, :, block.block_id])
+        self._writes.put(_Write(h, block.parent, block.token_ids, copy))
 
     def on_evict(self, block: EvictedBlock) -> None:
         """Nothing to do: `24h` blocks were written through when computed or reused."""

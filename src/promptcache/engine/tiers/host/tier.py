@@ -23,6 +23,7 @@ from promptcache.cache.block_hash import BlockHash
 from promptcache.cache.evictions import EvictedBlock
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import Retention
+from promptcache.cache.tiers import PoolBlock
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.tiers.host.index import HostIndex
 
@@ -91,14 +92,7 @@ class HostTier:
     def writes_through(self, retention: Retention) -> bool:
         return False
 
-    def store(
-        self,
-        h: BlockHash,
-        parent: BlockHash,
-        token_ids: list[int],
-        block_id: int,
-        retention: Retention,
-    ) -> None:
+    def store(self, block: PoolBlock) -> None:
         """Not written through: the host tier takes blocks when the pool evicts them."""
 
     def sweep(self) -> None:

@@ -12,7 +12,7 @@
  * pools (KV, num_blocks, BS, D) with strides (s_head, s_block, D, 1); tables (B, W)
  * int64 block ids with row stride t_sb; ctx (B,) int64 keys per sequence (>= 1).
  *
- * Built by promptcache.model.cpu_decode with -O3 -march=native -ffast-math -fopenmp
+ * Built by promptcache.model.kernels.build with -O3 -march=native -ffast-math -fopenmp
  * (expf vectorized through glibc's libmvec). With D == 64 and G <= 4, float32 on AVX512F
  * and bfloat16 on AVX512-BF16 take hand-vectorized paths (bfloat16: dpbf16 dot
  * products): the output held in registers, the next block prefetched. Elsewhere the

@@ -2,8 +2,8 @@
  * weights (GGUF's Q4_1, and Q4_0 with minimum -8 * scale): each weight is read once per
  * call, whatever the number of rows, and never widened in memory.
  *
- * Two layouts, packed once at load by promptcache.model.cpu_q4 as pc_q4_layout() says
- * (N padded to a multiple of 16 with zero codes, scales and minima; K a multiple of 32):
+ * Two layouts, packed once at load by promptcache.model.kernels.q4_matmul as pc_q4_layout()
+ * says (N padded to a multiple of 16 with zero codes, scales and minima; K a multiple of 32):
  * tile t of 16 outputs, block b of 32 inputs, 256 bytes of codes each, then
  *   layout 1 (AVX512 and generic builds): codes (N/16, K/32, 4, 16) 32-bit lanes, lane q
  *       of column n holding the codes of W[16t + n][32b + 8q + j], j = 0..7, in bits

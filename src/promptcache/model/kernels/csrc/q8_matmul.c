@@ -2,7 +2,7 @@
  * Q8_0: w = scale * code, code in -128..127): the LM head of a 4-bit GGUF model, whose
  * tied embeddings are stored so. Each weight is read once per call, whatever the rows.
  *
- * Layout, packed once at load by promptcache.model.cpu_q8 (N padded to a multiple of 16
+ * Layout, packed once at load by promptcache.model.kernels.q8_matmul (N padded to a multiple of 16
  * with zero codes and scales; K a multiple of 32):
  *   codes (N/16, K/32, 16, 16, 2) int8: tile t of 16 outputs, block b of 32 inputs, pair
  *       p, column n, then W[16t + n][32b + 2p] and W[16t + n][32b + 2p + 1];
