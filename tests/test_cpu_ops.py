@@ -17,7 +17,7 @@ from promptcache.model.kernels import layer_ops
 from promptcache.model.layers.norm import RMSNorm
 from promptcache.model.layers.rotary import RotaryEmbedding, rotate
 from promptcache.model.loading.loader import load_model
-from tests.conftest import save_tiny_model
+from tests.helpers import save_tiny_model
 
 pytestmark = pytest.mark.skipif(layer_ops.library() is None, reason="no C compiler")
 

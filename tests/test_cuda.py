@@ -12,8 +12,7 @@ import torch
 
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import load_model
-from tests.conftest import random_tokens, save_tiny_model
-from tests.test_model_parity import TOL
+from tests.helpers import TOL, random_tokens, save_tiny_model
 
 pytestmark = pytest.mark.cuda
 GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)

@@ -7,7 +7,7 @@ from typing import Any
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import chat_prompt_ids
-from tests.conftest import run_to_end
+from tests.helpers import run_to_end
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 

@@ -17,7 +17,7 @@ from promptcache.cache.block_hash import chain_hashes, seed_hash
 from promptcache.engine.kv_cache import kv_identity
 from promptcache.model.loading.fingerprint import DIGESTS_FILE, model_fingerprint
 from promptcache.model.loading.loader import LoadedModel, load_model, resolve_model_path
-from tests.conftest import save_tiny_model
+from tests.helpers import save_tiny_model
 
 TOKENS = list(range(100, 164))  # four 16-token blocks
 
@@ -54,6 +54,7 @@ def test_changed_weight_dtype_or_block_size_hash_differently(tmp_path: Path) -> 
     assert _hashes(base) == same
 
 
+@pytest.mark.slow
 def test_engines_on_copies_index_the_same_hashes(
     tmp_path: Path, tiny_llama_dir: Path, tiny_llama: LoadedModel, make_engine: object
 ) -> None:

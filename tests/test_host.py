@@ -90,6 +90,7 @@ def _second_half_growth_mib(capacity: int) -> int:
     return int(run.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not can_pack(torch.device("cpu"), torch.bfloat16) or not sys.platform.startswith("linux"),
     reason="oneDNN bf16 linears on Linux only",

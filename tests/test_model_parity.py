@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from promptcache.model.loading.loader import LoadedModel, load_model
-from tests.conftest import save_tiny_model
-
-TOL = 1e-4
+from tests.helpers import TOL, hf_logits, save_tiny_model
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
@@ -35,11 +33,6 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2": ("qwen2", {}),
     "qwen3": ("qwen3", {}),
 }
-
-
-def hf_logits(hf: Any, ids: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return hf(torch.tensor([ids])).logits[0].float()
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -12,7 +12,7 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import chat_prompt_ids
-from tests.conftest import random_tokens
+from tests.helpers import random_tokens
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
@@ -225,6 +225,7 @@ QUESTIONS = [
 ]
 
 
+@pytest.mark.slow
 def test_outputs_identical_with_cache_on_and_off(bundled: LoadedModel, make_engine: Any) -> None:
     prompts = [_chat(bundled, q) for q in QUESTIONS]
     assert all(len(p) > 1100 for p in prompts)
@@ -241,6 +242,7 @@ def test_outputs_identical_with_cache_on_and_off(bundled: LoadedModel, make_engi
     assert all(o.usage.cached_tokens >= 1024 for o in concurrent)
 
 
+@pytest.mark.slow
 def test_outputs_identical_under_preemption(bundled: LoadedModel, make_engine: Any) -> None:
     prompts = [_chat(bundled, q) for q in QUESTIONS]
     params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)

@@ -37,6 +37,7 @@ def test_blocks_decode_to_gguf_values() -> None:
     assert q.dequantize()[1].tolist() == [0.5 * c for c in codes]
 
 
+@pytest.mark.slow
 def test_bundled_head_equals_the_dequantized_embeddings() -> None:
     q = read_q8_head(bundled_gguf_path(), tied=True)
     model = load_model(None, dtype=torch.float32)
@@ -91,6 +92,7 @@ def test_head_hands_many_rows_to_the_dense_head() -> None:
     assert torch.equal(head(many), dense(many))
 
 
+@pytest.mark.slow
 @needs_kernel
 def test_q4_model_serves_its_head_from_the_8bit_embeddings() -> None:
     model = load_model(None, dtype=torch.float32, weights="q4")

@@ -12,7 +12,7 @@ from promptcache.engine.sampler import _top_p, sample
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import chat_prompt_ids
-from tests.conftest import run_to_end
+from tests.helpers import run_to_end
 
 
 def test_top_p_keeps_smallest_nucleus() -> None:

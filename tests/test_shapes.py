@@ -13,8 +13,7 @@ from promptcache.model.errors import ModelLoadError
 from promptcache.model.loading.loader import LoadedModel, load_model
 from promptcache.model.loading.shapes import SHAPES, VOCAB, hf_config, shape_model_dir
 from promptcache.model.spec import spec_from_hf_config
-from tests.conftest import random_tokens
-from tests.test_model_parity import TOL, hf_logits
+from tests.helpers import TOL, hf_logits, random_tokens
 
 
 def test_written_once_and_loaded_like_a_real_model(

@@ -4,23 +4,31 @@ padding rows. On a GPU it runs compiled; elsewhere through Triton's interpreter.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from types import ModuleType
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernel is defined
-pytest.importorskip("triton")
-
 from promptcache.model.attention import paged_tables as pt
-from promptcache.model.attention import triton_kernel as ta
+from promptcache.model.attention import selector
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("needs Triton", allow_module_level=True)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 HD = 32
+
+
+@pytest.fixture(scope="module")
+def ta(triton_interpreter: ModuleType) -> ModuleType:
+    """The kernel's module; off CUDA it runs through Triton's interpreter, on only while
+    this module's tests run."""
+    return triton_interpreter
 
 
 def _pool(
@@ -88,6 +96,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h,kv,ctx,qlens,window", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bs", [16, 8, 128])  # a key tile spans blocks, or part of one
@@ -99,6 +108,7 @@ def test_matches_sdpa(
     window: int | None,
     dtype: torch.dtype,
     bs: int,
+    ta: ModuleType,
 ) -> None:
     blocks = 32
     k_cache, v_cache = _pool(kv, blocks, dtype, seed=1, bs=bs)
@@ -113,7 +123,8 @@ def test_matches_sdpa(
     torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
 
 
-def test_padding_rows_get_zeros() -> None:
+@pytest.mark.slow
+def test_padding_rows_get_zeros(ta: ModuleType) -> None:
     """A captured batch's padding rows have no keys (context 0): zeros, not NaN."""
     k_cache, v_cache = _pool(2, 8, torch.float32, seed=1)
     tables, _ = _tables([20, 16], [1, 1], 8, 1, seed=2)
@@ -127,21 +138,25 @@ def test_padding_rows_get_zeros() -> None:
 
 def test_tiles_and_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pt.tiles_for([1, 33, 16], 16) == ([0, 1, 1, 1, 2], [0, 0, 16, 32, 0])
-    assert pt.kernel_fits(64, 16) and pt.kernel_fits(128, 32)
-    assert pt.kernel_fits(64, 8) and pt.kernel_fits(64, 128)
-    assert not pt.kernel_fits(48, 16) and not pt.kernel_fits(8, 16) and not pt.kernel_fits(64, 24)
+    assert selector.kernel_fits(64, 16) and selector.kernel_fits(128, 32)
+    assert selector.kernel_fits(64, 8) and selector.kernel_fits(64, 128)
+    assert (
+        not selector.kernel_fits(48, 16)
+        and not selector.kernel_fits(8, 16)
+        and not selector.kernel_fits(64, 24)
+    )
     cpu = torch.device("cpu")
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # as on a machine without CUDA
-    assert not pt.uses_triton("auto", cpu, 64, 16)  # the CPU keeps PyTorch's paths
-    assert not pt.uses_triton("torch", cpu, 64, 16)
-    assert pt.uses_triton("triton", cpu, 64, 16)  # under the interpreter
+    assert not selector.uses_triton("auto", cpu, 64, 16)  # the CPU keeps PyTorch's paths
+    assert not selector.uses_triton("torch", cpu, 64, 16)
+    assert selector.uses_triton("triton", cpu, 64, 16)  # under the interpreter
     with pytest.raises(ValueError, match="a power of 2"):
-        pt.uses_triton("triton", cpu, 48, 16)
+        selector.uses_triton("triton", cpu, 48, 16)
     with pytest.raises(ValueError, match="must be one of"):
-        pt.uses_triton("flash", cpu, 64, 16)
+        selector.uses_triton("flash", cpu, 64, 16)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="needs a CUDA device, not cpu"):
-        pt.uses_triton("triton", cpu, 64, 16)
+        selector.uses_triton("triton", cpu, 64, 16)
 
 
 COMPILE = """
@@ -176,6 +191,7 @@ print("compiled")
 """
 
 
+@pytest.mark.slow
 def test_compiles_for_gpus() -> None:
     """The kernel compiles down to machine code for A100 and H100 (sm_80, sm_90), bf16
     and fp32, decode and prefill tiles: Triton's compiler and ptxas run without a GPU,

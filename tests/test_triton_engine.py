@@ -5,22 +5,23 @@ it runs compiled; elsewhere through Triton's interpreter (slow, so tiny models).
 
 from __future__ import annotations
 
-import os
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernel is defined
-pytest.importorskip("triton")
-
 from promptcache.engine.cuda_graphs import capture_sizes
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel, load_model
-from tests.conftest import random_tokens, run_to_end, save_tiny_model
-from tests.test_model_parity import TOL, hf_logits
+from tests.helpers import TOL, hf_logits, random_tokens, run_to_end, save_tiny_model
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("needs Triton", allow_module_level=True)
+
+# Off CUDA the kernel runs through Triton's interpreter, on only while this module's tests run.
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -32,6 +33,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("chunk", [None, 19])
 def test_logits_match_transformers(
@@ -64,6 +66,7 @@ def _generate(engine: Any, prompts: list[list[int]]) -> tuple[list[list[int]], l
     return [o.token_ids for o in outs], [o.usage.cached_tokens for o in outs]
 
 
+@pytest.mark.slow
 def test_outputs_equal_torch_paths_cache_on_and_off(tiny: LoadedModel, make_engine: Any) -> None:
     prompts = _prompts()
     runs = {}
@@ -85,6 +88,7 @@ def test_outputs_equal_torch_paths_cache_on_and_off(tiny: LoadedModel, make_engi
     assert runs["triton", False][1] == [0, 0, 0, 0]
 
 
+@pytest.mark.slow
 def test_outputs_under_preemption(tiny: LoadedModel, make_engine: Any) -> None:
     prompts = _prompts()
     reference, _ = _generate(make_engine(tiny, kv_cache_bytes=1 << 20), prompts)
@@ -118,6 +122,7 @@ def _static_decodes(engine: Any, max_batch: int) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_static_decode_batches_keep_outputs(tiny: LoadedModel, make_engine: Any) -> None:
     """Batches padded to the ladder (3 decodes in a batch of 4, 1 in 1, 2 in 2) give the
     outputs of the eager path, with the cache on, chunked prefill alongside."""
@@ -133,6 +138,7 @@ def test_static_decode_batches_keep_outputs(tiny: LoadedModel, make_engine: Any)
     assert 3 in seen and 1 in seen  # padded, and a lone decode after the others ended
 
 
+@pytest.mark.slow
 def test_static_decode_batches_under_preemption(tiny: LoadedModel, make_engine: Any) -> None:
     prompts = _prompts()
     reference, _ = _generate(make_engine(tiny, kv_cache_bytes=1 << 20), prompts)

@@ -1,94 +1,19 @@
-"""A real `promptcache serve` on a free port (bundled model, float32), and SDK clients."""
+"""Fixtures for the API tests: a real `promptcache serve` on a free port (bundled model,
+float32) shared by the package, and the in-process server (uvicorn in a thread) in several
+set-ups. The helpers behind them are in helpers.py and inprocess.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from openai import OpenAI
 
-from tests.api.inprocess import (  # noqa: F401 (fixtures)
-    clock,
-    running,
-    running_clock,
-    running_exact,
-    running_keys,
-    running_limits,
-)
-
-KEYS = {"sk-tenant-a": "tenant-a", "sk-tenant-b": "tenant-b"}
-MODEL = "smollm2-135m-instruct"
-
-
-@dataclass
-class Server:
-    base_url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def client(self, key: str = "sk-tenant-a") -> OpenAI:
-        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=300)
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=300)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    tmp: Path, *extra: str, command: str = "serve", name: str = "server", timeout: float = 180
-) -> Server:
-    """`promptcache serve` (or `router`) on a free port with the test keys, data under
-    `tmp/data` (`tmp/<name>-data` for a router), float32; `extra` flags win."""
-    keys = tmp / "keys.json"
-    keys.write_text(json.dumps(KEYS))
-    port = _free_port()
-    log = tmp / f"{name}.log"
-    data = tmp / ("data" if command == "serve" else f"{name}-data")
-    cmd = [sys.executable, "-m", "promptcache.cli.main", command, "--port", str(port)]
-    cmd += ["--api-keys-file", str(keys), "--data-dir", str(data)]
-    if command == "serve":
-        cmd += ["--dtype", "float32", "--kv-cache-bytes", "512MiB"]
-    cmd += extra
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()}")
-
-
-def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
+from promptcache.api.auth import KeyRing
+from promptcache.config import EngineConfig
+from promptcache.model.loading.loader import LoadedModel
+from tests.api.helpers import Server, start_server, stop_server
+from tests.api.inprocess import SMALL_LIMITS, TENANT_KEYS, FakeClock, Running, serve_in_process
 
 
 @pytest.fixture(scope="package")
@@ -96,3 +21,42 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = start_server(tmp_path_factory.mktemp("server"))
     yield s
     stop_server(s)
+
+
+@pytest.fixture
+def running(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    yield from serve_in_process(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20))
+
+
+@pytest.fixture
+def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    yield from serve_in_process(
+        bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact")
+    )
+
+
+@pytest.fixture
+def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    keys = KeyRing(TENANT_KEYS, admin_key="sk-admin")
+    yield from serve_in_process(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def running_clock(bundled: LoadedModel, tmp_path: Path, clock: FakeClock) -> Iterator[Running]:
+    """The in-process server on a fake clock (retention times move only when told)."""
+    yield from serve_in_process(
+        bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), clock=clock
+    )
+
+
+@pytest.fixture
+def running_limits(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
+    """The in-process server with small limits (1 MiB bodies, 8 KiB headers, 100 messages,
+    2 s to send a body)."""
+    config = EngineConfig(kv_cache_bytes=64 << 20)
+    yield from serve_in_process(bundled, tmp_path, config, limits=SMALL_LIMITS)

@@ -1,6 +1,7 @@
 """An in-process server for tests: uvicorn in a thread serving the real app and engine
 (bundled model, float32), with a spy on the engine's sequences, the end-of-request
-records, and the usage ledger with its diagnosis."""
+records, and the usage ledger with its diagnosis. Helpers only; the fixtures that start
+it (`running`, `running_keys`, ...) are in conftest.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 from openai import OpenAI
 
@@ -31,8 +31,7 @@ from promptcache.ledger.diagnosis import PromptHistory, Rules
 from promptcache.ledger.prices import ANTHROPIC_PRICES, OPENAI_PRICES
 from promptcache.ledger.store import Ledger
 from promptcache.model.loading.loader import LoadedModel
-
-MODEL = "smollm2-135m-instruct"
+from tests.api.helpers import MODEL
 
 
 @dataclass
@@ -50,23 +49,7 @@ class Running:
         return httpx.get(f"{self.base_url}/metrics", timeout=10).text
 
 
-@pytest.fixture
-def running(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20))
-
-
-@pytest.fixture
-def running_exact(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20, usage_rules="exact"))
-
-
 TENANT_KEYS = {"sk-a": "tenant-a", "sk-b": "tenant-b"}
-
-
-@pytest.fixture
-def running_keys(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    keys = KeyRing(TENANT_KEYS, admin_key="sk-admin")
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), keys)
 
 
 class FakeClock:
@@ -79,17 +62,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def running_clock(bundled: LoadedModel, tmp_path: Path, clock: FakeClock) -> Iterator[Running]:
-    """The in-process server on a fake clock (retention times move only when told)."""
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), clock=clock)
-
-
 SMALL_LIMITS = Limits(
     max_request_bytes=1 << 20,
     max_header_bytes=8 << 10,
@@ -100,15 +72,7 @@ SMALL_LIMITS = Limits(
 )
 
 
-@pytest.fixture
-def running_limits(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
-    """The in-process server with small limits (1 MiB bodies, 8 KiB headers, 100 messages,
-    2 s to send a body)."""
-    config = EngineConfig(kv_cache_bytes=64 << 20)
-    yield from _serve(bundled, tmp_path, config, limits=SMALL_LIMITS)
-
-
-def _serve(
+def serve_in_process(
     bundled: LoadedModel,
     tmp_path: Path,
     config: EngineConfig,

@@ -17,6 +17,8 @@ from jsonschema import Draft202012Validator
 from promptcache.text.chat import render_chat
 from tests.api.inprocess import MODEL, FakeClock, Running, wait_for
 
+pytestmark = pytest.mark.server
+
 DOC = (
     "Field guide. Lichens grow on bark and stone; each is a fungus living with an alga, "
     "and the colour tells you which partner dominates in the damp months. "
@@ -205,6 +207,7 @@ def test_prefix_crosses_apis_and_tenants_stay_apart(running_keys: Running) -> No
     assert b_again.usage.cache_read_input_tokens == 0  # b has no breakpoint of its own yet
 
 
+@pytest.mark.slow
 def test_one_hour_survives_pool_turnover_five_minutes_expire(
     running_clock: Running, clock: FakeClock
 ) -> None:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from promptcache.cli.main import main
-
-from .conftest import MODEL, Server
+from tests.api.helpers import MODEL, Server, free_port
 
 COUNTERS = ("prompt_tokens", "cached_tokens", "completion_tokens")
 
@@ -36,6 +35,7 @@ def _bench(base_url: str, out: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return rc, doc
 
 
+@pytest.mark.server
 def test_counts_equal_the_servers_usage(server: Server, tmp_path: Path) -> None:
     before = _counters(server)
     rc, doc = _bench(
@@ -59,6 +59,7 @@ def test_counts_equal_the_servers_usage(server: Server, tmp_path: Path) -> None:
         assert (tmp_path / f).stat().st_size > 0
 
 
+@pytest.mark.server
 def test_multi_turn_history_hits(server: Server, tmp_path: Path) -> None:
     rc, doc = _bench(
         f"{server.base_url}/v1",
@@ -78,6 +79,7 @@ def test_multi_turn_history_hits(server: Server, tmp_path: Path) -> None:
         assert second["cached_tokens"] >= first["prompt_tokens"] // 128 * 128
 
 
+@pytest.mark.server
 def test_http_errors_are_counted(server: Server, tmp_path: Path) -> None:
     rc, doc = _bench(
         f"{server.base_url}/v1",
@@ -96,14 +98,8 @@ def test_http_errors_are_counted(server: Server, tmp_path: Path) -> None:
     assert rc == 1 and doc["summary"]["errors"] == {"http_404": 1}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_no_server_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     rc, doc = _bench(url, tmp_path, "--model", "m", "--workload", "seed", "--num-prompts", "2")
     assert rc == 1 and doc["summary"]["errors"] == {"connection": 2}
     rc, _ = _bench(url, tmp_path / "discover", "--workload", "seed")
@@ -169,6 +165,7 @@ def test_dropped_stream_is_reported(cutting_server: str, tmp_path: Path) -> None
     assert doc["records"][0]["chunk_times"]  # the chunk before the cut was seen
 
 
+@pytest.mark.server
 def test_open_loop_and_request_bound(server: Server, tmp_path: Path) -> None:
     tiny = ("--system-tokens", "8", "--question-tokens", "8", "--output-tokens", "2")
     rc, doc = _bench(
@@ -189,6 +186,7 @@ def test_open_loop_and_request_bound(server: Server, tmp_path: Path) -> None:
     assert rc == 0 and doc["summary"]["requests"] == 2
 
 
+@pytest.mark.server
 def test_long_tail_sends_the_retention(server: Server, tmp_path: Path) -> None:
     from promptcache.ledger.store import LEDGER_FILE, read_rows
 

@@ -15,6 +15,8 @@ import pytest
 from promptcache.ledger.report import UsageQuery, usage
 from tests.api.inprocess import MODEL, Running
 
+pytestmark = pytest.mark.server
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DOC = "The solar system has eight planets that orbit the Sun on nearly flat orbits. " * 70
 
@@ -49,6 +51,7 @@ def _cells(dom: str, table_id: str) -> list[list[str]]:
     return [[unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows[1:]]
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_dashboard_in_a_browser(running_keys: Running, tmp_path: Path) -> None:
     _traffic(running_keys)

@@ -7,8 +7,11 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api.inprocess import MODEL, Running
+
+pytestmark = pytest.mark.server
 
 DOC = "The solar system has eight planets that orbit the Sun on nearly flat orbits. " * 70
 OTHER = "Rivers carry water from mountains to the sea and shape the valleys they pass. " * 70

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.api.conftest import MODEL, Server, start_server
+from tests.api.helpers import MODEL, Server, start_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 DOCUMENT = " ".join(
     f"Clause {i}: the tenant keeps the garden tidy and the gate shut." for i in range(120)

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import MODEL, Server, start_server, stop_server
+from tests.api.helpers import MODEL, Server, start_server, stop_server
+
+pytestmark = pytest.mark.server
 
 AUTH = {"Authorization": "Bearer sk-tenant-a"}
 CHAT = "/v1/chat/completions"

@@ -11,6 +11,8 @@ import pytest
 from promptcache.text.chat import render_chat
 from tests.api.inprocess import MODEL, Running
 
+pytestmark = pytest.mark.server
+
 DOC = (
     "Reference sheet. The tide tables list high and low water for each harbour, with "
     "heights in metres above chart datum and times in local standard time. "

@@ -22,7 +22,9 @@ from schemathesis import GenerationMode
 
 from promptcache.config import EngineConfig
 from promptcache.model.loading.loader import LoadedModel
-from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, serve_in_process, wait_idle
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 # Generated requests per operation and mode, the same ones every run (derandomized, so
 # `make test` is repeatable); PROMPTCACHE_FUZZ_EXAMPLES=500 PROMPTCACHE_FUZZ_RANDOM=1
@@ -36,7 +38,7 @@ seen: dict[str, int] = {}  # status codes seen, for the summary
 def fuzzed(bundled: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     config = EngineConfig(kv_cache_bytes=64 << 20, max_model_len=96)
     tmp = tmp_path_factory.mktemp("fuzz")
-    yield from _serve(bundled, tmp, config, limits=SMALL_LIMITS)
+    yield from serve_in_process(bundled, tmp, config, limits=SMALL_LIMITS)
 
 
 def _operations(base_url: str) -> list[Any]:

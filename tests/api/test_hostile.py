@@ -19,7 +19,9 @@ import pytest
 from promptcache.config import EngineConfig
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import render_chat
-from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, _serve, wait_idle
+from tests.api.inprocess import MODEL, SMALL_LIMITS, Running, serve_in_process, wait_idle
+
+pytestmark = pytest.mark.server
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -178,7 +180,9 @@ def test_a_body_sent_too_slowly_is_refused_and_others_are_served(running_limits:
 def running_short(bundled: LoadedModel, tmp_path: Path) -> Iterator[Running]:
     """Small limits, and a request may run for 1 s at most."""
     limits = replace(SMALL_LIMITS, request_timeout_s=1.0)
-    yield from _serve(bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), limits=limits)
+    yield from serve_in_process(
+        bundled, tmp_path, EngineConfig(kv_cache_bytes=64 << 20), limits=limits
+    )
 
 
 def test_a_request_past_the_total_timeout_is_stopped(running_short: Running) -> None:

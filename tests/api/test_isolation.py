@@ -24,8 +24,10 @@ from scipy.stats import mannwhitneyu
 from promptcache.api.auth import KeyRing
 from promptcache.config import EngineConfig
 from promptcache.model.loading.loader import LoadedModel
-from tests.api.conftest import Server
-from tests.api.inprocess import MODEL, TENANT_KEYS, Running, _serve
+from tests.api.helpers import Server
+from tests.api.inprocess import MODEL, TENANT_KEYS, Running, serve_in_process
+
+pytestmark = pytest.mark.server
 
 TRIALS = 8
 SHARED = 1024  # tokens of the secret the middle guess shares
@@ -67,7 +69,7 @@ def two_tenants(
 ) -> Iterator[Running]:
     keys = KeyRing(TENANT_KEYS)
     tmp = tmp_path_factory.mktemp("isolation")
-    yield from _serve(bundled, tmp, EngineConfig(kv_cache_bytes=512 << 20), keys)
+    yield from serve_in_process(bundled, tmp, EngineConfig(kv_cache_bytes=512 << 20), keys)
 
 
 def _tokens(running: Running, rng: random.Random, n: int) -> list[int]:
@@ -95,6 +97,8 @@ def _ttft(running: Running, key: str, text: str) -> float:
     return elapsed
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_timing_does_not_tell_another_tenants_prefix(two_tenants: Running) -> None:
     rng = random.Random(7)
     times: dict[str, list[float]] = {k: [] for k in ("none", "1024", "all", "hit", "miss")}

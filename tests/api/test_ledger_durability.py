@@ -10,9 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import openai
+import pytest
 
 from promptcache.ledger.store import LEDGER_FILE, Ledger
-from tests.api.conftest import MODEL, start_server
+from tests.api.helpers import MODEL, start_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def test_kill_9_under_load_loses_no_finished_row(tmp_path: Path) -> None:

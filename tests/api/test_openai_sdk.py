@@ -12,7 +12,9 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseTex
 from transformers import AutoTokenizer
 
 from promptcache.model.loading.loader import resolve_model_path
-from tests.api.conftest import MODEL, Server
+from tests.api.helpers import MODEL, Server
+
+pytestmark = pytest.mark.server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 LONG_SYSTEM = (

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from tests.api.conftest import MODEL, Server
+from tests.api.helpers import MODEL, Server
 
 AUTH = {"Authorization": "Bearer sk-tenant-a"}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
@@ -58,6 +58,7 @@ def _sse(text: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.server
 def test_chat_completion_objects(server: Server) -> None:
     with server.http() as http:
         check(
@@ -75,6 +76,7 @@ def test_chat_completion_objects(server: Server) -> None:
         check("CreateChatCompletionStreamResponse", chunk)
 
 
+@pytest.mark.server
 def test_response_objects(server: Server) -> None:
     with server.http() as http:
         body = http.post("/v1/responses", json=RESP, headers=AUTH).json()
@@ -92,6 +94,7 @@ def test_response_objects(server: Server) -> None:
         check("ResponseStreamEvent", event)
 
 
+@pytest.mark.server
 def test_models_and_errors(server: Server) -> None:
     with server.http() as http:
         check("ListModelsResponse", http.get("/v1/models", headers=AUTH).json())

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from promptcache.ledger.store import LEDGER_FILE, Ledger
-from tests.api.conftest import MODEL, Server, start_server, stop_server
+from tests.api.helpers import MODEL, Server, start_server, stop_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 pytest.importorskip("ray.serve")
 

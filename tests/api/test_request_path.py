@@ -15,6 +15,8 @@ from promptcache.engine.lifecycle import Outcome
 from promptcache.ledger.prices import OPENAI_PRICES
 from tests.api.inprocess import MODEL, Running, wait_for
 
+pytestmark = pytest.mark.server
+
 
 def test_cache_settings_reach_the_engine_sequence(running: Running) -> None:
     client = running.client()

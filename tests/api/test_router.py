@@ -14,7 +14,9 @@ import httpx
 import openai
 import pytest
 
-from tests.api.conftest import MODEL, Server, start_server, stop_server
+from tests.api.helpers import MODEL, Server, start_server, stop_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 KEY = "internal-test-key"
 DOC = " ".join(f"Rule {i}: keep the ledger balanced and the door locked." for i in range(110))

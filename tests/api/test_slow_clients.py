@@ -11,8 +11,11 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 
 from tests.api.inprocess import MODEL, Running, wait_idle
+
+pytestmark = pytest.mark.server
 
 HI = [{"role": "user", "content": "Tell me a very long story about the sea."}]
 
@@ -49,6 +52,7 @@ def _rss_bytes() -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_its_stream(running: Running) -> None:
     body = {"model": MODEL, "messages": HI, "max_tokens": 300, "temperature": 0, "stream": True}
     with socket.create_connection(_address(running)) as mute:
