@@ -9,7 +9,7 @@ and a prefix match reports the tier each block will come from as a `Location` to
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from promptcache.cache.block_hash import BlockHash
@@ -25,6 +25,9 @@ class Tier(enum.Enum):
 class Location:
     tier: Tier
     slot: int  # block id in the KV pool, slot in the host tier, -1 on disk
+
+
+Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
 
 
 class HashIndex:

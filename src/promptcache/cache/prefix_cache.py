@@ -27,34 +27,19 @@ read through `TokenSource` and never written. Works on hashes and block ids only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 from promptcache.cache.block_hash import BlockHash, chain_hashes, seed_hash
 from promptcache.cache.block_pool import BlockPool
-from promptcache.cache.breakpoints import BreakpointBook, BreakpointHit, partial_hash
+from promptcache.cache.breakpoint_entries import BreakpointEntries
+from promptcache.cache.breakpoints import BreakpointHit
+from promptcache.cache.counters import CacheCounters
 from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
-from promptcache.cache.index import Location, Tier
+from promptcache.cache.index import Loader, Location, Tier
 from promptcache.cache.lower import LowerTiers
 from promptcache.cache.policy import CachePolicy
-from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings
+from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.cache.tiers import LowerTier, PoolBlock
-
-Loader = Callable[[Location, BlockHash, int], None]  # (where, hash, pool block id): copy in
-
-
-@dataclass(slots=True)
-class CacheCounters:
-    """Monotonic counters since start (prompt tokens of cacheable and other requests)."""
-
-    queried_tokens: int = 0  # prompt tokens of requests admitted for the first time
-    hit_tokens: int = 0  # of those, tokens reused from the cache
-    write_tokens: int = 0  # prompt tokens newly added to the cache
-    # of the hit tokens, those loaded from each lower tier
-    tier_hit_tokens: dict[Tier, int] = field(default_factory=lambda: dict.fromkeys(Tier, 0))
-    breakpoint_hits: int = 0  # requests whose hit ended at an explicit breakpoint
-    breakpoint_writes: int = 0  # partial blocks cached for explicit breakpoints
-    breakpoints_skipped: int = 0  # breakpoints not cached: too short, or no free block
 
 
 class PrefixCache:
@@ -74,12 +59,14 @@ class PrefixCache:
         partial blocks of breakpoints."""
         self.pool = pool
         self.loader = loader
-        self.book = BreakpointBook()
         self.lower = LowerTiers(tiers)
         self.policy = policy
         self.block_size = block_size
         self.kv_identity = kv_identity
         self.counters = CacheCounters()
+        self.breakpoints = BreakpointEntries(
+            pool, self.lower, block_size, policy.min_breakpoint_tokens, loader, self.counters
+        )
         self._claims: dict[BlockHash, CacheHandle] = {}
 
     def open(self, settings: CacheSettings) -> CacheHandle:
@@ -106,7 +93,7 @@ class PrefixCache:
         matched = self.pool.match(hashes)
         lower = self.lower.run(hashes[len(matched) :])
         found = len(matched) + len(lower)
-        bp = self._breakpoint_hit(handle, seq, found)
+        bp = self.breakpoints.hit(handle, seq, found)
         implicit = handle.settings.mode is CacheMode.IMPLICIT
         matched_tokens = max(found * bs if implicit else 0, bp.position if bp else 0)
         hit = self._usable(seq, found * bs) if implicit else 0
@@ -159,40 +146,6 @@ class PrefixCache:
         if handle.settings.mode is CacheMode.EXPLICIT and (bp is None or hit != bp.position):
             return [], [], None, 0
         return blocks, got, partial, hit
-
-    def _breakpoint_hit(
-        self, handle: CacheHandle, seq: TokenSource, found: int
-    ) -> BreakpointHit | None:
-        """The longest of the tenant's latest breakpoints that `seq` starts with, whose
-        full blocks are among the `found` cached ones and whose partial block is cached;
-        never the last known token (it is always computed)."""
-        assert handle.seed is not None
-        bs, best = self.block_size, None
-        for prefix, position in self.book.latest(handle.seed):
-            if position >= seq.num_tokens or (best is not None and position <= best.position):
-                continue
-            k, r = divmod(position, bs)
-            if k > found:
-                continue
-            if r == 0:
-                if k and handle.block_hashes[k - 1] == prefix:
-                    best = BreakpointHit(position)
-                continue
-            parent = handle.block_hashes[k - 1] if k else handle.seed
-            if partial_hash(parent, seq.tokens_slice(k * bs, position)) != prefix:
-                continue
-            where = self._where(prefix)
-            if where is not None:
-                best = BreakpointHit(position, prefix, where)
-        return best
-
-    def _where(self, h: BlockHash) -> Location | None:
-        """Where block `h` is cached: the pool, else the fastest tier holding it."""
-        ids = self.pool.match([h])
-        if ids:
-            return Location(Tier.DEVICE, ids[0])
-        run = self.lower.run([h])
-        return run[0] if run else None
 
     def on_admit(self, handle: CacheHandle, match: CacheMatch, seq: TokenSource) -> None:
         """The scheduler placed the request on `match`'s blocks: hold them with the request's
@@ -323,58 +276,7 @@ class PrefixCache:
                 self.counters.write_tokens += written
                 self._persist(handle, seq, i, block_table[i])
         handle.num_registered_blocks = max(handle.num_registered_blocks, full)
-        self._write_breakpoints(handle, seq, block_table, num_computed)
-
-    def _write_breakpoints(
-        self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], computed: int
-    ) -> None:
-        """Cache each breakpoint whose prefix is now computed, and note it as the tenant's
-        latest."""
-        assert handle.seed is not None
-        todo = handle.settings.breakpoints[handle.breakpoints_done :]
-        for bp in todo:
-            if bp.position > computed:
-                return
-            handle.breakpoints_done += 1
-            if not self.policy.min_breakpoint_tokens <= bp.position <= seq.num_prompt_tokens:
-                self.counters.breakpoints_skipped += 1
-                continue
-            prefix = self._breakpoint_entry(handle, seq, block_table, bp)
-            if prefix is None:
-                self.counters.breakpoints_skipped += 1
-                continue
-            self.book.add(handle.seed, prefix, bp.position)
-            handle.breakpoint_end = max(handle.breakpoint_end, bp.position)
-
-    def _breakpoint_entry(
-        self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], bp: Breakpoint
-    ) -> BlockHash | None:
-        """The hash naming breakpoint `bp`'s prefix, its partial block cached (copied out
-        of the request's block) or refreshed; None if no pool block is free for it."""
-        assert handle.seed is not None
-        k, r = divmod(bp.position, self.block_size)
-        parent = handle.block_hashes[k - 1] if k else handle.seed
-        if r == 0:
-            return parent
-        tokens = seq.tokens_slice(k * self.block_size, bp.position)
-        h = partial_hash(parent, tokens)
-        where = self._where(h)
-        if where is not None:
-            if where.tier is Tier.DEVICE:  # a hit refreshes it, as does writing it again
-                self.pool.acquire([where.slot], bp.retention)
-                self.pool.free([where.slot])
-            return h
-        if self.loader is None or not self.pool.can_allocate(1):
-            return None
-        (block_id,) = self.pool.allocate(1)
-        self.loader(Location(Tier.DEVICE, block_table[k]), h, block_id)
-        self.pool.register(block_id, h, bp.retention)
-        self.pool.free([block_id])
-        handle.partial_write_tokens += r
-        self.counters.breakpoint_writes += 1
-        if self.lower.writes_through(bp.retention):
-            self.lower.store(PoolBlock(h, parent, tokens, block_id, bp.retention))
-        return h
+        self.breakpoints.write(handle, seq, block_table, num_computed)
 
     def release(self, handle: CacheHandle) -> None:
         """Drop the request's claims (it finished, was aborted or was preempted); its blocks
