@@ -163,6 +163,9 @@ class ServerConfig:
             (ledger.sqlite3) live; None = the user's data folder
             (~/.local/share/promptcache on Linux) or $PROMPTCACHE_DATA_DIR.
         max_queue: most requests queued or running; more get HTTP 429. Default 256.
+        retry_after_s: how long a 429 (queue full) tells the client to wait before it
+            retries, as `Retry-After` (whole seconds, rounded up) and `retry-after-ms`;
+            the official OpenAI and Anthropic SDKs wait that long. Default 1.
         enable_ledger: keep the usage ledger (one row per request). Default on.
         price_model: the price row for a served model with no row of its own (the built-in
             rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
@@ -197,6 +200,7 @@ class ServerConfig:
     api_keys_file: str | None = None
     data_dir: str | None = None
     max_queue: int = 256
+    retry_after_s: float = 1.0
     enable_ledger: bool = True
     price_model: str = "gpt-5-mini"
     anthropic_price_model: str = "claude-sonnet-4-5"
@@ -220,6 +224,7 @@ class ServerConfig:
             "body_timeout_s",
             "keep_alive_timeout_s",
             "request_timeout_s",
+            "retry_after_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

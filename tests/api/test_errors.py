@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.api.helpers import MODEL, Server, start_server, stop_server
@@ -140,9 +141,9 @@ def test_overload_is_429_and_disconnect_frees_blocks(small_queue: Server) -> Non
     t.start()
     assert started.wait(120)
     with small_queue.http() as http:
-        _error(
-            http.post(CHAT, json=GOOD, headers=AUTH), 429, "rate_limit_error", "server_overloaded"
-        )
+        full = http.post(CHAT, json=GOOD, headers=AUTH)
+        _error(full, 429, "rate_limit_error", "server_overloaded")
+        assert (full.headers["retry-after"], full.headers["retry-after-ms"]) == ("1", "1000")
     t.join(120)
     with small_queue.http() as http:
         deadline = time.time() + 30
@@ -178,3 +179,62 @@ def test_non_streamed_request_aborts_when_its_client_leaves(small_queue: Server)
             time.sleep(0.2)
         assert idle and "promptcache_kv_blocks_in_use 0.0" in metrics
         assert "promptcache_requests_aborted 2.0" in metrics
+
+
+@pytest.fixture(scope="module")
+def quick_retry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(
+        tmp_path_factory.mktemp("retry"), "--max-queue", "1", "--retry-after-s", "0.25"
+    )
+    yield s
+    stop_server(s)
+
+
+def test_a_full_queue_says_when_to_retry_and_the_sdk_waits_that_long(
+    quick_retry: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 for a full queue carries `Retry-After` (whole seconds) and `retry-after-ms`
+    (the `retry_after_s` setting); the official SDK retries after exactly that wait
+    instead of its own backoff."""
+    small_queue = quick_retry
+    long = {
+        **GOOD,
+        "max_tokens": 400,
+        "temperature": 0,  # greedy: a 400-token story, never an early stop
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+    }
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with small_queue.http() as http, http.stream("POST", CHAT, json=long, headers=AUTH) as resp:
+            for i, _ in enumerate(resp.iter_lines()):
+                if i == 2:
+                    holding.set()
+                    release.wait(120)
+                    return
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(120)
+    with small_queue.http() as http:
+        full = http.post(CHAT, json=GOOD, headers=AUTH)
+    assert full.status_code == 429
+    assert (full.headers["retry-after"], full.headers["retry-after-ms"]) == ("1", "250")
+    client = small_queue.client().with_options(max_retries=2)
+    waits: list[float] = []  # the waits the SDK chose before each retry
+    chosen = client._calculate_retry_timeout
+
+    def recorded(*args: Any, **kwargs: Any) -> float:
+        waits.append(chosen(*args, **kwargs))
+        return waits[-1]
+
+    monkeypatch.setattr(client, "_calculate_retry_timeout", recorded)
+    try:
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model=MODEL, messages=GOOD["messages"], max_tokens=2)
+    finally:
+        release.set()
+        t.join(120)
+    assert err.value.status_code == 429 and err.value.code == "server_overloaded"
+    assert waits == [0.25, 0.25]  # two retries, each after the server's wait

@@ -5,6 +5,7 @@ engine refusals into API errors."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -62,15 +63,19 @@ class ServerContext:
         except RequestError as exc:
             raise invalid(str(exc), param, exc.code) from exc
         except EngineOverloaded as exc:
-            raise APIError(
-                429,
-                f"{exc}; retry after a short wait",
-                "rate_limit_error",
-                None,
-                "server_overloaded",
-            ) from exc
+            wait = self.limits.retry_after_s
+            err = APIError(429, f"{exc}; retry after {wait:g} s", "rate_limit_error")
+            err.code = "server_overloaded"
+            err.headers = retry_after_headers(wait)
+            raise err from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """`Retry-After` in whole seconds (rounded up, as HTTP allows no fraction) and the
+    exact wait in `retry-after-ms`, which the OpenAI and Anthropic SDKs read first."""
+    return {"retry-after": str(math.ceil(seconds)), "retry-after-ms": str(round(seconds * 1000))}
 
 
 def new_id(prefix: str) -> str:

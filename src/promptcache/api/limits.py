@@ -8,6 +8,7 @@ middleware that holds the transport-level ones before any handler runs.
                          in-band error event on a stream)
     max_messages         messages in one request, after history           -> 400 (handlers)
     max_stop_sequences   Anthropic's stop_sequences (OpenAI's stop: 4)    -> 400 (handlers)
+    retry_after_s        what a 429 for a full queue (max_queue) tells the client to wait
 
 Errors take the shape of the API the path belongs to (`api.errors`).
 """
@@ -35,6 +36,7 @@ class Limits:
     max_stop_sequences: int
     body_timeout_s: float
     request_timeout_s: float
+    retry_after_s: float = 1.0
 
     @classmethod
     def of(cls, server: ServerConfig) -> Limits:
@@ -45,6 +47,7 @@ class Limits:
             server.max_stop_sequences,
             server.body_timeout_s,
             server.request_timeout_s,
+            server.retry_after_s,
         )
 
     def check_messages(self, n: int, param: str) -> None:
