@@ -199,7 +199,10 @@ def section(entry: Entry, name: str) -> list[str]:
 def older(entries: dict[str, Entry]) -> list[str]:
     """The machine's results that are no longer current, newest first."""
     lines = ["## Older results", ""]
-    lines += ["These are superseded; [history.md](history.md) has them with their context.", ""]
+    superseded = (
+        "These are superseded; [benchmarks.md](../benchmarks.md) has them with their context."
+    )
+    lines += [superseded, ""]
     lines += ["| result file | configuration | commit | date |", "|---|---|---|---|"]
     for name, e in sorted(entries.items(), key=lambda kv: kv[1]["date"], reverse=True):
         link = f"[`{name}`]({RESULTS_LINK}/{name})"
@@ -214,7 +217,7 @@ def page(machine: dict[str, str], entries: dict[str, Entry]) -> str:
     lines += [
         "Each table is the newest result of its configuration. Regenerate this page with "
         "`python bench/docs_figures.py` after adding a result to `bench/results/` and to "
-        "`bench/results/index.json`; [history.md](history.md) is the step-by-step record.",
+        "`bench/results/index.json`; [benchmarks.md](../benchmarks.md) is the step-by-step record.",
     ]
     for name, entry in current.items():
         lines += ["", *section(entry, name)]

@@ -17,32 +17,18 @@ from promptcache.model.attention.metadata import (
 from promptcache.model.attention.selector import select_backend, uses_cpu_decode
 from promptcache.model.attention.torch_backend import CpuKernelBackend, TorchBackend
 from promptcache.model.attention.triton_backend import TritonBackend
-from promptcache.model.spec import ModelSpec
+from promptcache.model.spec import ModelSpec, spec_from_hf_config
+from tests.helpers import tiny_hf_config
 
 CPU = torch.device("cpu")
 BS = 4
 
 
 def _spec(sliding_window: int | None = None) -> ModelSpec:
-    return ModelSpec(
-        model_type="llama",
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        rms_norm_eps=1e-6,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        qkv_bias=False,
-        o_bias=False,
-        mlp_bias=False,
-        qk_norm=False,
-        sliding_window=sliding_window,
-        eos_token_ids=(),
-    )
+    """The tiny test model's spec (mistral where a sliding window is asked for)."""
+    if sliding_window is None:
+        return spec_from_hf_config(tiny_hf_config("llama"))
+    return spec_from_hf_config(tiny_hf_config("mistral", sliding_window=sliding_window))
 
 
 def _layout() -> StepLayout:

@@ -64,8 +64,8 @@ class ServerContext:
             raise invalid(str(exc), param, exc.code) from exc
         except EngineOverloaded as exc:
             wait = self.limits.retry_after_s
-            err = APIError(429, f"{exc}; retry after {wait:g} s", "rate_limit_error")
-            err.code = "server_overloaded"
+            msg = f"{exc}; retry after {wait:g} s"
+            err = APIError(429, msg, "rate_limit_error", None, "server_overloaded")
             err.headers = retry_after_headers(wait)
             raise err from exc
         except EngineDead as exc:

@@ -89,9 +89,11 @@ class DecodeStep:
     @staticmethod
     def fits(model: LlamaForCausalLM) -> bool:
         """Whether every kernel of a decode layer is ours and built, for this model."""
-        spec, dtype = model.spec, model.embed_tokens.weight.dtype
-        if not (model.norm.fused and all(_layer_fits(layer) for layer in model.layers)):
-            return False  # the layers' kernels first: a dense model never builds the step
+        spec, dtype, k = model.spec, model.embed_tokens.weight.dtype, model.kernels
+        if not (k.int4 and k.add_norm and k.silu_mul and k.rope_kv and not spec.qk_norm):
+            return False  # the kernel set first: a dense model never builds the step
+        if not all(_layer_fits(layer) for layer in model.layers):
+            return False
         if dtype not in DTYPE_CODES or library() is None:
             return False
         return decode_attention.supports(dtype, spec.num_heads, spec.num_kv_heads, spec.head_dim)
@@ -113,9 +115,7 @@ class DecodeStep:
             and meta.sliding_window is None
         )
 
-    def run(
-        self, step: StepTensors, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> torch.Tensor:
+    def run(self, step: StepTensors, kv_caches: list[KVPair]) -> torch.Tensor:
         """The final norm's output (B, hidden) for the step's tokens, as the model's
         forward gives it; writes the rows' K/V into the pools."""
         meta = step.meta
@@ -190,8 +190,7 @@ def _layer(layer: Any, k: torch.Tensor, v: torch.Tensor) -> Layer:
 
 
 def _layer_fits(layer: Any) -> bool:
+    """Whether every projection of `layer` is 4-bit by our kernel, without a bias."""
     attn, mlp = layer.self_attn, layer.mlp
     projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    ours = all(isinstance(p, Int4Linear) and p.ours and p.bias is None for p in projections)
-    norms = layer.input_layernorm.fused and layer.post_attention_layernorm.fused
-    return ours and norms and attn.fused_rope and mlp.fused and attn.q_norm is None
+    return all(isinstance(p, Int4Linear) and p.ours and p.bias is None for p in projections)

@@ -93,6 +93,7 @@ class LLMEngine:
         identity = (self.kv_identity, model.fingerprint)
         self.disk = disk_tier(c, self.kv_cache, model.spec, identity, clock)
         self.tiers: list[LowerTier] = [t for t in (self.host, self.disk) if t is not None]
+        self._tier_of = {t.tier: t for t in self.tiers}
         for tier in self.tiers:
             self.pool.add_eviction_listener(tier.on_evict)
         self.cache = PrefixCache(
@@ -130,7 +131,7 @@ class LLMEngine:
             data = self.kv_cache.data
             data[:, :, :, block_id].copy_(data[:, :, :, where.slot])
             return
-        tier = next((t for t in self.tiers if t.tier is where.tier), None)
+        tier = self._tier_of.get(where.tier)
         if tier is None:
             raise AssertionError(f"no tier to load {where} from")
         tier.load(where, h, block_id)

@@ -19,6 +19,7 @@ import torch
 
 from promptcache.model.attention.backend import AttentionBackend
 from promptcache.model.attention.torch_backend import CpuKernelBackend, TorchBackend
+from promptcache.model.attention.triton_backend import TritonBackend
 from promptcache.model.spec import ModelSpec
 from promptcache.util import ATTENTION_BACKENDS
 
@@ -88,8 +89,6 @@ def select_backend(
     "triton" is asked for and cannot run."""
     window = spec.sliding_window
     if uses_triton(name, device, spec.head_dim, block_size):
-        from promptcache.model.attention.triton_backend import TritonBackend
-
         return TritonBackend(device, block_size, window, max_seqs, max_tokens)
     if uses_cpu_decode(name, device, dtype, spec):
         return CpuKernelBackend(device, dtype, block_size, window)
