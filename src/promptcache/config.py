@@ -82,6 +82,9 @@ class EngineConfig:
             CUDA graphs at start, for batches of 1, 2, 4, then every multiple of 8 up to
             max_num_seqs, and replay them for decode-only steps (engine/cuda_graphs.py).
             Default on.
+        grammar_cache_size: compiled output grammars (JSON schemas, tool lists) kept for
+            reuse, least recently used dropped first (engine/grammar/compiler.py).
+            Default 256.
     """
 
     block_size: int = 16
@@ -106,6 +109,7 @@ class EngineConfig:
     onednn_cache_capacity: int = 64
     attention_backend: str = "auto"
     cuda_graphs: bool = True
+    grammar_cache_size: int = 256
 
     def __post_init__(self) -> None:
         positive = (
@@ -118,6 +122,7 @@ class EngineConfig:
             "in_memory_ttl",
             "in_memory_max",
             "extended_ttl",
+            "grammar_cache_size",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -192,6 +197,12 @@ class ServerConfig:
         internal_api_key: the secret a router presents to this server's worker endpoint
             (`POST /v1/promptcache/generate`, which runs pre-tokenized requests for any
             tenant); None turns that endpoint off. `serve --workers` sets a random one.
+        canonical_tools: render tool definitions canonically (every object's keys sorted,
+            a schema's `properties` kept in the order given), so the same tools sent with
+            keys in another order share a cached prefix. Default on.
+        replay_answers: recent answers (per tenant) whose generated token ids are kept, so
+            that an answer sent back as history renders to exactly those tokens and reuses
+            their cached K/V (api/replays.py); 0 keeps none. Default 4096.
     """
 
     host: str = "127.0.0.1"
@@ -207,6 +218,8 @@ class ServerConfig:
     admin_api_key: str | None = None
     diagnosis_history: int = 64
     internal_api_key: str | None = None
+    canonical_tools: bool = True
+    replay_answers: int = 4096
     max_request_bytes: int = 16 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
     max_messages: int = 2048

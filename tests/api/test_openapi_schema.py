@@ -77,6 +77,22 @@ def test_chat_completion_objects(server: Server) -> None:
 
 
 @pytest.mark.server
+def test_chat_tool_call_objects(server: Server) -> None:
+    from tests.api.tools_fixtures import CLOCK, WEATHER
+
+    body = {**CHAT, "max_tokens": 60, "tools": [WEATHER, CLOCK], "tool_choice": "required"}
+    with server.http() as http:
+        whole = http.post("/v1/chat/completions", json=body, headers=AUTH).json()
+        stream = http.post("/v1/chat/completions", headers=AUTH, json={**body, "stream": True})
+    assert whole["choices"][0]["message"]["tool_calls"]
+    check("CreateChatCompletionResponse", whole)
+    chunks = _sse(stream.text)
+    assert any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    for chunk in chunks:
+        check("CreateChatCompletionStreamResponse", chunk)
+
+
+@pytest.mark.server
 def test_response_objects(server: Server) -> None:
     with server.http() as http:
         body = http.post("/v1/responses", json=RESP, headers=AUTH).json()

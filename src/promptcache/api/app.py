@@ -19,7 +19,7 @@ from promptcache.api.anthropic.messages import create_message
 from promptcache.api.anthropic.protocol import MessagesRequest
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
-from promptcache.api.context import ServerContext
+from promptcache.api.context import Rendering, ServerContext
 from promptcache.api.dashboard import dashboard_response
 from promptcache.api.internal import add_worker_routes
 from promptcache.api.limits import Limits, LimitsMiddleware
@@ -52,6 +52,7 @@ def create_app(
     books: Books | None = None,
     internal_api_key: str | None = None,
     limits: Limits | None = None,
+    rendering: Rendering | None = None,
 ) -> FastAPI:
     """Build the app; the engine thread starts and stops with the app's lifespan.
 
@@ -60,7 +61,9 @@ def create_app(
     `internal_api_key`, the worker endpoints a router calls are on (api/internal.py).
     """
     client = AsyncEngine(engine, max_queue)
-    app = build_app(client, engine.tokenizer, model_name, keys, store, hooks, books, limits)
+    app = build_app(
+        client, engine.tokenizer, model_name, keys, store, hooks, books, limits, rendering
+    )
     info = {
         "model": model_name,
         "kv_identity": engine.kv_identity,
@@ -80,6 +83,7 @@ def build_app(
     hooks: RequestHooks | None = None,
     books: Books | None = None,
     limits: Limits | None = None,
+    rendering: Rendering | None = None,
 ) -> FastAPI:
     """The OpenAI API over any `EngineClient`: the in-process engine, or the router's
     `RemoteEngine` (which then also registers its metrics). `limits` default to
@@ -95,7 +99,14 @@ def build_app(
     if books is not None:
         hooks.subscribe(books.on_request_end)
     ctx = ServerContext(
-        client, tokenizer, model_name, store, metrics, created=int(time.time()), limits=limits
+        client,
+        tokenizer,
+        model_name,
+        store,
+        metrics,
+        created=int(time.time()),
+        limits=limits,
+        rendering=rendering or Rendering(),
     )
 
     @asynccontextmanager
@@ -105,6 +116,7 @@ def build_app(
             yield
         finally:
             ctx.renderer.shutdown(wait=False)
+            ctx.grammar_threads.shutdown(wait=False)
             client.shutdown()
             store.close()
             if books is not None:

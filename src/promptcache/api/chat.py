@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: OpenAI's Chat Completions, streamed or not, with cache usage."""
+"""`POST /v1/chat/completions`: OpenAI's Chat Completions, streamed or not, with cache usage,
+tool calls and structured outputs (api/chat_tools.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,24 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
+from promptcache.api.chat_tools import (
+    chat_messages,
+    chat_output,
+    chat_tools,
+    delta_of,
+    finish_reason,
+    tool_call,
+)
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.protocol import ChatCompletionRequest, message_parts
+from promptcache.api.protocol import ChatCompletionRequest
 from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
 from promptcache.engine.client import Disconnected
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
+from promptcache.text.tools import ToolStream, parse_output
 
 FINGERPRINT = "fp_promptcache"
 ENDPOINT = "chat.completions"
@@ -54,8 +65,9 @@ async def create_chat_completion(
         raise invalid("n > 1 is not supported yet: send one request per choice", "n")
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
-    messages = [{"role": m.role, "content": message_parts(m.content)} for m in req.messages]
-    rendered = await ctx.render(messages, "messages")
+    tools = chat_tools(req, ctx.canonical_tools)
+    output = chat_output(req, tools)
+    rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant)
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
     completion_id = new_id("chatcmpl-")
@@ -74,7 +86,9 @@ async def create_chat_completion(
         messages=rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
+        output=output,
     )
+    await ctx.prepare(request, "response_format")
     handle = ctx.submit(request, "messages")
     head = {
         "id": completion_id,
@@ -85,20 +99,37 @@ async def create_chat_completion(
     }
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _stream(handle.outputs(), head, params.stop, include_usage)
+        outputs = _recorded(handle.outputs(), ctx, caller.tenant)
+        events = _stream(outputs, head, params.stop, include_usage, output)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
-    return JSONResponse(_completion(out, head))
+    ctx.replays.record(caller.tenant, out)
+    return JSONResponse(_completion(out, head, output))
 
 
-def _completion(out: RequestOutput, head: dict[str, Any]) -> dict[str, Any]:
+async def _recorded(
+    outputs: AsyncGenerator[RequestOutput, None], ctx: ServerContext, tenant: str
+) -> AsyncGenerator[RequestOutput, None]:
+    """The outputs, the final one's ids kept for replay (`api.replays`)."""
+    async with aclosing(outputs):
+        async for out in outputs:
+            if out.finished:
+                ctx.replays.record(tenant, out)
+            yield out
+
+
+def _completion(out: RequestOutput, head: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+    content, calls = parse_output(out.text) if output.calls_tools else (out.text, [])
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": out.text,
+        "content": content or None if calls else content,
         "refusal": None,
         "annotations": [],
     }
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": out.finish_reason}
+    if calls:
+        message["tool_calls"] = [tool_call(c) for c in calls]
+    finish = finish_reason(out.finish_reason, bool(calls))
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     return {
         **head,
         "object": "chat.completion",
@@ -112,6 +143,7 @@ async def _stream(
     head: dict[str, Any],
     stop: tuple[str, ...],
     include_usage: bool,
+    output: OutputSpec,
 ) -> AsyncIterator[str]:
     chunk = {**head, "object": "chat.completion.chunk"}
     extra = {"usage": None} if include_usage else {}
@@ -122,14 +154,20 @@ async def _stream(
 
     yield event({"role": "assistant", "content": "", "refusal": None})
     deltas = TextDeltas(stop)
+    calls = ToolStream() if output.calls_tools else None
+    ids: dict[int, str] = {}
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
                 text = deltas.delta(out.text, out.finished)
-                if text:
-                    yield event({"content": text})
+                if calls is None:
+                    if text:
+                        yield event({"content": text})
+                else:
+                    for piece in calls.feed(out.text[: deltas.sent], out.finished):
+                        yield event(delta_of(piece, ids))
                 if out.finished:
-                    yield event({}, out.finish_reason)
+                    yield event({}, finish_reason(out.finish_reason, bool(ids)))
                     if include_usage:
                         yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does

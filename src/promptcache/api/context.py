@@ -10,18 +10,33 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.limits import Limits
 from promptcache.api.metrics import Metrics
 from promptcache.api.prompts import render_prompt
+from promptcache.api.replays import Replays
 from promptcache.api.store import ResponseStore
+from promptcache.api.tools import Tools
 from promptcache.config import ServerConfig
 from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.request import GenerationRequest
 from promptcache.text.chat import RenderedChat
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """How prompts are rendered: `ServerConfig.canonical_tools` and `replay_answers`."""
+
+    canonical_tools: bool = True
+    replay_answers: int = 4096
+
+    @classmethod
+    def of(cls, server: ServerConfig) -> Rendering:
+        return cls(server.canonical_tools, server.replay_answers)
 
 
 @dataclass(slots=True)
@@ -38,12 +53,48 @@ class ServerContext:
     renderer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="render")
     )
+    grammar_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="grammar")
+    )
+    rendering: Rendering = field(default_factory=Rendering)
+    replays: Replays = field(init=False)
 
-    async def render(self, messages: list[dict[str, Any]], param: str) -> RenderedChat:
-        """The prompt of `messages` (at most `max_messages`), rendered in the render thread."""
+    def __post_init__(self) -> None:
+        self.replays = Replays(self.tokenizer, self.rendering.replay_answers)
+
+    @property
+    def canonical_tools(self) -> bool:
+        return self.rendering.canonical_tools
+
+    async def render(
+        self,
+        messages: list[dict[str, Any]],
+        param: str,
+        tools: Tools | None = None,
+        tenant: str | None = None,
+    ) -> RenderedChat:
+        """The prompt of `messages` (at most `max_messages`) and `tools`, rendered in the
+        render thread; with `tenant`, its earlier answers replay as they were generated."""
         self.limits.check_messages(len(messages), param)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.renderer, render_prompt, self.tokenizer, messages)
+        replay = partial(self.replays.lookup, tenant) if tenant is not None else None
+        return await loop.run_in_executor(
+            self.renderer, render_prompt, self.tokenizer, messages, tools, replay
+        )
+
+    async def prepare(self, request: GenerationRequest, format_param: str) -> None:
+        """Compile the request's output grammar, if any, in a grammar thread (never the
+        event loop or the engine's step loop); the engine then finds it cached. Engines
+        that compile elsewhere (a router's workers) have no `warm_grammar`. A schema that
+        cannot be compiled is a 400 naming its tool, or `format_param` for the answer's."""
+        warm = getattr(self.engine, "warm_grammar", None)
+        if warm is None or not request.output.constrained:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.grammar_threads, warm, request.output)
+        except RequestError as exc:
+            raise _refused(exc, format_param, format_param) from exc
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -55,13 +106,15 @@ class ServerContext:
                 "model_not_found",
             )
 
-    def submit(self, request: GenerationRequest, param: str) -> RequestStream:
+    def submit(
+        self, request: GenerationRequest, param: str, format_param: str = "response_format"
+    ) -> RequestStream:
         """Queue a request, mapping engine refusals to OpenAI errors (`param` names the
-        field a too-long prompt came from)."""
+        field a too-long prompt came from, `format_param` the answer's format)."""
         try:
             return self.engine.submit(request)
         except RequestError as exc:
-            raise invalid(str(exc), param, exc.code) from exc
+            raise _refused(exc, param, format_param) from exc
         except EngineOverloaded as exc:
             wait = self.limits.retry_after_s
             msg = f"{exc}; retry after {wait:g} s"
@@ -70,6 +123,15 @@ class ServerContext:
             raise err from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
+
+
+def _refused(exc: RequestError, param: str, format_param: str) -> APIError:
+    """A refusal as a 400; the engine's name for the answer's format ("format") becomes the
+    API's."""
+    if exc.param == "format":
+        message = str(exc).replace(" format ", f" {format_param} ")
+        return invalid(message, format_param, exc.code)
+    return invalid(str(exc), exc.param or param, exc.code)
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:

@@ -52,6 +52,7 @@ def add_worker_routes(
             gen = request_from_json(await request.json())
         except ValueError as exc:
             raise invalid(str(exc), None) from exc
+        await ctx.prepare(gen, "format")  # the router names the field its API calls it
         stream = ctx.submit(gen, "prompt")
 
         async def lines() -> AsyncIterator[str]:

@@ -112,6 +112,10 @@ class Metrics:
                 ("breakpoint_hits", "Requests whose reuse held an explicit breakpoint"),
                 ("breakpoint_writes", "Partial blocks cached for explicit breakpoints"),
                 ("breakpoints_skipped", "Breakpoints not cached: too short, or no free block"),
+                ("grammar_compiles_total", "Output grammars (schemas, tool lists) compiled"),
+                ("grammar_cache_hits_total", "Requests whose grammar was already compiled"),
+                ("grammar_compile_failures_total", "Schemas the grammar library refused (400)"),
+                ("grammar_compile_seconds_total", "Seconds spent compiling output grammars"),
             )
         }
         self.blocks_total = Gauge(

@@ -41,10 +41,77 @@ class ChatTextPart(_Strict):
     prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
+# -- tools and output formats (Chat Completions' shapes; responses.py/anthropic have theirs)
+
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
+class ChatToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JSONSchemaSpec(_Strict):
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class JSONSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaSpec
+
+
+ResponseFormat = TextFormat | JSONObjectFormat | JSONSchemaFormat
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ChatTextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ChatTextPart] | None = None
     name: str | None = None
+    tool_calls: list[ChatToolCall] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    # what the SDKs send back on an assistant message they received (no-op values)
+    refusal: None = None
+    annotations: list[Any] | None = None
+    audio: None = None
+    function_call: None = None
 
 
 class StreamOptions(_Strict):
@@ -67,6 +134,10 @@ class ChatCompletionRequest(_Strict):
     prompt_cache_retention: Retention | None = None
     prompt_cache_options: PromptCacheOptions | None = None
     user: str | None = None  # accepted for compatibility; nothing here acts on it
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
 
 
 # -- responses --------------------------------------------------------------------------
@@ -105,9 +176,13 @@ class ResponsesRequest(_Strict):
     user: str | None = None
 
 
-def message_parts(content: str | list[ChatTextPart] | list[InputTextPart]) -> str | list[str]:
+def message_parts(
+    content: str | list[ChatTextPart] | list[InputTextPart] | None,
+) -> str | list[str]:
     """A message's content as the renderer takes it: a string, or its parts' texts in order
     (rendered joined, with the token position where each part ends kept)."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     return [part.text for part in content]

@@ -222,6 +222,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from promptcache.api.app import create_app
+    from promptcache.api.context import Rendering
     from promptcache.api.limits import Limits
     from promptcache.api.store import ResponseStore
     from promptcache.cli.serving import data_dir_of, keyring, make_books, run_uvicorn
@@ -251,6 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         books=books,
         internal_api_key=server.internal_api_key,
         limits=Limits.of(server),
+        rendering=Rendering.of(server),
     )
     return run_uvicorn(app, server, f"{name} (responses stored in {data_dir})")
 

@@ -76,13 +76,23 @@ def serve_client(
 ) -> FastAPI:
     """The OpenAI API over `client` (an `EngineClient`), with keys, books and store."""
     from promptcache.api.app import build_app
+    from promptcache.api.context import Rendering
     from promptcache.api.limits import Limits
     from promptcache.api.store import ResponseStore
 
     books = make_books(args, server, name, tokenizer, policy)
     store = ResponseStore(data_dir_of(server) / "responses.sqlite3")
     limits = Limits.of(server)
-    return build_app(client, tokenizer, name, keyring(server), store, books=books, limits=limits)
+    return build_app(
+        client,
+        tokenizer,
+        name,
+        keyring(server),
+        store,
+        books=books,
+        limits=limits,
+        rendering=Rendering.of(server),
+    )
 
 
 def run_uvicorn(app: FastAPI, server: ServerConfig, what: str) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest, PreparedRequest
@@ -122,6 +123,11 @@ class AsyncEngine:
         return Health(self.alive, self.num_requests, detail)
 
     # -- requests -------------------------------------------------------------------------
+
+    def warm_grammar(self, output: OutputSpec) -> None:
+        """Compile `output`'s grammar into the engine's cache (any thread but the engine's);
+        raises `RequestError` for a schema that cannot be compiled."""
+        self.engine.grammars.get(output)
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Check and queue a request now (raises before any output, see `EngineClient`)."""

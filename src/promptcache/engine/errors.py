@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 class RequestError(ValueError):
-    """A request the engine cannot take; `code` names why (OpenAI's error codes)."""
+    """A request the engine cannot take; `code` names why (OpenAI's error codes) and
+    `param`, where set, the request field at fault (else the API adapter names one)."""
 
-    def __init__(self, message: str, code: str = "invalid_value") -> None:
+    def __init__(self, message: str, code: str = "invalid_value", param: str | None = None):
         super().__init__(message)
         self.code = code
+        self.param = param
 
 
 class EngineOverloaded(RuntimeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.cache.tiers import LowerTier
 from promptcache.config import EngineConfig
 from promptcache.engine.errors import RequestError
+from promptcache.engine.grammar.compiler import GrammarCache
+from promptcache.engine.grammar.mask import Advance
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner
@@ -124,6 +127,8 @@ class LLMEngine:
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
         self.num_preemptions = 0
+        self._grammars: GrammarCache | None = None  # built by the first constrained request
+        self._grammars_lock = threading.Lock()
 
     def _load(self, where: Location, h: BlockHash, block_id: int) -> None:
         """Copy a block of the pool or of a lower tier into pool block `block_id`."""
@@ -190,11 +195,22 @@ class LLMEngine:
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
         """Check a request (raises `RequestError`) and fix its id and max new tokens.
 
-        Reads only fixed facts (context length, vocabulary), so any thread may call it.
+        Reads only fixed facts (context length, vocabulary) and the grammar cache (locked),
+        so any thread may call it; it compiles the output's grammar if it has one.
         """
         max_tokens = self._check(request.token_ids, request.params)
         request_id = request.request_id or f"req-{next(self._ids)}"
-        return PreparedRequest(request, request_id, max_tokens)
+        grammar = self.grammars.get(request.output) if request.output.constrained else None
+        return PreparedRequest(request, request_id, max_tokens, grammar)
+
+    @property
+    def grammars(self) -> GrammarCache:
+        """The compiled grammars of this model's tokenizer (built on first use)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                size = self.model.spec.vocab_size
+                self._grammars = GrammarCache(self.tokenizer, size, self.config.grammar_cache_size)
+            return self._grammars
 
     def add(self, prepared: PreparedRequest) -> Sequence:
         """Queue a prepared request (engine thread); returns its sequence."""
@@ -211,6 +227,8 @@ class LLMEngine:
         seq = Sequence(
             request_id, token_ids, params, prepared.max_tokens, generator, handle, request.messages
         )
+        if prepared.grammar is not None:
+            seq.matcher = self.grammars.matcher(prepared.grammar)
         self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
         self.scheduler.add(seq)
         return seq
@@ -265,6 +283,13 @@ class LLMEngine:
             seq.first_token_time = now
         hit_stop_string = req.detok.update(token)
         reason = self._stop_reason(seq, token, hit_stop_string)
+        if seq.matcher is not None and reason is not FinishReason.STOP:
+            step = seq.matcher.advance(token)
+            if step is Advance.REJECTED:
+                log.warning("%s: the grammar rejected token %d", seq.request_id, token)
+                reason = FinishReason.GRAMMAR
+            elif step is Advance.DONE:
+                reason = FinishReason.STOP
         if reason is not None:
             self._finish(seq, reason)
             del self._requests[seq.request_id]
@@ -383,4 +408,17 @@ class LLMEngine:
             "running": len(self.scheduler.running),
             "num_preemptions": self.num_preemptions,
             "waiting": len(self.scheduler.waiting),
+            **self._grammar_stats(),
+        }
+
+    def _grammar_stats(self) -> dict[str, Any]:
+        g = self._grammars
+        if g is None:
+            return {}
+        s = g.stats
+        return {
+            "grammar_compiles_total": s.compiles,
+            "grammar_cache_hits_total": s.hits,
+            "grammar_compile_failures_total": s.failures,
+            "grammar_compile_seconds_total": s.compile_seconds,
         }

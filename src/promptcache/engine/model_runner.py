@@ -17,6 +17,7 @@ import torch
 
 from promptcache.engine.cpu_step import DecodeStep
 from promptcache.engine.cuda_graphs import DecodeGraphs
+from promptcache.engine.grammar.mask import constrain
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
@@ -112,6 +113,7 @@ class ModelRunner:
             rows = torch.tensor(inputs.sample_rows, device=self.device)
             logits = self.module.compute_logits(hidden.index_select(0, rows))
             seqs = inputs.sample_seqs
+        constrain(logits, [s.matcher for s in seqs])
         tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
         return {id(s): t for s, t in zip(seqs, tokens, strict=True)}
 

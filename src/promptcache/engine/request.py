@@ -2,7 +2,8 @@
 any later API) builds and the engine runs.
 
 Token ids, sampling, the cache settings (tenant, retention, `prompt_cache_key`,
-breakpoints) and the token positions where each rendered message ends. It travels from
+breakpoints), the token positions where each rendered message ends, and what the output
+must look like (tool calls, a JSON schema). It travels from
 the HTTP handler through an `EngineClient` to the engine, whose sequence keeps the cache
 settings in its cache handle.
 """
@@ -10,9 +11,11 @@ settings in its cache handle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.errors import RequestError
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.text.chat import MessageSpan
 
@@ -30,6 +33,7 @@ class GenerationRequest:
         request_id: None lets the engine client assign one.
         endpoint: the API that built it (e.g. "chat.completions"), for metrics and books.
         api_key_id: a digest naming the caller's API key (never the key), for the books.
+        output: the constraint on the output (free text by default).
     """
 
     token_ids: list[int]
@@ -39,6 +43,7 @@ class GenerationRequest:
     request_id: str | None = None
     endpoint: str = ""
     api_key_id: str | None = None
+    output: OutputSpec = field(default_factory=OutputSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class PreparedRequest:
     request: GenerationRequest
     request_id: str
     max_tokens: int  # new tokens at most: the request's max_tokens or what the context allows
+    grammar: Any = None  # the output's compiled grammar (an `xgr.CompiledGrammar`), if any
 
 
 def check_request(token_ids: list[int], p: SamplingParams, max_model_len: int, vocab: int) -> int:

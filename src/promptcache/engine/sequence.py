@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from promptcache.cache.handle import CacheHandle
+from promptcache.engine.grammar.mask import Matcher
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.text.chat import MessageSpan
 
@@ -23,6 +24,7 @@ class FinishReason(enum.Enum):
     STOP = "stop"  # EOS, a stop token or a stop string
     LENGTH = "length"  # max_tokens or the context length
     ABORT = "abort"  # cancelled by the caller
+    GRAMMAR = "grammar"  # the output's grammar could take no further token
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +33,8 @@ class Sequence:
 
     `cache` is the prefix cache's handle for this request (owned and written by the cache;
     it carries the request's cache settings). `messages` says where each rendered message
-    ends in the prompt (empty for a raw prompt).
+    ends in the prompt (empty for a raw prompt). `matcher` constrains the output to its
+    grammar, if it has one.
     """
 
     request_id: str
@@ -41,6 +44,7 @@ class Sequence:
     generator: torch.Generator | None
     cache: CacheHandle
     messages: tuple[MessageSpan, ...] = ()
+    matcher: Matcher | None = None
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None

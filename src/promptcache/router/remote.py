@@ -279,7 +279,8 @@ class RemoteStream:
         if resp.status_code == 400:  # the request itself is wrong: no other worker helps
             try:
                 err = json.loads(text)["error"]
-                raise RequestError(str(err["message"]), str(err.get("code") or "invalid_value"))
+                code = str(err.get("code") or "invalid_value")
+                raise RequestError(str(err["message"]), code, err.get("param"))
             except (ValueError, KeyError, TypeError):
                 raise RequestError(text) from None
         raise _AttemptFailed(f"HTTP {resp.status_code}: {text[:200]}")

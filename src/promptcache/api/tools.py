@@ -1,0 +1,101 @@
+"""A request's tools and output format, from any API's shapes to the engine's `OutputSpec`
+and the prompt's tool definitions.
+
+Every API adapter reads its own fields (Chat's `tools`/`tool_choice`/`response_format`,
+Responses' `tools`/`text.format`, Anthropic's `tools`/`tool_choice`) into the same few
+values, and this module checks them and builds the spec: a named tool must be one of the
+tools, a schema must be an object. Tool definitions are made canonical here when the
+server's `canonical_tools` setting is on (the default), so two clients that send the same
+tools with keys in another order render the same prompt and share its cached prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptcache.api.errors import invalid
+from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
+from promptcache.text.tools import canonical_json, canonical_tool
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One function tool, in the fields every API has."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """A request's function tools as the prompt shows them (OpenAI Chat tool objects) and
+    each one's parameters schema, by name."""
+
+    shown: tuple[dict[str, Any], ...] = ()
+    schemas: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.shown)
+
+
+def tool_set(tools: list[Tool], canonical: bool, param: str = "tools") -> Tools:
+    """The tools as shown and constrained; refuses two tools of one name."""
+    shown, schemas = [], {}
+    for i, t in enumerate(tools):
+        if t.name in schemas:
+            raise invalid(f"tool names must be unique: {t.name!r} appears twice", f"{param}[{i}]")
+        if t.parameters is not None and t.parameters.get("type", "object") != "object":
+            raise invalid("a tool's parameters must be a JSON schema of an object", param)
+        function: dict[str, Any] = {"name": t.name}
+        if t.description is not None:
+            function["description"] = t.description
+        if t.parameters is not None:
+            function["parameters"] = t.parameters
+        tool = {"type": "function", "function": function}
+        shown.append(canonical_tool(tool) if canonical else tool)
+        schemas[t.name] = t.parameters
+    return Tools(tuple(shown), schemas)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """How the tools may be used: a `ToolChoice` (and the tool a NAMED one forces)."""
+
+    choice: ToolChoice = ToolChoice.AUTO
+    name: str | None = None
+
+
+def output_spec(
+    tools: Tools,
+    choice: Choice,
+    parallel: bool,
+    kind: OutputKind = OutputKind.TEXT,
+    schema: dict[str, Any] | None = None,
+    choice_param: str = "tool_choice",
+) -> OutputSpec:
+    """The engine's constraint; a 400 naming `choice_param` for a choice the tools cannot
+    satisfy."""
+    if not tools and choice.choice in (ToolChoice.REQUIRED, ToolChoice.NAMED):
+        raise invalid(f"{choice_param} {choice.choice.value!r} needs tools", choice_param)
+    if choice.choice is ToolChoice.NAMED and choice.name not in tools.schemas:
+        raise invalid(
+            f"{choice_param} names tool {choice.name!r}, which is not in tools", choice_param
+        )
+    defs = tuple(
+        ToolDef(name, schema_text(s) if s is not None else "") for name, s in tools.schemas.items()
+    )
+    return OutputSpec(
+        kind=kind,
+        schema=schema_text(schema) if schema is not None else "",
+        tools=defs,
+        tool_choice=choice.choice,
+        tool_name=choice.name,
+        parallel=parallel,
+    )
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """A JSON schema as canonical text (keys sorted, properties kept in order)."""
+    return canonical_json(canonical_tool(schema))

@@ -1,0 +1,164 @@
+"""Compile an `OutputSpec` into an XGrammar grammar for the model's tokenizer, once: an LRU
+of compiled grammars keyed by the spec's digest, with counts and compile time for /metrics.
+
+Compilation runs in whatever thread prepares the request (the server's request threads),
+never in the engine's step loop. The grammars:
+
+- a JSON schema (or "any object") in canonical form (`text.tools.SEPARATORS`, no free
+  whitespace, properties in schema order), so answers replay token for token;
+- tool calls as an XGrammar structural tag: each tool a tag whose content is its
+  arguments' schema, between the default call format's fixed texts (`text.tools`).
+  `required`/named calls are constrained from the first token; `auto` lets text run until
+  `<tool_call>` opens a call; without `parallel`, one call ends the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import xgrammar as xgr
+
+from promptcache.engine.errors import RequestError
+from promptcache.engine.grammar.mask import Matcher
+from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
+from promptcache.text import tools as fmt
+
+log = logging.getLogger(__name__)
+
+ANY_OBJECT = '{"type": "object"}'
+ENCODINGS_KEPT = 4096
+
+
+@dataclass(slots=True)
+class GrammarStats:
+    compiles: int = 0
+    hits: int = 0
+    failures: int = 0
+    compile_seconds: float = 0.0
+
+
+class GrammarCache:
+    """Compiled grammars for one tokenizer, least recently used dropped past `capacity`."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, capacity: int = 256) -> None:
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._tokenizer = tokenizer
+        self._encodings: dict[str, list[int]] = {}
+        self.vocab_size = vocab_size
+        self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+        self._grammars: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self.stats = GrammarStats()
+
+    def matcher(self, compiled: xgr.CompiledGrammar) -> Matcher:
+        """A new request's matcher (engine thread)."""
+        return Matcher(compiled, self._encode)
+
+    def _encode(self, text: str) -> list[int]:
+        """Ids of a forced text, remembered (the same few texts recur in every output)."""
+        ids = self._encodings.get(text)
+        if ids is None:
+            if len(self._encodings) >= ENCODINGS_KEPT:
+                self._encodings.clear()
+            ids = self._tokenizer.encode(text, add_special_tokens=False)
+            self._encodings[text] = ids
+        return ids
+
+    def get(self, spec: OutputSpec) -> xgr.CompiledGrammar:
+        """The compiled grammar of `spec` (which must be `constrained`); raises
+        `RequestError` naming the schema the library cannot compile."""
+        key = spec.key()
+        with self._lock:
+            found = self._grammars.get(key)
+            if found is not None:
+                self._grammars.move_to_end(key)
+                self.stats.hits += 1
+                return found
+        start = time.perf_counter()
+        try:
+            compiled = self._compile(spec)
+        except RequestError:
+            self.stats.failures += 1
+            raise
+        with self._lock:
+            self.stats.compiles += 1
+            self.stats.compile_seconds += time.perf_counter() - start
+            self._grammars[key] = compiled
+            while len(self._grammars) > self._capacity:
+                self._grammars.popitem(last=False)
+        return compiled
+
+    def _compile(self, spec: OutputSpec) -> xgr.CompiledGrammar:
+        if not spec.calls_tools:
+            return self._compiler.compile_grammar(_json_grammar(_answer_schema(spec), "format"))
+        tag = _tools_tag(spec)
+        try:
+            return self._compiler.compile_structural_tag(tag)
+        except Exception as exc:
+            msg = f"the tools cannot be compiled into a grammar: {_first_line(exc)}"
+            raise RequestError(msg, "invalid_schema", "tools") from exc
+
+
+def _answer_schema(spec: OutputSpec) -> str:
+    return spec.schema if spec.kind is OutputKind.JSON_SCHEMA else ANY_OBJECT
+
+
+def _json_grammar(schema: str, param: str) -> xgr.Grammar:
+    """A schema's grammar in canonical JSON; `param` names the request field it came from."""
+    try:
+        return xgr.Grammar.from_json_schema(
+            schema, any_whitespace=False, separators=fmt.SEPARATORS, strict_mode=True
+        )
+    except Exception as exc:  # the library's errors are RuntimeError/ValueError/its own
+        raise RequestError(
+            f"the JSON schema in {param} cannot be compiled: {_first_line(exc)}",
+            "invalid_schema",
+            param,
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _tag(tool: ToolDef, index: int) -> dict[str, Any]:
+    grammar = _json_grammar(tool.parameters or ANY_OBJECT, f"tools[{index}]")
+    return {
+        "type": "tag",
+        "begin": fmt.CALL_OPEN + fmt.CALL_HEAD + tool.name + fmt.ARGS_HEAD,
+        "content": {"type": "grammar", "grammar": str(grammar)},
+        "end": fmt.CALL_CLOSE,
+    }
+
+
+def _tools_tag(spec: OutputSpec) -> str:
+    tags = [
+        _tag(t, i)
+        for i, t in enumerate(spec.tools)
+        if spec.tool_choice is not ToolChoice.NAMED or t.name == spec.tool_name
+    ]
+    one = not spec.parallel
+    calls = {
+        "type": "tags_with_separator",
+        "tags": tags,
+        "separator": fmt.CALL_SEPARATOR,
+        "at_least_one": True,
+        "stop_after_first": one,
+    }
+    form: dict[str, Any] = calls
+    if spec.tool_choice is ToolChoice.AUTO:
+        if spec.kind is OutputKind.TEXT:
+            form = {"type": "triggered_tags", "triggers": [fmt.TRIGGER], "tags": tags}
+            form["stop_after_first"] = one
+        else:  # a JSON answer, or calls
+            answer = str(_json_grammar(_answer_schema(spec), "format"))
+            form = {"type": "or", "elements": [{"type": "grammar", "grammar": answer}, calls]}
+    return json.dumps({"type": "structural_tag", "format": form})
