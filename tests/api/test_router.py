@@ -5,12 +5,15 @@ prefix affinity, spreading by `prompt_cache_key`, failover from a killed worker,
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -125,6 +128,49 @@ def test_errors_keep_openai_shape(cluster: Cluster) -> None:
     assert bad.value.code == "context_length_exceeded"
     resp = httpx.post(f"{cluster.workers[0].base_url}/v1/promptcache/generate", json={})
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_tools_and_schemas_reach_the_workers(cluster: Cluster) -> None:
+    from tests.api.tools_fixtures import WEATHER, WEATHER_SCHEMA
+
+    client = cluster.router.client()
+    messages: list[Any] = [{"role": "system", "content": DOC}, {"role": "user", "content": "Rome?"}]
+    first = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+        parallel_tool_calls=False,
+        extra_body={"prompt_cache_key": "agent"},
+    )
+    [call] = first.choices[0].message.tool_calls
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER_SCHEMA)
+    messages += [
+        first.choices[0].message,
+        {"role": "tool", "tool_call_id": call.id, "content": "20 C"},
+    ]
+    second = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=[WEATHER],
+        temperature=0,
+        max_tokens=4,
+        extra_body={"prompt_cache_key": "agent"},
+    )
+    computed = first.usage.prompt_tokens + first.usage.completion_tokens - 1
+    assert second.usage.prompt_tokens_details.model_extra["reused_tokens"] == computed // 16 * 16
+    bad = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": "x"}},
+    }
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL, messages=messages, response_format=bad, max_tokens=2
+        )
+    assert refused.value.code == "invalid_schema", refused.value.body
+    assert refused.value.param == "response_format"
 
 
 def test_a_killed_worker_is_failed_over(cluster: Cluster) -> None:

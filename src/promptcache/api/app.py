@@ -31,7 +31,7 @@ from promptcache.api.usage import request_cache, usage_report
 from promptcache.config import ServerConfig
 from promptcache.engine.async_engine import AsyncEngine
 from promptcache.engine.client import EngineClient
-from promptcache.engine.errors import RequestTimedOut
+from promptcache.engine.errors import RequestError, RequestTimedOut
 from promptcache.engine.lifecycle import RequestHooks, TrackedClient
 from promptcache.engine.llm_engine import LLMEngine
 from promptcache.ledger.books import Books
@@ -128,6 +128,7 @@ def build_app(
     openapi.install(app)
     app.add_exception_handler(errors.APIError, errors.api_error_handler)
     app.add_exception_handler(RequestTimedOut, errors.timeout_handler)
+    app.add_exception_handler(RequestError, errors.request_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(Exception, errors.unhandled_error_handler)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from promptcache.api.errors import APIError, invalid
+from promptcache.api.errors import APIError, refusal
 from promptcache.api.limits import Limits
 from promptcache.api.metrics import Metrics
 from promptcache.api.prompts import render_prompt
@@ -84,17 +84,18 @@ class ServerContext:
 
     async def prepare(self, request: GenerationRequest, format_param: str) -> None:
         """Compile the request's output grammar, if any, in a grammar thread (never the
-        event loop or the engine's step loop); the engine then finds it cached. Engines
-        that compile elsewhere (a router's workers) have no `warm_grammar`. A schema that
-        cannot be compiled is a 400 naming its tool, or `format_param` for the answer's."""
-        warm = getattr(self.engine, "warm_grammar", None)
-        if warm is None or not request.output.constrained:
+        event loop or the engine's step loop); the engine then finds it cached. A schema
+        that cannot be compiled is a 400 naming its tool, or `format_param` for the
+        answer's."""
+        if not request.output.constrained:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.grammar_threads, warm, request.output)
+            await loop.run_in_executor(
+                self.grammar_threads, self.engine.warm_grammar, request.output
+            )
         except RequestError as exc:
-            raise _refused(exc, format_param, format_param) from exc
+            raise refusal(exc, format_param, format_param) from exc
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -114,7 +115,7 @@ class ServerContext:
         try:
             return self.engine.submit(request)
         except RequestError as exc:
-            raise _refused(exc, param, format_param) from exc
+            raise refusal(exc, param, format_param) from exc
         except EngineOverloaded as exc:
             wait = self.limits.retry_after_s
             msg = f"{exc}; retry after {wait:g} s"
@@ -123,15 +124,6 @@ class ServerContext:
             raise err from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
-
-
-def _refused(exc: RequestError, param: str, format_param: str) -> APIError:
-    """A refusal as a 400; the engine's name for the answer's format ("format") becomes the
-    API's."""
-    if exc.param == "format":
-        message = str(exc).replace(" format ", f" {format_param} ")
-        return invalid(message, format_param, exc.code)
-    return invalid(str(exc), exc.param or param, exc.code)
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from promptcache.engine.errors import RequestError
+
 
 class APIError(Exception):
     """An error to send to the client as OpenAI does."""
@@ -116,6 +118,25 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
             f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, "invalid_value"
         )
     return error_response(err, request)
+
+
+# What each endpoint calls the answer's format (the engine says "format").
+FORMAT_PARAM = {"/v1/chat/completions": "response_format", "/v1/responses": "text.format"}
+
+
+def refusal(exc: RequestError, param: str | None, format_param: str) -> APIError:
+    """An engine refusal as a 400 naming the field: the engine's own `param` where it names
+    one ("format" becomes `format_param`), else `param`."""
+    if exc.param == "format":
+        return invalid(str(exc).replace(" format ", f" {format_param} "), format_param, exc.code)
+    return invalid(str(exc), exc.param or param, exc.code)
+
+
+async def request_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """An engine refusal that surfaced after submission (a router's worker refused): 400."""
+    assert isinstance(exc, RequestError)
+    fmt = FORMAT_PARAM.get(request.url.path, "format")
+    return error_response(refusal(exc, None, fmt), request)
 
 
 async def timeout_handler(request: Request, exc: Exception) -> JSONResponse:

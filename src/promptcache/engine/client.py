@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 
@@ -51,6 +52,12 @@ class EngineClient(Protocol):
         ...
 
     def abort(self, request_id: str) -> None: ...
+
+    def warm_grammar(self, output: OutputSpec) -> None:
+        """Compile `output`'s grammar where the engine will look for it (called in a thread
+        of the caller's, never the engine's); raises `RequestError` for a schema that cannot
+        be compiled. Engines whose workers compile it themselves do nothing."""
+        ...
 
     def stats(self) -> dict[str, Any]:
         """A recent snapshot of the engine's figures (safe to call from any thread)."""

@@ -30,6 +30,7 @@ from promptcache.engine.client import (
     final_output,
 )
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError, RequestTimedOut
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 
@@ -212,6 +213,9 @@ class TrackedClient:
 
     def abort(self, request_id: str) -> None:
         self.inner.abort(request_id)
+
+    def warm_grammar(self, output: OutputSpec) -> None:
+        self.inner.warm_grammar(output)
 
     def stats(self) -> dict[str, Any]:
         return self.inner.stats()

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
+from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
 from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
@@ -31,7 +32,32 @@ def request_to_json(r: GenerationRequest) -> dict[str, Any]:
         "request_id": r.request_id,
         "endpoint": r.endpoint,
         "api_key_id": r.api_key_id,
+        "output": _output_to_json(r.output),
     }
+
+
+def _output_to_json(o: OutputSpec) -> dict[str, Any]:
+    return {
+        "kind": o.kind.value,
+        "schema": o.schema,
+        "tools": [[t.name, t.parameters] for t in o.tools],
+        "tool_choice": o.tool_choice.value,
+        "tool_name": o.tool_name,
+        "parallel": o.parallel,
+    }
+
+
+def _output_from_json(d: dict[str, Any] | None) -> OutputSpec:
+    if d is None:  # from a router of an earlier version
+        return OutputSpec()
+    return OutputSpec(
+        kind=OutputKind(d["kind"]),
+        schema=str(d["schema"]),
+        tools=tuple(ToolDef(str(n), str(p)) for n, p in d["tools"]),
+        tool_choice=ToolChoice(d["tool_choice"]),
+        tool_name=None if d["tool_name"] is None else str(d["tool_name"]),
+        parallel=bool(d["parallel"]),
+    )
 
 
 def request_from_json(d: dict[str, Any]) -> GenerationRequest:
@@ -51,8 +77,9 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
             MessageSpan(**{**m, "part_ends": tuple(m["part_ends"])}) for m in d["messages"]
         )
         token_ids = [int(t) for t in d["token_ids"]]
+        output = _output_from_json(d.get("output"))
         return GenerationRequest(
-            token_ids, params, cache, spans, d["request_id"], d["endpoint"], d["api_key_id"]
+            token_ids, params, cache, spans, d["request_id"], d["endpoint"], d["api_key_id"], output
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed generation request: {exc!r}") from exc

@@ -31,6 +31,7 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 from promptcache.config import EngineConfig, RouterConfig
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineOverloaded
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import (
@@ -196,6 +197,9 @@ class RayEngine:
 
     def stats(self) -> dict[str, Any]:
         return {"requests_in_flight": self.num_in_flight, "requests_aborted": self.num_aborted}
+
+    def warm_grammar(self, output: OutputSpec) -> None:
+        """The workers compile grammars themselves."""
 
     def health(self) -> Health:
         status = serve.status().applications.get(APP)

@@ -27,6 +27,7 @@ from promptcache.cache.policy import CachePolicy
 from promptcache.config import RouterConfig
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import output_from_json, request_to_json
@@ -160,6 +161,9 @@ class RemoteEngine:
             "workers_healthy": len(self.pool.healthy()),
         }
 
+    def warm_grammar(self, output: OutputSpec) -> None:
+        """The workers compile grammars themselves."""
+
     def health(self) -> Health:
         healthy = self.pool.healthy()
         detail = None
@@ -279,10 +283,11 @@ class RemoteStream:
         if resp.status_code == 400:  # the request itself is wrong: no other worker helps
             try:
                 err = json.loads(text)["error"]
-                code = str(err.get("code") or "invalid_value")
-                raise RequestError(str(err["message"]), code, err.get("param"))
+                message, code = str(err["message"]), str(err.get("code") or "invalid_value")
+                param = None if err.get("param") is None else str(err["param"])
             except (ValueError, KeyError, TypeError):
                 raise RequestError(text) from None
+            raise RequestError(message, code, param)
         raise _AttemptFailed(f"HTTP {resp.status_code}: {text[:200]}")
 
     def _count(self, worker: Worker, out: RequestOutput) -> None:
