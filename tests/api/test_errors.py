@@ -102,7 +102,7 @@ def test_malformed_json_unknown_model_and_auth(server: Server) -> None:
         )
         _error(
             http.post(
-                "/v1/responses", json={"model": MODEL, "input": "hi", "tools": []}, headers=AUTH
+                "/v1/responses", json={"model": MODEL, "input": "hi", "frobnicate": 1}, headers=AUTH
             ),
             400,
             "invalid_request_error",

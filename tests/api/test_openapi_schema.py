@@ -93,6 +93,30 @@ def test_chat_tool_call_objects(server: Server) -> None:
 
 
 @pytest.mark.server
+def test_response_tool_call_objects(server: Server) -> None:
+    from tests.api.tools_fixtures import CLOCK, WEATHER
+
+    tools = [{"type": "function", **t["function"]} for t in (WEATHER, CLOCK)]
+    body = {**RESP, "max_output_tokens": 60, "tools": tools, "tool_choice": "required"}
+    fmt = {"type": "json_schema", "name": "w", "schema": CLOCK["function"]["parameters"]}
+    with server.http() as http:
+        whole = http.post("/v1/responses", json=body, headers=AUTH).json()
+        stream = http.post("/v1/responses", headers=AUTH, json={**body, "stream": True})
+        answer = http.post("/v1/responses", headers=AUTH, json={**RESP, "text": {"format": fmt}})
+    assert next(o["type"] for o in whole["output"]) == "function_call"
+    check("Response", whole)
+    check("Response", answer.json())
+    events = _sse(stream.text)
+    kinds = {e["type"] for e in events}
+    assert {
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+    } <= kinds
+    for event in events:
+        check("ResponseStreamEvent", event)
+
+
+@pytest.mark.server
 def test_response_objects(server: Server) -> None:
     with server.http() as http:
         body = http.post("/v1/responses", json=RESP, headers=AUTH).json()

@@ -159,9 +159,59 @@ class InputMessage(_Strict):
     status: str | None = None
 
 
+class FunctionCallItem(_Strict):
+    """An earlier function call, sent back as input (or carried by previous_response_id)."""
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionCallOutputItem(_Strict):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[InputTextPart]
+    id: str | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class ResponsesFunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponsesNamedChoice(_Strict):
+    type: Literal["function"]
+    name: str
+
+
+class ResponsesJSONSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    name: str = Field(pattern=TOOL_NAME)
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponsesText(_Strict):
+    format: TextFormat | JSONObjectFormat | ResponsesJSONSchemaFormat | None = Field(
+        default=None, discriminator="type"
+    )
+    verbosity: Literal["medium"] | None = None  # the only one a model without it matches
+
+
+InputItem = InputMessage | FunctionCallItem | FunctionCallOutputItem
+
+
 class ResponsesRequest(_Strict):
     model: str
-    input: str | list[InputMessage]
+    input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -174,6 +224,12 @@ class ResponsesRequest(_Strict):
     store: bool | None = True
     metadata: dict[str, str] | None = None
     user: str | None = None
+    # tools: function tools; other types are refused by name (api/responses_tools.py)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    text: ResponsesText | None = None
 
 
 def message_parts(

@@ -1,8 +1,10 @@
 """`POST /v1/responses` and `GET /v1/responses/{id}`: OpenAI's Responses API.
 
-`previous_response_id` continues a stored conversation: the earlier input and reply are
-rendered before the new input, so the whole history is a cached prefix. As upstream, the
-earlier request's `instructions` are not carried over.
+`previous_response_id` continues a stored conversation: the earlier input and reply (its
+function calls too) are rendered before the new input, so the whole history is a cached
+prefix. As upstream, the earlier request's `instructions` are not carried over. Tools and
+`text.format` are read in api/responses_tools.py; an answer's calls are `function_call`
+output items after its message (if it wrote text before them).
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
-from promptcache.api.protocol import ResponsesRequest, message_parts
+from promptcache.api.protocol import ResponsesRequest
+from promptcache.api.responses_tools import (
+    echo_choice,
+    echo_format,
+    echo_tools,
+    input_messages,
+    responses_output,
+    responses_tools,
+)
 from promptcache.api.sampling import sampling_params
 from promptcache.api.streaming import TextDeltas, sse
 from promptcache.engine.client import Disconnected
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
+from promptcache.text.tools import CallDelta, ParsedCall, ToolStream, parse_output
 
 ENDPOINT = "responses"
 
@@ -48,9 +60,43 @@ class _Draft:
 
     req: ResponsesRequest
     model: str
+    output_spec: OutputSpec = field(default_factory=OutputSpec)
     id: str = field(default_factory=lambda: new_id("resp_"))
     item_id: str = field(default_factory=lambda: new_id("msg_"))
     created_at: int = field(default_factory=now)
+    call_ids: list[tuple[str, str]] = field(default_factory=list)  # (item id, call id) each
+
+    def ids_of(self, index: int) -> tuple[str, str]:
+        """The item id and call id of the answer's call `index` (made on first use, so the
+        stream and the final object agree)."""
+        while len(self.call_ids) <= index:
+            self.call_ids.append((new_id("fc_"), new_id("call_")))
+        return self.call_ids[index]
+
+    def call_item(self, index: int, name: str, arguments: str, status: str) -> dict[str, Any]:
+        item_id, call_id = self.ids_of(index)
+        return {
+            "type": "function_call",
+            "id": item_id,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+            "status": status,
+        }
+
+    def answer(self, text: str) -> tuple[str, list[ParsedCall]]:
+        """The answer's text before its calls, and its calls (`max_tool_calls` at most)."""
+        if not self.output_spec.calls_tools:
+            return text, []
+        content, calls = parse_output(text)
+        return content, calls[: self.req.max_tool_calls or None]
+
+    def items(self, out: RequestOutput, status: str) -> list[dict[str, Any]]:
+        content, calls = self.answer(out.text)
+        message = [self.message(content, status)] if content or not calls else []
+        return message + [
+            self.call_item(i, c.name, c.arguments, status) for i, c in enumerate(calls)
+        ]
 
     def message(self, text: str, status: str) -> dict[str, Any]:
         content = [] if status == "in_progress" else [self.part(text)]
@@ -71,7 +117,7 @@ class _Draft:
         status, output, usage, incomplete = "in_progress", [], None, None
         if out is not None:
             status = "incomplete" if out.finish_reason == "length" else "completed"
-            output = [self.message(out.text, status)]
+            output = self.items(out, status)
             usage = response_usage(out.usage)
             if status == "incomplete":
                 incomplete = {"reason": "max_output_tokens"}
@@ -86,20 +132,21 @@ class _Draft:
             "max_output_tokens": r.max_output_tokens,
             "model": self.model,
             "output": output,
-            "parallel_tool_calls": True,
+            "parallel_tool_calls": r.parallel_tool_calls is not False,
             "previous_response_id": r.previous_response_id,
             "reasoning": {"effort": None, "summary": None},
             "store": r.store is not False,
             "temperature": 1.0 if r.temperature is None else r.temperature,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": [],
+            "text": {"format": echo_format(r)},
+            "tool_choice": echo_choice(r),
+            "tools": echo_tools(r),
             "top_p": 1.0 if r.top_p is None else r.top_p,
             "truncation": "disabled",
             "metadata": r.metadata or {},
             # Optional fields: present only when set (the schema has no null for them).
             **_present(
                 usage=usage,
+                max_tool_calls=r.max_tool_calls,
                 user=r.user,
                 prompt_cache_key=r.prompt_cache_key,
                 prompt_cache_retention=r.prompt_cache_retention,
@@ -125,10 +172,12 @@ async def create_response(
     ctx.check_model(req.model)
     tenant = caller.tenant
     history = _history(req, ctx, tenant)
-    new_input = _input_messages(req)
+    new_input = input_messages(req, history)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    rendered = await ctx.render(system + history + new_input, "input")
-    draft = _Draft(req, ctx.model_name)
+    tools = responses_tools(req, ctx.canonical_tools)
+    output = responses_output(req, tools)
+    rendered = await ctx.render(system + history + new_input, "input", tools, tenant)
+    draft = _Draft(req, ctx.model_name, output)
     request = GenerationRequest(
         request_id=draft.id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
@@ -144,13 +193,16 @@ async def create_response(
         messages=rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
+        output=output,
     )
-    handle = ctx.submit(request, "input")
+    await ctx.prepare(request, "text.format")
+    handle = ctx.submit(request, "input", "text.format")
     conversation = history + new_input
     if req.stream:
         events = _stream(handle.outputs(), draft, ctx, tenant, conversation)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
+    ctx.replays.record(tenant, out)
     body = _finish(out, draft, ctx, tenant, conversation)
     return JSONResponse(body)
 
@@ -181,14 +233,6 @@ def _history(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> list[dic
     return stored.conversation
 
 
-def _input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
-    if isinstance(req.input, str):
-        return [{"role": "user", "content": req.input}]
-    if not req.input:
-        raise invalid("'input' must not be empty", "input")
-    return [{"role": m.role, "content": message_parts(m.content)} for m in req.input]
-
-
 def _finish(
     out: RequestOutput,
     draft: _Draft,
@@ -198,7 +242,11 @@ def _finish(
 ) -> dict[str, Any]:
     body = draft.body(out)
     if draft.req.store is not False:
-        reply = {"role": "assistant", "content": out.text}
+        content, calls = draft.answer(out.text)
+        reply: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            reply["calls"] = [[c.name, c.arguments] for c in calls]
+            reply["call_ids"] = [draft.ids_of(i)[1] for i in range(len(calls))]
         ctx.store.put(tenant, body, [*conversation, reply])
     return body
 
@@ -211,42 +259,131 @@ async def _stream(
     conversation: list[dict[str, Any]],
 ) -> AsyncIterator[str]:
     seq = iter(range(1 << 62))
-    where = {"item_id": draft.item_id, "output_index": 0, "content_index": 0}
 
     def ev(kind: str, **data: Any) -> str:
         return sse({"type": kind, "sequence_number": next(seq), **data}, event=kind)
 
     yield ev("response.created", response=draft.body(None))
     yield ev("response.in_progress", response=draft.body(None))
-    yield ev("response.output_item.added", output_index=0, item=draft.message("", "in_progress"))
-    yield ev("response.content_part.added", **where, part=draft.part(""))
+    items = _Items(draft, ev)
+    tools = draft.output_spec.calls_tools
+    if not tools:  # a text answer's message opens at once
+        for event in items.open_message():
+            yield event
     deltas = TextDeltas(())
+    calls = ToolStream() if tools else None
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
                 text = deltas.delta(out.text, out.finished)
-                if text:
-                    yield ev("response.output_text.delta", **where, delta=text, logprobs=[])
+                pieces = (
+                    [CallDelta(content=text)]
+                    if calls is None
+                    else calls.feed(out.text[: deltas.sent], out.finished)
+                )
+                for piece in pieces:
+                    for event in items.piece(piece):
+                        yield event
                 if out.finished:
-                    for event in _closing(out, draft, ctx, tenant, conversation, ev, where):
+                    ctx.replays.record(tenant, out)
+                    body = _finish(out, draft, ctx, tenant, conversation)
+                    for event in items.close(body):
                         yield event
     except Exception as exc:  # headers are sent: report in-band with an `error` event
         yield ev("error", code="server_error", message=f"generation failed: {exc}", param=None)
 
 
-def _closing(
-    out: RequestOutput,
-    draft: _Draft,
-    ctx: ServerContext,
-    tenant: str,
-    conversation: list[dict[str, Any]],
-    ev: Any,
-    where: dict[str, Any],
-) -> Iterator[str]:
-    body = _finish(out, draft, ctx, tenant, conversation)
-    item = body["output"][0]
-    yield ev("response.output_text.done", **where, text=out.text, logprobs=[])
-    yield ev("response.content_part.done", **where, part=item["content"][0])
-    yield ev("response.output_item.done", output_index=0, item=item)
-    kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
-    yield ev(kind, response=body)
+@dataclass(slots=True)
+class _Items:
+    """The stream's output items as they open and close: the answer's message (its text),
+    then each function call (its arguments), in output order."""
+
+    draft: _Draft
+    ev: Any
+    opened: int = 0  # output items opened so far
+    message: int | None = None  # the message's output index while it is open
+    text: str = ""
+    call: int | None = None  # the open call's index among the calls
+    name: str = ""
+    arguments: str = ""
+
+    def open_message(self) -> Iterator[str]:
+        self.message, self.opened = self.opened, self.opened + 1
+        d = self.draft
+        yield self.ev(
+            "response.output_item.added",
+            output_index=self.message,
+            item=d.message("", "in_progress"),
+        )
+        yield self.ev("response.content_part.added", **self._where(), part=d.part(""))
+
+    def _where(self) -> dict[str, Any]:
+        return {"item_id": self.draft.item_id, "output_index": self.message, "content_index": 0}
+
+    def piece(self, piece: CallDelta) -> Iterator[str]:
+        if piece.index is None:
+            if piece.content:
+                if self.message is None:
+                    yield from self.open_message()
+                self.text += piece.content
+                yield self.ev(
+                    "response.output_text.delta", **self._where(), delta=piece.content, logprobs=[]
+                )
+            return
+        limit = self.draft.req.max_tool_calls
+        if limit is not None and piece.index >= limit:
+            return  # past max_tool_calls: not an output item
+        if piece.name is not None:
+            yield from self._close_message(self.draft.message(self.text, "completed"))
+            yield from self._close_call(None)
+            self.call, self.name, self.arguments = piece.index, piece.name, ""
+            self.opened += 1
+            item = self.draft.call_item(piece.index, piece.name, "", "in_progress")
+            yield self.ev("response.output_item.added", output_index=self.opened - 1, item=item)
+            return
+        self.arguments += piece.arguments
+        item_id = self.draft.ids_of(piece.index)[0]
+        yield self.ev(
+            "response.function_call_arguments.delta",
+            item_id=item_id,
+            output_index=self.opened - 1,
+            delta=piece.arguments,
+        )
+
+    def _close_message(self, item: dict[str, Any]) -> Iterator[str]:
+        if self.message is None:
+            return
+        yield self.ev("response.output_text.done", **self._where(), text=self.text, logprobs=[])
+        yield self.ev("response.content_part.done", **self._where(), part=item["content"][0])
+        yield self.ev("response.output_item.done", output_index=self.message, item=item)
+        self.message = None
+
+    def _close_call(self, item: dict[str, Any] | None) -> Iterator[str]:
+        if self.call is None:
+            return
+        if item is None:
+            item = self.draft.call_item(self.call, self.name, self.arguments, "completed")
+        index = self.opened - 1
+        yield self.ev(
+            "response.function_call_arguments.done",
+            item_id=item["id"],
+            output_index=index,
+            name=item["name"],
+            arguments=item["arguments"],
+        )
+        yield self.ev("response.output_item.done", output_index=index, item=item)
+        self.call = None
+
+    def close(self, body: dict[str, Any]) -> Iterator[str]:
+        """Close what is open with the final items, open and close any never streamed (an
+        empty answer's message), then the response's last event."""
+        output = body["output"]
+        for index, item in enumerate(output):
+            if item["type"] == "message":
+                if self.message is None and index >= self.opened:
+                    yield from self.open_message()
+                yield from self._close_message(item)
+            elif self.call is not None and index == self.opened - 1:
+                yield from self._close_call(item)
+        kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+        yield self.ev(kind, response=body)
