@@ -59,7 +59,7 @@ def render_prompt(
     if not tools or native:
         return rendered
     spans = tuple(replace(s, index=s.index - 1) for s in rendered.messages[1:])
-    return RenderedChat(rendered.token_ids, spans)
+    return RenderedChat(rendered.token_ids, spans, rendered.messages[0].content_end)
 
 
 def _replays(

@@ -53,10 +53,12 @@ class MessageSpan:
 
 @dataclass(frozen=True, slots=True)
 class RenderedChat:
-    """A chat rendered for a reply: its prompt token ids and each message's content span."""
+    """A chat rendered for a reply: its prompt token ids and each message's content span;
+    `tools_end`, where a renderer put the tools before the messages, is where they end."""
 
     token_ids: list[int]
     messages: tuple[MessageSpan, ...]
+    tools_end: int | None = None
 
 
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:

@@ -5,9 +5,13 @@
                                                        the end of the last block
     ttl "5m" (default) | "1h"                          idle lifetime; a hit refreshes it
 
-Prefix order is Anthropic's: system, then messages (no tools here). At most 4 breakpoints
-per request (the automatic one counts), and `1h` ones must come before `5m` ones; both are
-refused with a 400 otherwise, as Anthropic does. Nothing is cached without a breakpoint
+    cache_control on a tool                            a breakpoint at the end of the tools
+
+Prefix order is Anthropic's: tools, system, then messages. A block's position is where the
+renderer put it (`tools.Positions`): a tool result is its own rendered turn, and a block of
+an assistant turn with calls ends with the whole turn. At most 4 breakpoints per request
+(the automatic one counts), and `1h` ones must come before `5m` ones; both are refused
+with a 400 otherwise, as Anthropic does. Nothing is cached without a breakpoint
 (explicit mode); a prefix shorter than `min_breakpoint_tokens` is not cached.
 """
 
@@ -17,20 +21,24 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.api.anthropic.protocol import CacheControl, MessagesRequest, TextBlock
+from promptcache.api.anthropic.protocol import CacheControl, CustomTool, MessagesRequest
+from promptcache.api.anthropic.tools import Positions
 from promptcache.api.cache_options import place_breakpoints
 from promptcache.api.errors import invalid
-from promptcache.cache.settings import CacheMode, CacheSettings, Retention
+from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
 from promptcache.engine.outputs import Usage
 from promptcache.text.chat import MessageSpan
 
 MAX_BREAKPOINTS = 4
 
 
+TOOLS = -1  # a Mark's message for the tools block
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
-    message: int  # index among the rendered messages (the system prompt first)
-    part: int  # content block index
+    message: int  # index among the rendered messages (the system prompt first), or TOOLS
+    part: int  # content part index in that message
     ttl: Retention
 
 
@@ -38,25 +46,26 @@ def _ttl(cc: CacheControl) -> Retention:
     return Retention.ONE_HOUR if cc.ttl == "1h" else Retention.FIVE_MINUTES
 
 
-def _blocks(content: str | list[TextBlock] | None) -> list[TextBlock]:
+def _blocks(content: str | list[Any] | None) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def marks_of(req: MessagesRequest) -> list[Mark]:
+def marks_of(req: MessagesRequest, tools: list[CustomTool], where: Positions) -> list[Mark]:
     """The request's breakpoints in prompt order; raises a 400 for too many or for a `1h`
     after a `5m`."""
     system = [req.system] if req.system else []
     contents = [*system, *(m.content for m in req.messages)]
-    marks = [
-        Mark(i, j, _ttl(block.cache_control))
+    marks = [Mark(TOOLS, 0, _ttl(t.cache_control)) for t in tools if t.cache_control is not None]
+    marks += [
+        Mark(*where[(i, j)], _ttl(block.cache_control))
         for i, content in enumerate(contents)
         for j, block in enumerate(_blocks(content))
         if block.cache_control is not None
     ]
     if req.cache_control is not None:
         last = contents[-1]
-        part = len(last) - 1 if isinstance(last, list) else 0
-        marks.append(Mark(len(contents) - 1, part, _ttl(req.cache_control)))
+        block = len(last) - 1 if isinstance(last, list) else 0
+        marks.append(Mark(*where[(len(contents) - 1, block)], _ttl(req.cache_control)))
     if len(marks) > MAX_BREAKPOINTS:
         raise invalid(
             f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
@@ -74,11 +83,18 @@ def marks_of(req: MessagesRequest) -> list[Mark]:
 
 
 def anthropic_cache_settings(
-    tenant: str, marks: list[Mark], spans: tuple[MessageSpan, ...]
+    tenant: str, marks: list[Mark], spans: tuple[MessageSpan, ...], tools_end: int | None
 ) -> CacheSettings:
     """Explicit mode with the marks' exact token positions (where the template kept the
-    block's text)."""
-    breakpoints = tuple(place_breakpoints([(m.message, m.part, m.ttl) for m in marks], spans))
+    block's text; the tools' end where the renderer put them first)."""
+    found = place_breakpoints([(m.message, m.part, m.ttl) for m in marks if m.message >= 0], spans)
+    on_tools = [m.ttl for m in marks if m.message == TOOLS]
+    if on_tools and tools_end:
+        longest = on_tools[0]
+        for ttl in on_tools[1:]:
+            longest = longest.longest(ttl)
+        found.insert(0, Breakpoint(tools_end, longest))
+    breakpoints = tuple(found)
     return CacheSettings(
         tenant=tenant,
         retention=Retention.FIVE_MINUTES,

@@ -1,7 +1,9 @@
 """`POST /v1/messages`: Anthropic's Messages API, streamed or not, with cache usage.
 
-The conversation (system, then messages) is rendered with the model's chat template, as
-for the OpenAI endpoints, so a prefix cached through one API is read through the other.
+The conversation (tools, system, then messages) is rendered with the model's chat
+template, as for the OpenAI endpoints, so a prefix cached through one API is read through
+the other. An answer's calls are `tool_use` blocks after its text (api/anthropic/tools.py),
+streamed as `input_json_delta` pieces, with `stop_reason: tool_use`.
 """
 
 from __future__ import annotations
@@ -9,27 +11,34 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.anthropic.caching import anthropic_cache_settings, anthropic_usage, marks_of
-from promptcache.api.anthropic.protocol import MessagesRequest, TextBlock
+from promptcache.api.anthropic.protocol import MessagesRequest
+from promptcache.api.anthropic.tools import (
+    anthropic_output,
+    anthropic_tools,
+    conversation,
+    custom_tools,
+    new_tool_use_id,
+    tool_use_block,
+)
 from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext
 from promptcache.api.errors import APIError, anthropic_body, invalid
 from promptcache.api.streaming import TextDeltas, sse
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.client import Disconnected
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
+from promptcache.text.tools import CallDelta, ToolStream, parse_output
 
 ENDPOINT = "messages"
-
-
-def _content(content: str | list[TextBlock]) -> str | list[str]:
-    return content if isinstance(content, str) else [b.text for b in content]
 
 
 def _sampling(req: MessagesRequest, max_stops: int) -> SamplingParams:
@@ -53,37 +62,51 @@ async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> 
             "messages: a final assistant message (a prefill) is not supported; end with a "
             "user message"
         )
-    system = [{"role": "system", "content": _content(req.system)}] if req.system else []
-    turns = [{"role": m.role, "content": _content(m.content)} for m in req.messages]
-    rendered = await ctx.render(system + turns, "messages")
+    messages, where = conversation(req)
+    tools = anthropic_tools(req, ctx.canonical_tools)
+    output = anthropic_output(req, tools)
+    marks = marks_of(req, custom_tools(req), where)
+    rendered = await ctx.render(messages, "messages", tools, caller.tenant)
+    cache = anthropic_cache_settings(caller.tenant, marks, rendered.messages, rendered.tools_end)
     return GenerationRequest(
         request_id=f"msg_{uuid.uuid4().hex[:24]}",
         token_ids=rendered.token_ids,
         params=_sampling(req, ctx.limits.max_stop_sequences),
-        cache=anthropic_cache_settings(caller.tenant, marks_of(req), rendered.messages),
+        cache=cache,
         messages=rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
+        output=output,
     )
 
 
-def _stop(out: RequestOutput) -> tuple[str | None, str | None]:
+def _stop(out: RequestOutput, called: bool = False) -> tuple[str | None, str | None]:
     """Anthropic's (stop_reason, stop_sequence) for a finished output."""
     if out.finish_reason == "length":
         return "max_tokens", None
     if out.stop_sequence is not None:
         return "stop_sequence", out.stop_sequence
-    return "end_turn", None
+    return ("tool_use" if called else "end_turn"), None
+
+
+def _content(out: RequestOutput, output: OutputSpec) -> list[dict[str, Any]]:
+    """The answer's blocks: its text (if any, or if there is nothing else), then its calls."""
+    text, calls = parse_output(out.text) if output.calls_tools else (out.text, [])
+    blocks = [_text(text)] if text or not calls else []
+    return blocks + [tool_use_block(c) for c in calls]
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text, "citations": None}
 
 
 def _message(
     rid: str,
     model: str,
-    text: str | None,
+    content: list[dict[str, Any]],
     stop: tuple[str | None, str | None],
     usage: dict[str, Any],
 ) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "text", "text": text, "citations": None}]
     return {
         "id": rid,
         "type": "message",
@@ -106,75 +129,128 @@ async def create_message(
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
     request = await _request(req, ctx, caller)
+    await ctx.prepare(request, "tools")
     handle = ctx.submit(request, "messages")
     rid = handle.request_id
     if req.stream:
-        events = _stream(handle.outputs(), rid, ctx.model_name, request.cache)
+        stream = _Stream(rid, ctx.model_name, request.cache, request.output)
+        events = stream.events(handle.outputs(), ctx, caller.tenant)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
+    ctx.replays.record(caller.tenant, out)
     usage = anthropic_usage(out.usage, request.cache)
-    return JSONResponse(_message(rid, ctx.model_name, out.text, _stop(out), usage))
+    content = _content(out, request.output)
+    stop = _stop(out, any(b["type"] == "tool_use" for b in content))
+    return JSONResponse(_message(rid, ctx.model_name, content, stop, usage))
 
 
 def _event(kind: str, **data: Any) -> str:
     return sse({"type": kind, **data}, event=kind)
 
 
-async def _stream(
-    outputs: AsyncGenerator[RequestOutput, None],
-    rid: str,
-    model: str,
-    settings: CacheSettings,
-) -> AsyncIterator[str]:
+@dataclass(slots=True)
+class _Stream:
     """Anthropic's event sequence. `message_start` waits for the first token: by then the
-    prompt is computed and its cache usage is known."""
-    deltas = TextDeltas(())
-    started = False
-    try:
-        async with aclosing(outputs):  # leaving early (client gone) aborts the request
-            async for out in outputs:
-                if not started:
-                    started = True
-                    usage = {**anthropic_usage(out.usage, settings), "output_tokens": 0}
-                    start = _message(rid, model, None, (None, None), usage)
-                    yield _event("message_start", message=start)
-                    block = {"type": "text", "text": "", "citations": None}
-                    yield _event("content_block_start", index=0, content_block=block)
-                    yield _event("ping")
-                text = deltas.delta(out.text, out.finished)
-                if text:
-                    delta = {"type": "text_delta", "text": text}
-                    yield _event("content_block_delta", index=0, delta=delta)
-                if out.finished:
-                    for event in _closing(out, settings):
-                        yield event
-    except Exception as exc:  # headers are sent: report in-band, as Anthropic does
-        err = APIError(500, f"generation failed: {exc}", "server_error")
-        yield sse(anthropic_body(err), event="error")
+    prompt is computed and its cache usage is known. A text answer's block opens at once;
+    with tools, a text block opens at the first text and each call is a `tool_use` block
+    whose input streams as `input_json_delta` pieces."""
 
+    rid: str
+    model: str
+    settings: CacheSettings
+    output: OutputSpec
+    block: int | None = None  # the open block's index
+    blocks: int = 0  # blocks opened so far
+    calls: int = 0
 
-def _closing(out: RequestOutput, settings: CacheSettings) -> list[str]:
-    reason, sequence = _stop(out)
-    usage = anthropic_usage(out.usage, settings)
-    delta_usage = {
-        k: usage[k]
-        for k in (
-            "input_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-            "output_tokens",
-            "output_tokens_details",
-            "server_tool_use",
-        )
-    }
-    delta = {
-        "stop_reason": reason,
-        "stop_sequence": sequence,
-        "stop_details": None,
-        "container": None,
-    }
-    return [
-        _event("content_block_stop", index=0),
-        _event("message_delta", delta=delta, usage=delta_usage),
-        _event("message_stop"),
-    ]
+    async def events(
+        self, outputs: AsyncGenerator[RequestOutput, None], ctx: ServerContext, tenant: str
+    ) -> AsyncIterator[str]:
+        deltas = TextDeltas(())
+        reader = ToolStream() if self.output.calls_tools else None
+        started = False
+        try:
+            async with aclosing(outputs):  # leaving early (client gone) aborts the request
+                async for out in outputs:
+                    if not started:
+                        started = True
+                        for event in self._start(out):
+                            yield event
+                    text = deltas.delta(out.text, out.finished)
+                    pieces = (
+                        [CallDelta(content=text)]
+                        if reader is None
+                        else reader.feed(out.text[: deltas.sent], out.finished)
+                    )
+                    for piece in pieces:
+                        for event in self._piece(piece):
+                            yield event
+                    if out.finished:
+                        ctx.replays.record(tenant, out)
+                        for event in self._closing(out):
+                            yield event
+        except Exception as exc:  # headers are sent: report in-band, as Anthropic does
+            err = APIError(500, f"generation failed: {exc}", "server_error")
+            yield sse(anthropic_body(err), event="error")
+
+    def _start(self, out: RequestOutput) -> list[str]:
+        usage = {**anthropic_usage(out.usage, self.settings), "output_tokens": 0}
+        events = [
+            _event("message_start", message=_message(self.rid, self.model, [], (None, None), usage))
+        ]
+        if not self.output.calls_tools:
+            events += self._open(_text(""))
+        return [*events, _event("ping")]
+
+    def _open(self, block: dict[str, Any]) -> list[str]:
+        events = self._close()
+        self.block, self.blocks = self.blocks, self.blocks + 1
+        return [*events, _event("content_block_start", index=self.block, content_block=block)]
+
+    def _close(self) -> list[str]:
+        if self.block is None:
+            return []
+        index, self.block = self.block, None
+        return [_event("content_block_stop", index=index)]
+
+    def _piece(self, piece: CallDelta) -> list[str]:
+        if piece.index is None:
+            if not piece.content:
+                return []
+            events = self._open(_text("")) if self.block is None else []
+            delta = {"type": "text_delta", "text": piece.content}
+            return [*events, _event("content_block_delta", index=self.block, delta=delta)]
+        if piece.name is not None:
+            self.calls += 1
+            block = {"type": "tool_use", "id": new_tool_use_id(), "name": piece.name, "input": {}}
+            return self._open({**block, "caller": {"type": "direct"}})
+        delta = {"type": "input_json_delta", "partial_json": piece.arguments}
+        return [_event("content_block_delta", index=self.block, delta=delta)]
+
+    def _closing(self, out: RequestOutput) -> list[str]:
+        reason, sequence = _stop(out, self.calls > 0)
+        usage = anthropic_usage(out.usage, self.settings)
+        delta_usage = {
+            k: usage[k]
+            for k in (
+                "input_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+                "output_tokens",
+                "output_tokens_details",
+                "server_tool_use",
+            )
+        }
+        delta = {
+            "stop_reason": reason,
+            "stop_sequence": sequence,
+            "stop_details": None,
+            "container": None,
+        }
+        opened = [] if self.blocks else self._open(_text(""))  # an empty answer: one text block
+        return [
+            *opened,
+            *self._close(),
+            _event("message_delta", delta=delta, usage=delta_usage),
+            _event("message_stop"),
+        ]

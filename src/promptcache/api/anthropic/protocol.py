@@ -1,7 +1,8 @@
 """Request bodies of Anthropic's Messages API, field for field as the API names them.
 
-Text content only (no tools, images or documents). Unknown fields are refused with a 400
-in Anthropic's error shape, so no parameter is ever silently dropped.
+Text, `tool_use` and `tool_result` content (no images or documents) and custom tools
+(server tools are refused by name in api/anthropic/tools.py). Unknown fields are refused
+with a 400 in Anthropic's error shape, so no parameter is ever silently dropped.
 """
 
 from __future__ import annotations
@@ -29,9 +30,52 @@ class TextBlock(_Strict):
     citations: list[Any] | None = None  # echoed by clients that resend replies; unused
 
 
+class DirectCaller(_Strict):
+    type: Literal["direct"]
+
+
+class ToolUseBlock(_Strict):
+    """An earlier call of the assistant's, sent back."""
+
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+    cache_control: CacheControl | None = None
+    caller: DirectCaller | None = None  # what a response's block carries, sent back
+    toolset_name: None = None
+
+
+class ToolResultBlock(_Strict):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock] | None = None
+    is_error: bool | None = None
+    cache_control: CacheControl | None = None
+    toolset_name: None = None
+
+
+ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
+
+
 class InputMessage(_Strict):
     role: Literal["user", "assistant"]
-    content: str | list[TextBlock]
+    content: str | list[ContentBlock]
+
+
+class CustomTool(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    input_schema: dict[str, Any]
+    description: str | None = None
+    cache_control: CacheControl | None = None
+    type: Literal["custom"] | None = None
+    strict: bool | None = None
+
+
+class ToolChoice(_Strict):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None  # type "tool"
+    disable_parallel_tool_use: bool | None = None
 
 
 class Metadata(_Strict):
@@ -50,3 +94,5 @@ class MessagesRequest(_Strict):
     stream: bool | None = False
     metadata: Metadata | None = None
     cache_control: CacheControl | None = None  # automatic caching: the last block
+    tools: list[dict[str, Any]] | None = None  # custom tools (api/anthropic/tools.py)
+    tool_choice: ToolChoice | None = None
