@@ -94,3 +94,24 @@ def test_tenants_never_see_each_others_diagnosis(running_keys: Running) -> None:
     other = httpx.get(url, headers={"Authorization": "Bearer sk-b"}, timeout=10)
     assert other.status_code == 404  # as if it did not exist
     assert _diagnosis(running_keys, a, key="sk-admin")["request_id"] == a
+
+
+def test_tools_changed(running: Running) -> None:
+    from tests.api.tools_fixtures import CLOCK, WEATHER
+
+    def ask(tools: list[Any]) -> str:
+        out = running.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": DOC}, {"role": "user", "content": "Why?"}],
+            tools=tools,
+            max_tokens=1,
+            temperature=0,
+        )
+        return out.id
+
+    ask([WEATHER])
+    found = _diagnosis(running, ask([WEATHER, CLOCK]))["diagnosis"]
+    assert found["reason"] == "tools_changed" and "tools" in found["summary"]
+    # The same tools sent with their keys in another order are the same prefix: a hit.
+    reordered = {"function": dict(reversed(list(WEATHER["function"].items()))), "type": "function"}
+    assert _reason(running, ask([reordered, CLOCK])) in ("hit", "rounded")

@@ -24,9 +24,14 @@ Reasons, first that applies:
                     failover sent this one elsewhere), whose cache holds that prefix
     no_prefix       nothing of this tenant's matched the prompt's start (no earlier prompt
                     of this tenant is remembered, or none shares even its first token)
+    tools_changed   as `diverged`, before the first message, and the two requests' tool
+                    definitions differ: the tools, rendered first, changed
     diverged        the closest earlier prompt of this tenant agreed up to token K, then the
                     two differ: the message, a text window around K in both, and what looks
                     dynamic there (a timestamp, date, UUID, counter, random id)
+
+An output format (`response_format`, `text.format`) is not part of the prompt here (it
+constrains decoding only), so a change of format never costs the cache and is no reason.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class _Prompt:
     request_id: str | None
     token_ids: list[int]
     worker: str | None = None
+    tools: str = ""  # the request's tools digest (`OutputSpec.tools_digest`)
 
 
 class PromptHistory:
@@ -117,11 +123,12 @@ class PromptHistory:
         request_id: str | None,
         token_ids: list[int],
         worker: str | None = None,
+        tools: str = "",
     ) -> None:
         if self.per_tenant <= 0:
             return
         prompts = self._tenants.pop(tenant, None) or deque(maxlen=self.per_tenant)
-        prompts.append(_Prompt(request_id, token_ids, worker))
+        prompts.append(_Prompt(request_id, token_ids, worker, tools))
         self._tenants[tenant] = prompts
         while len(self._tenants) > MAX_TENANTS:
             self._tenants.popitem(last=False)
@@ -214,7 +221,17 @@ def _first_reason(
     span = _span_at(messages, k)
     if span is not None and span is messages[-1] and u.reused_tokens >= whole_blocks:
         return _new_input(span, earlier, k, rules, base)
-    return _diverged(span, tokens, earlier, k, decode, base)
+    found = _diverged(span, tokens, earlier, k, decode, base)
+    first = messages[0].content_start if messages else None
+    tools = record.request.output.tools_digest()
+    if earlier.tools != tools and first is not None and k < first:
+        summary = (
+            f"this prompt left the closest earlier prompt of this tenant at token {k}, in the "
+            "tools, which come first in the prompt: their definitions changed (keep one "
+            "tool list per agent; the order of keys does not matter)"
+        )
+        return replace(found, reason="tools_changed", summary=summary)
+    return found
 
 
 def _other_worker(

@@ -64,6 +64,13 @@ class OutputSpec:
         """Whether generation runs under a grammar at all."""
         return self.calls_tools or self.kind is not OutputKind.TEXT
 
+    def tools_digest(self) -> str:
+        """A digest of the tool definitions alone ("" for none): what `tools_changed` compares."""
+        if not self.tools:
+            return ""
+        text = "\x1e".join(f"{t.name}\0{t.parameters}" for t in self.tools)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def key(self) -> str:
         """A digest naming this constraint (the compiled grammar's cache key)."""
         parts = [self.kind.value, self.schema, self.tool_choice.value, str(self.tool_name)]
