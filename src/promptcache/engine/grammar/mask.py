@@ -38,18 +38,18 @@ class Matcher:
         self._m = xgr.GrammarMatcher(compiled)
         self._encode = encode
 
-    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+    def fill(self, bitmask: torch.Tensor, row: int) -> int | None:
+        """Write the allowed tokens into `bitmask[row]`; returns the one token allowed
+        where forced text allows just one (the row is then left for the caller)."""
         self._m.fill_next_token_bitmask(bitmask, row)
         forced = self._m.find_jump_forward_string()
         ids = self._encode(forced) if forced else []
         if len(ids) < 2:
-            return
+            return None
         word, bit = divmod(ids[0], 32)
-        mask = int(bitmask[row, word])
-        if not (mask >> bit) & 1:  # the tokenizer encodes it otherwise (a prefix space...)
-            return
-        bitmask[row].zero_()
-        bitmask[row, word] = (1 << bit) - (1 << 32 if bit == 31 else 0)  # as int32 bits
+        if not (int(bitmask[row, word]) >> bit) & 1:  # the tokenizer writes it otherwise
+            return None
+        return ids[0]
 
     def advance(self, token: int) -> Advance:
         if not self._m.accept_token(token):
@@ -67,8 +67,16 @@ def constrain(logits: torch.Tensor, matchers: list[Matcher | None]) -> None:
     if not rows:
         return
     bitmask = xgr.allocate_token_bitmask(len(matchers), logits.shape[-1])
+    masked = []
     for i in rows:
         matcher = matchers[i]
         assert matcher is not None
-        matcher.fill(bitmask, i)
-    xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=rows)
+        token = matcher.fill(bitmask, i)
+        if token is None:
+            masked.append(i)
+        else:  # one token: cheaper than applying a whole bitmask row
+            kept = logits[i, token].clone()
+            logits[i].fill_(float("-inf"))
+            logits[i, token] = kept
+    if masked:
+        xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=masked)
