@@ -201,6 +201,27 @@ def test_diagnose_two_prompts_and_lint(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no dynamic content in the first 64 tokens" in capsys.readouterr().out
 
 
+def test_lint_flags_dynamic_tool_descriptions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    city = {"type": "string", "description": "session 7d9f2c1e-3b4a-4c5d-8e9f-0a1b2c3d4e5f"}
+    schema = {"type": "object", "properties": {"city": city}}
+    chat = {"name": "get_weather", "description": "Weather as of 2026-11-27T10:15:02Z."}
+    tools = [
+        {"type": "function", "function": {**chat, "parameters": schema}},
+        {"name": "get_time", "description": "The time.", "input_schema": {"type": "object"}},
+    ]
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps(tools))
+    assert main(["lint", "--tools", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: tools[0] (get_weather) description: timestamp '2026-11-27T10:15:02Z'" in out
+    assert "tools[0] (get_weather) parameters.city.description: uuid" in out
+    assert "get_time" not in out
+    path.write_text(json.dumps(tools[1:]))
+    assert main(["lint", "--tools", str(path)]) == 0
+
+
 def test_expired_and_evicted_reasons() -> None:
     from promptcache.cache.policy import CachePolicy
     from promptcache.engine.lifecycle import Outcome, RequestRecord

@@ -1,5 +1,5 @@
 """`promptcache diagnose` and `promptcache lint`: why a request missed the cache, where two
-prompts diverge, and dynamic content early in a prompt."""
+prompts diverge, and dynamic content early in a prompt or anywhere in a tool list."""
 
 from __future__ import annotations
 
@@ -26,7 +26,14 @@ def add_diagnose_parsers(sub: Any) -> None:
     d.add_argument("--json", action="store_true")
     _common(d)
     lint = sub.add_parser("lint", help="flag dynamic content in a prompt's cacheable start")
-    lint.add_argument("prompt_file", metavar="PROMPT_FILE")
+    lint.add_argument("prompt_file", metavar="PROMPT_FILE", nargs="?", default=None)
+    lint.add_argument(
+        "--tools",
+        dest="tools_file",
+        default=None,
+        help="a JSON list of tools (OpenAI Chat, Responses or Anthropic shape): flag dynamic "
+        "content in their descriptions",
+    )
     _common(lint)
 
 
@@ -100,7 +107,64 @@ def _two_prompts(args: argparse.Namespace) -> int:
 
 
 def run_lint_command(args: argparse.Namespace) -> int:
-    """Exit 1 when the prompt's first `min_prompt_tokens` tokens hold dynamic content."""
+    """Exit 1 when the prompt's first `min_prompt_tokens` tokens, or any tool's
+    description, hold dynamic content."""
+    if args.prompt_file is None and args.tools_file is None:
+        raise ValueError("lint needs a PROMPT_FILE, --tools FILE, or both")
+    found = _lint_tools(args.tools_file) if args.tools_file else 0
+    if args.prompt_file is None:
+        return 1 if found else 0
+    return max(_lint_prompt(args), 1 if found else 0)
+
+
+def _lint_tools(path: str) -> int:
+    """Print each dynamic span in a tool's description (the tools come first in the prompt:
+    one that changes ends every request's shared prefix there); how many were found."""
+    tools = json.loads(Path(path).read_text())
+    if not isinstance(tools, list):
+        raise ValueError(f"{path}: expected a JSON list of tools")
+    count = 0
+    for i, tool in enumerate(tools):
+        spec = tool.get("function", tool) if isinstance(tool, dict) else {}
+        name = spec.get("name", "?")
+        for where, text in _descriptions(spec):
+            for f in find_dynamic(text):
+                count += 1
+                print(f"{path}: tools[{i}] ({name}) {where}: {f.kind} {f.text!r}")
+    if count:
+        print(
+            f"{count} dynamic span(s) in tool descriptions: tools are the start of the "
+            "prompt, so they end the shared prefix for every request; keep them fixed"
+        )
+    else:
+        print(f"no dynamic content in the tools of {path}")
+    return count
+
+
+def _descriptions(spec: dict[str, Any], where: str = "description") -> list[tuple[str, str]]:
+    """The tool's description and its parameters' (nested), with where each is."""
+    out = []
+    if isinstance(spec.get("description"), str):
+        out.append((where, spec["description"]))
+    schema = spec.get("parameters", spec.get("input_schema"))
+    for key, prop in _properties(schema, "parameters"):
+        if isinstance(prop.get("description"), str):
+            out.append((f"{key}.description", prop["description"]))
+    return out
+
+
+def _properties(schema: Any, at: str) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return []
+    out = []
+    for name, prop in schema["properties"].items():
+        if isinstance(prop, dict):
+            out.append((f"{at}.{name}", prop))
+            out += _properties(prop, f"{at}.{name}")
+    return out
+
+
+def _lint_prompt(args: argparse.Namespace) -> int:
     config = build_config(EngineConfig, args, "engine")
     tok = _tokenizer(args.model)
     text = Path(args.prompt_file).read_text()
