@@ -33,7 +33,6 @@ from promptcache.config import EngineConfig
 from promptcache.engine.grammar import mask
 from promptcache.engine.grammar.spec import ToolChoice
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import WEIGHTS, cpu_model, resolve_device, resolve_dtype
@@ -49,16 +48,6 @@ GREEDY = SamplingParams(max_tokens=80, temperature=0)
 def tools_of(n: int) -> Tools:
     defs = [t["function"] for t in many_tools(n)]
     return tool_set([Tool(f["name"], f["description"], f["parameters"]) for f in defs], True)
-
-
-def run(engine: LLMEngine, requests: list[GenerationRequest]) -> list[RequestOutput]:
-    ids = [engine.submit(r) for r in requests]
-    done: dict[str, RequestOutput] = {}
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.finished:
-                done[out.request_id] = out
-    return [done[i] for i in ids]
 
 
 def agent_loop(engine: LLMEngine, args: argparse.Namespace, tools: Tools) -> list[dict[str, Any]]:
@@ -80,7 +69,7 @@ def agent_loop(engine: LLMEngine, args: argparse.Namespace, tools: Tools) -> lis
             for chat in chats
         ]
         requests = [GenerationRequest(p.token_ids, GREEDY, output=spec) for p in prompts]
-        outs = run(engine, requests)
+        outs = engine.run(requests)
         prompt = sum(o.usage.prompt_tokens for o in outs)
         reused = sum(o.usage.reused_tokens for o in outs)
         ttft = statistics.median(1000 * (o.ttft_s or 0) for o in outs)

@@ -14,7 +14,6 @@ from promptcache.config import EngineConfig
 from promptcache.engine.errors import RequestError
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
@@ -43,16 +42,6 @@ def _prompt(model: LoadedModel, text: str) -> list[int]:
     return chat_prompt_ids(model.tokenizer, [{"role": "user", "content": text}])
 
 
-def _run(engine: LLMEngine, requests: list[GenerationRequest]) -> list[RequestOutput]:
-    ids = [engine.submit(r) for r in requests]
-    done: dict[str, RequestOutput] = {}
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.finished:
-                done[out.request_id] = out
-    return [done[i] for i in ids]
-
-
 def _schema_request(
     model: LoadedModel, text: str, params: SamplingParams = GREEDY
 ) -> GenerationRequest:
@@ -63,8 +52,8 @@ def _schema_request(
 def test_schema_output_validates_and_free_rows_are_untouched(bundled: LoadedModel) -> None:
     engine = _engine(bundled)
     free = GenerationRequest(_prompt(bundled, "Name a color."), GREEDY)
-    [alone] = _run(engine, [free])
-    outs = _run(engine, [_schema_request(bundled, "Weather in Paris as JSON?"), free])
+    [alone] = engine.run([free])
+    outs = engine.run([_schema_request(bundled, "Weather in Paris as JSON?"), free])
     assert outs[0].finish_reason == "stop"
     jsonschema.validate(json.loads(outs[0].text), SCHEMA)
     assert outs[1].token_ids == alone.token_ids  # same batch, no grammar: same tokens
@@ -76,7 +65,7 @@ def test_tool_calls_follow_the_format_and_the_schema(bundled: LoadedModel) -> No
     for choice, name in ((ToolChoice.REQUIRED, None), (ToolChoice.NAMED, "get_time")):
         spec = OutputSpec(tools=tools, tool_choice=choice, tool_name=name, parallel=False)
         request = GenerationRequest(_prompt(bundled, "Weather in Rome?"), GREEDY, output=spec)
-        [out] = _run(engine, [request])
+        [out] = engine.run([request])
         content, calls = parse_output(out.text)
         assert out.finish_reason == "stop", repr(out.text)
         assert content == "" and len(calls) == 1
@@ -93,11 +82,11 @@ def test_same_tokens_with_the_cache_on_and_off(bundled: LoadedModel) -> None:
     runs = []
     for caching in (True, False):
         engine = _engine(bundled, enable_prefix_caching=caching)
-        first = _run(
-            engine, [_schema_request(bundled, text), _schema_request(bundled, text, sampled)]
+        first = engine.run(
+            [_schema_request(bundled, text), _schema_request(bundled, text, sampled)]
         )
-        again = _run(
-            engine, [_schema_request(bundled, text), _schema_request(bundled, text, sampled)]
+        again = engine.run(
+            [_schema_request(bundled, text), _schema_request(bundled, text, sampled)]
         )
         assert [o.token_ids for o in first] == [o.token_ids for o in again]
         runs.append([o.token_ids for o in first])
@@ -106,15 +95,15 @@ def test_same_tokens_with_the_cache_on_and_off(bundled: LoadedModel) -> None:
 
 def test_a_cut_short_output_ends_with_length(bundled: LoadedModel) -> None:
     engine = _engine(bundled)
-    [out] = _run(
-        engine, [_schema_request(bundled, "Weather?", SamplingParams(max_tokens=5, temperature=0))]
+    [out] = engine.run(
+        [_schema_request(bundled, "Weather?", SamplingParams(max_tokens=5, temperature=0))]
     )
     assert out.finish_reason == "length" and len(out.token_ids) == 5
 
 
 def test_compiled_grammars_are_cached_and_bad_schemas_named(bundled: LoadedModel) -> None:
     engine = _engine(bundled)
-    _run(engine, [_schema_request(bundled, "a"), _schema_request(bundled, "b")])
+    engine.run([_schema_request(bundled, "a"), _schema_request(bundled, "b")])
     stats = engine.stats()
     assert stats["grammar_compiles_total"] == 1 and stats["grammar_cache_hits_total"] == 1
     bad = OutputSpec(kind=OutputKind.JSON_SCHEMA, schema='{"type": "object", "minProperties": "x"}')

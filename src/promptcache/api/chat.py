@@ -23,7 +23,7 @@ from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.protocol import ChatCompletionRequest
 from promptcache.api.sampling import sampling_params
-from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
+from promptcache.api.streaming import SSE_DONE, TextDeltas, output_pieces, sse
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, Usage
@@ -159,13 +159,8 @@ async def _stream(
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
-                text = deltas.delta(out.text, out.finished)
-                if calls is None:
-                    if text:
-                        yield event({"content": text})
-                else:
-                    for piece in calls.feed(out.text[: deltas.sent], out.finished):
-                        yield event(delta_of(piece, ids))
+                for piece in output_pieces(deltas, calls, out):
+                    yield event(delta_of(piece, ids))
                 if out.finished:
                     yield event({}, finish_reason(out.finish_reason, bool(ids)))
                     if include_usage:

@@ -30,7 +30,7 @@ from promptcache.api.responses_tools import (
     responses_tools,
 )
 from promptcache.api.sampling import sampling_params
-from promptcache.api.streaming import TextDeltas, sse
+from promptcache.api.streaming import TextDeltas, output_pieces, sse
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, Usage
@@ -275,13 +275,7 @@ async def _stream(
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
-                text = deltas.delta(out.text, out.finished)
-                pieces = (
-                    [CallDelta(content=text)]
-                    if calls is None
-                    else calls.feed(out.text[: deltas.sent], out.finished)
-                )
-                for piece in pieces:
+                for piece in output_pieces(deltas, calls, out):
                     for event in items.piece(piece):
                         yield event
                 if out.finished:

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from promptcache.engine.outputs import RequestOutput
+from promptcache.text.tools import CallDelta, ToolStream
+
 
 @dataclass(slots=True)
 class TextDeltas:
@@ -36,6 +39,17 @@ class TextDeltas:
                     end -= k
                     break
         return end
+
+
+def output_pieces(
+    deltas: TextDeltas, reader: ToolStream | None, out: RequestOutput
+) -> list[CallDelta]:
+    """What `out` adds to a stream that is safe to send: its new text as one content piece
+    without tools (`reader` None), else the content and call pieces `reader` finds in it."""
+    text = deltas.delta(out.text, out.finished)
+    if reader is None:
+        return [CallDelta(content=text)] if text else []
+    return reader.feed(out.text[: deltas.sent], out.finished)
 
 
 def sse(data: dict[str, Any], event: str | None = None) -> str:

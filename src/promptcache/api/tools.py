@@ -73,15 +73,14 @@ def output_spec(
     parallel: bool,
     kind: OutputKind = OutputKind.TEXT,
     schema: dict[str, Any] | None = None,
-    choice_param: str = "tool_choice",
 ) -> OutputSpec:
-    """The engine's constraint; a 400 naming `choice_param` for a choice the tools cannot
+    """The engine's constraint; a 400 naming `tool_choice` for a choice the tools cannot
     satisfy."""
     if not tools and choice.choice in (ToolChoice.REQUIRED, ToolChoice.NAMED):
-        raise invalid(f"{choice_param} {choice.choice.value!r} needs tools", choice_param)
+        raise invalid(f"tool_choice {choice.choice.value!r} needs tools", "tool_choice")
     if choice.choice is ToolChoice.NAMED and choice.name not in tools.schemas:
         raise invalid(
-            f"{choice_param} names tool {choice.name!r}, which is not in tools", choice_param
+            f"tool_choice names tool {choice.name!r}, which is not in tools", "tool_choice"
         )
     defs = tuple(
         ToolDef(name, schema_text(s) if s is not None else "") for name, s in tools.schemas.items()

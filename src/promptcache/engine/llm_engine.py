@@ -352,7 +352,13 @@ class LLMEngine:
         self, prompts: Iterable[str | list[int]], params: SamplingParams | None = None
     ) -> list[RequestOutput]:
         """Run `prompts` together to completion; outputs in the prompts' order."""
-        ids = [self.add_request(p, params) for p in prompts]
+        return self._finish_all([self.add_request(p, params) for p in prompts])
+
+    def run(self, requests: Iterable[GenerationRequest]) -> list[RequestOutput]:
+        """Submit `requests` and run them together to completion; outputs in their order."""
+        return self._finish_all([self.submit(r) for r in requests])
+
+    def _finish_all(self, ids: list[str]) -> list[RequestOutput]:
         final: dict[str, RequestOutput] = {}
         while len(final) < len(ids):
             for out in self.step():

@@ -212,8 +212,6 @@ class ToolStream:
         if close >= 0:
             piece = CallDelta(self.calls - 1, arguments=text[self.pos : close])
             self.pos = close + len(CALL_CLOSE)
-            if text.startswith(CALL_SEPARATOR + TRIGGER, self.pos):
-                self.pos += len(CALL_SEPARATOR)
             self.state = "content"
             return piece
         end = len(text) if final else _safe_end(text, self.pos, CALL_CLOSE)

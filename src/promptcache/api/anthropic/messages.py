@@ -29,7 +29,7 @@ from promptcache.api.anthropic.tools import (
 from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext
 from promptcache.api.errors import APIError, anthropic_body, invalid
-from promptcache.api.streaming import TextDeltas, sse
+from promptcache.api.streaming import TextDeltas, output_pieces, sse
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
@@ -176,13 +176,7 @@ class _Stream:
                         started = True
                         for event in self._start(out):
                             yield event
-                    text = deltas.delta(out.text, out.finished)
-                    pieces = (
-                        [CallDelta(content=text)]
-                        if reader is None
-                        else reader.feed(out.text[: deltas.sent], out.finished)
-                    )
-                    for piece in pieces:
+                    for piece in output_pieces(deltas, reader, out):
                         for event in self._piece(piece):
                             yield event
                     if out.finished:

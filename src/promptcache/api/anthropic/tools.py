@@ -70,7 +70,7 @@ def anthropic_output(req: MessagesRequest, tools: Tools) -> OutputSpec:
             raise invalid("tool_choice: type 'tool' needs a name")
         choice = Choice(CHOICES[tc.type], tc.name if tc.type == "tool" else None)
     parallel = not (tc is not None and tc.disable_parallel_tool_use)
-    return output_spec(tools, choice, parallel, choice_param="tool_choice")
+    return output_spec(tools, choice, parallel)
 
 
 def conversation(req: MessagesRequest) -> tuple[list[dict[str, Any]], Positions]:
