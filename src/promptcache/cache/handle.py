@@ -21,6 +21,7 @@ class MatchReason(enum.Enum):
     """Why a request's physical reuse is what it is (reporting rules apply afterwards)."""
 
     DISABLED = "disabled"  # prefix caching is off
+    NOT_READ = "not_read"  # the request reads nothing (its settings say so); it still writes
     NOT_FOUND = "not_found"  # not even the first block of the prompt was cached
     FULL = "full"  # the whole match is reused
     LAST_TOKEN = "last_token"  # the match reached the last block: its last token is computed

@@ -75,7 +75,8 @@ class PrefixCache:
         if not self.policy.enabled:
             return CacheHandle(settings, None, MatchReason.DISABLED)
         seed = seed_hash(self.kv_identity, settings.tenant)
-        return CacheHandle(settings, seed, MatchReason.NOT_FOUND)
+        first = MatchReason.NOT_FOUND if settings.reads else MatchReason.NOT_READ
+        return CacheHandle(settings, seed, first)
 
     def match(self, handle: CacheHandle, seq: TokenSource) -> CacheMatch:
         """Longest reusable cached prefix of `seq` — blocks in the pool, then copies in the
@@ -83,6 +84,9 @@ class PrefixCache:
         lower blocks are being fetched)."""
         if handle.seed is None:
             return CacheMatch([], 0, 0, handle.first_reason)
+        if not handle.settings.reads:  # computes all; its hashes are what it will write
+            self._extend_hashes(handle, seq, seq.num_tokens // self.block_size)
+            return CacheMatch([], 0, 0, MatchReason.NOT_READ)
         if handle.wanted and self.lower.fetching(handle.wanted):
             handle.waited_steps += 1  # its lower blocks are still being fetched
             return CacheMatch([], 0, 0, MatchReason.WAITING)

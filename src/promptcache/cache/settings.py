@@ -77,6 +77,8 @@ class CacheSettings:
             (only the breakpoints' prefixes are cached and matched).
         breakpoints: explicit breakpoints to write, in prompt order (the API adapter keeps
             at most the number its API allows).
+        reads: False computes the whole prompt, reusing nothing (it is still written):
+            for requests that need every prompt position computed.
     """
 
     tenant: str | None = None
@@ -84,6 +86,7 @@ class CacheSettings:
     prompt_cache_key: str | None = None
     mode: CacheMode = CacheMode.IMPLICIT
     breakpoints: tuple[Breakpoint, ...] = ()
+    reads: bool = True
 
     def block_retention(self, end: int) -> Retention:
         """The retention of a cached block ending at token `end`: the longest of the

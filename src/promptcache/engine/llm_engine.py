@@ -8,6 +8,7 @@ to the engine thread, which then `add()`s it without checking again.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -34,8 +35,8 @@ from promptcache.engine.grammar.compiler import GrammarCache
 from promptcache.engine.grammar.mask import Advance
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.kv_cache import KVCache, kv_identity
-from promptcache.engine.model_runner import ModelRunner
-from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.model_runner import ModelRunner, Sampled
+from promptcache.engine.outputs import CacheReport, RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest, PreparedRequest, check_request
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
@@ -223,7 +224,10 @@ class LLMEngine:
         if not params.greedy:
             generator = torch.Generator(device=self.model.device).manual_seed(seed)
         token_ids = request.token_ids
-        handle = self.cache.open(request.cache)
+        settings = request.cache
+        if params.prompt_logprobs is not None:  # every prompt position must be computed
+            settings = dataclasses.replace(settings, reads=False)
+        handle = self.cache.open(settings)
         seq = Sequence(
             request_id, token_ids, params, prepared.max_tokens, generator, handle, request.messages
         )
@@ -242,7 +246,7 @@ class LLMEngine:
         if req is None:
             return None
         self._finish(req.seq, FinishReason.ABORT)
-        return self._output(req, [])
+        return self._output(req, [], [])
 
     def adopt_thread(self) -> None:
         """Call from a thread that will drive `step()`: re-applies the process's intra-op
@@ -271,14 +275,17 @@ class LLMEngine:
         outputs = []
         for item in plan.scheduled:
             seq = item.seq
-            token = sampled.get(id(seq))
-            if token is not None:
-                outputs.append(self._append(seq, token, now))
+            got = sampled.get(id(seq))
+            if got is not None:
+                outputs.append(self._append(seq, got, now))
         return outputs
 
-    def _append(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+    def _append(self, seq: Sequence, got: Sampled, now: float) -> RequestOutput:
         req = self._requests[seq.request_id]
+        token = got.token
         seq.output_token_ids.append(token)
+        if got.logprob is not None:
+            seq.logprobs.append(got.logprob)
         if seq.first_token_time is None:
             seq.first_token_time = now
         hit_stop_string = req.detok.update(token)
@@ -293,7 +300,7 @@ class LLMEngine:
         if reason is not None:
             self._finish(seq, reason)
             del self._requests[seq.request_id]
-        return self._output(req, [token])
+        return self._output(req, [token], [got.logprob] if got.logprob is not None else [])
 
     def _stop_reason(self, seq: Sequence, token: int, hit_stop_string: bool) -> FinishReason | None:
         p = seq.params
@@ -311,11 +318,14 @@ class LLMEngine:
         seq.finish_reason = reason
         seq.finish_time = time.perf_counter()
 
-    def _output(self, req: _Request, new_tokens: list[int]) -> RequestOutput:
+    def _output(
+        self, req: _Request, new_tokens: list[int], new_logprobs: list[TokenLogprob]
+    ) -> RequestOutput:
         seq = req.seq
         ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
         total = None if seq.finish_time is None else seq.finish_time - seq.arrival_time
         finished = seq.finished
+        first = bool(new_tokens) and len(new_tokens) == len(seq.output_token_ids)
         return RequestOutput(
             request_id=seq.request_id,
             text=req.detok.text,
@@ -329,6 +339,9 @@ class LLMEngine:
             token_ids=seq.output_token_ids if finished else [],
             cache=CacheReport.of(seq.cache) if finished else None,
             stop_sequence=req.detok.matched if finished else None,
+            new_logprobs=new_logprobs,
+            logprobs=seq.logprobs if finished else [],
+            prompt_logprobs=seq.prompt_logprobs if finished or first else [],
         )
 
     def _usage(self, seq: Sequence) -> Usage:

@@ -19,6 +19,8 @@ from promptcache.engine.cpu_step import DecodeStep
 from promptcache.engine.cuda_graphs import DecodeGraphs
 from promptcache.engine.grammar.mask import constrain
 from promptcache.engine.kv_cache import KVCache
+from promptcache.engine.logits import adjust, prompt_logprobs, token_logprobs
+from promptcache.engine.outputs import TokenLogprob
 from promptcache.engine.sampler import sample
 from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
@@ -42,6 +44,24 @@ class StepInputs(StepTensors):
 
     sample_rows: list[int]  # rows whose logits are sampled
     sample_seqs: list[Sequence]
+    prompt_rows: list[PromptRows]  # rows whose prompt logprobs are asked for
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRows:
+    """`count` rows of the step from `row` on, predicting `seq`'s prompt tokens `targets`."""
+
+    seq: Sequence
+    row: int
+    targets: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """A sequence's next token, and its logprobs if asked for."""
+
+    token: int
+    logprob: TokenLogprob | None = None
 
 
 class ModelRunner:
@@ -100,22 +120,32 @@ class ModelRunner:
         self.module.compute_logits(hidden[-1:])
 
     @torch.inference_mode()
-    def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, int]:
-        """Run the step; returns {id(seq): next token} for sequences that sample now."""
+    def execute(self, scheduled: list[ScheduledSeq]) -> dict[int, Sampled]:
+        """Run the step; returns {id(seq): its next token} for sequences that sample now.
+        Prompt logprobs asked for are added to their sequences as their rows are run."""
         logits = self._replay(scheduled)
         if logits is not None:  # a replayed step samples every row, in step order
             seqs = [s.seq for s in scheduled]
         else:
             inputs = self.prepare(scheduled)
             hidden = self.forward(inputs)  # writes the K/V of chunks that sample nothing
+            for p in inputs.prompt_rows:
+                rows_h = hidden[p.row : p.row + len(p.targets)]
+                k = p.seq.params.prompt_logprobs or 0
+                p.seq.prompt_logprobs.extend(
+                    prompt_logprobs(rows_h, self.module.compute_logits, p.targets, k)
+                )
             if not inputs.sample_rows:
                 return {}
             rows = torch.tensor(inputs.sample_rows, device=self.device)
             logits = self.module.compute_logits(hidden.index_select(0, rows))
             seqs = inputs.sample_seqs
         constrain(logits, [s.matcher for s in seqs])
-        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        return {id(s): t for s, t in zip(seqs, tokens, strict=True)}
+        adjust(logits, seqs)
+        params = [s.params for s in seqs]
+        tokens = sample(logits, params, [s.generator for s in seqs])
+        logprobs = token_logprobs(logits, params, tokens)
+        return {id(s): Sampled(t, lp) for s, t, lp in zip(seqs, tokens, logprobs, strict=True)}
 
     def _replay(self, scheduled: list[ScheduledSeq]) -> torch.Tensor | None:
         """Logits of a decode-only step from the static decode batch, in step order;
@@ -157,8 +187,12 @@ class ModelRunner:
         positions: list[int] = []
         sample_rows: list[int] = []
         sample_seqs: list[Sequence] = []
+        prompt_rows: list[PromptRows] = []
         for item in decodes + prefills:
             seq, start = item.seq, item.seq.num_computed
+            if seq.params.prompt_logprobs is not None:
+                rows = _prompt_rows(seq, start, item.num_tokens, len(ids))
+                prompt_rows.extend([rows] if rows is not None else [])
             ids.extend(seq.tokens_slice(start, start + item.num_tokens))
             positions.extend(range(start, start + item.num_tokens))
             if start + item.num_tokens == seq.num_tokens:
@@ -168,7 +202,17 @@ class ModelRunner:
             [_chunk(i) for i in decodes], [_chunk(i) for i in prefills], ids, positions
         )
         t = self.backend.build(layout)
-        return StepInputs(t.input_ids, t.positions, t.meta, sample_rows, sample_seqs)
+        return StepInputs(t.input_ids, t.positions, t.meta, sample_rows, sample_seqs, prompt_rows)
+
+
+def _prompt_rows(seq: Sequence, start: int, n: int, base: int) -> PromptRows | None:
+    """The rows of a chunk of `n` tokens from `start` (row `base` of the step) that predict
+    prompt tokens whose logprobs `seq` lacks (none twice, after a preemption)."""
+    lo = max(start, len(seq.prompt_logprobs))
+    hi = min(start + n, seq.num_prompt_tokens - 1)
+    if hi <= lo:
+        return None
+    return PromptRows(seq, base + lo - start, seq.prompt_token_ids[lo + 1 : hi + 1])
 
 
 def _chunk(item: ScheduledSeq) -> SeqChunk:

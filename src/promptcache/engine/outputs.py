@@ -64,11 +64,24 @@ class CacheReport:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A token's log probability and the most likely tokens at its position, most likely
+    first (as many as asked; fewer where the rest are impossible)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOutput:
     """A snapshot of one request after a step (`finished` tells whether it is the last).
 
     `token_ids` holds every output token on the final output only (empty before), so a
     step costs O(1) per request however long the output; `new_token_ids` are this step's.
+    Likewise `logprobs` (final) and `new_logprobs` (this step's), where asked for;
+    `prompt_logprobs` (on the first output with a token, and the final) has one per prompt
+    token after the first.
     """
 
     request_id: str
@@ -83,6 +96,9 @@ class RequestOutput:
     cache: CacheReport | None = None  # on the final output
     worker: str | None = None  # the worker that ran it (set by the router)
     stop_sequence: str | None = None  # the stop string that ended it, if one did
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The `generate --json` shape."""

@@ -62,6 +62,8 @@ def check_request(token_ids: list[int], p: SamplingParams, max_model_len: int, v
         raise RequestError("the prompt is empty")
     if min(token_ids) < 0 or max(token_ids) >= vocab:
         raise RequestError(f"prompt token ids must be in [0, {vocab})")
+    if any(t >= vocab for t, _ in p.logit_bias):
+        raise RequestError(f"logit_bias token ids must be in [0, {vocab})", param="logit_bias")
     room = max_model_len - len(token_ids)
     if room < 1:
         raise RequestError(

@@ -10,6 +10,8 @@ import torch
 
 from promptcache.cache.handle import CacheHandle
 from promptcache.engine.grammar.mask import Matcher
+from promptcache.engine.logits import TokenCounts
+from promptcache.engine.outputs import TokenLogprob
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.text.chat import MessageSpan
 
@@ -54,6 +56,9 @@ class Sequence:
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     finish_time: float | None = None
+    counts: TokenCounts | None = None  # output token counts, for penalties
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # prompt tokens 1..
 
     @property
     def num_tokens(self) -> int:

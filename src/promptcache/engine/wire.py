@@ -12,7 +12,7 @@ from typing import Any
 
 from promptcache.cache.settings import Breakpoint, CacheMode, CacheSettings, Retention
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
-from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.outputs import CacheReport, RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.text.chat import MessageSpan
@@ -64,7 +64,12 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
     try:
         p, c = dict(d["params"]), dict(d["cache"])
         params = SamplingParams(
-            **{**p, "stop": tuple(p["stop"]), "stop_token_ids": tuple(p["stop_token_ids"])}
+            **{
+                **p,
+                "stop": tuple(p["stop"]),
+                "stop_token_ids": tuple(p["stop_token_ids"]),
+                "logit_bias": tuple((int(t), float(b)) for t, b in p.get("logit_bias", ())),
+            }
         )
         cache = CacheSettings(
             tenant=c["tenant"],
@@ -91,9 +96,22 @@ def output_to_json(o: RequestOutput) -> dict[str, Any]:
     return d
 
 
+_LOGPROB_FIELDS = ("new_logprobs", "logprobs", "prompt_logprobs")
+
+
+def _logprobs(items: list[dict[str, Any]]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(
+            int(x["token_id"]), float(x["logprob"]), tuple((int(t), float(v)) for t, v in x["top"])
+        )
+        for x in items
+    ]
+
+
 def output_from_json(d: dict[str, Any]) -> RequestOutput:
     try:
         cache = CacheReport(**d["cache"]) if d.get("cache") is not None else None
-        return RequestOutput(**{**d, "usage": Usage(**d["usage"]), "cache": cache})
+        lists = {k: _logprobs(d.get(k, [])) for k in _LOGPROB_FIELDS}
+        return RequestOutput(**{**d, "usage": Usage(**d["usage"]), "cache": cache, **lists})
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed request output: {exc!r}") from exc

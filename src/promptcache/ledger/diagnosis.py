@@ -7,6 +7,8 @@ tenant's: the history is keyed by tenant and the cache's chains are salted by it
 
 Reasons, first that applies:
     disabled        prefix caching is off
+    not_read        the request asked for its prompt's logprobs (Completions' echo with
+                    logprobs): every prompt token was computed, none read (it was written)
     below_minimum   the prompt is shorter than min_prompt_tokens: reported as 0 (OpenAI's
                     rules), whatever was reused physically
     breakpoint      the reuse is an explicit breakpoint's prefix, to the token; what follows
@@ -191,7 +193,15 @@ def _first_reason(
     assert record.usage is not None and record.cache is not None
     u, report, tokens = record.usage, record.cache, record.request.token_ids
     reason, summary = None, ""
-    if rules.policy.enabled:
+    if rules.policy.enabled and report.reason == "not_read":
+        reason, summary = (
+            "not_read",
+            (
+                "the request asked for its prompt's logprobs (echo with logprobs), so every "
+                "prompt token was computed and none read from the cache; its blocks were written"
+            ),
+        )
+    elif rules.policy.enabled:
         reason, summary = _explicit_reason(report, u.reused_tokens)
     if reason is None:
         reason, summary = _simple_reason(rules, u.prompt_tokens, u.cached_tokens, u.reused_tokens)
