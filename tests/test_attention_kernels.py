@@ -20,6 +20,7 @@ from promptcache.model.attention.paged import (
     grouped_prefill_attention,
     split_prefill_attention,
 )
+from promptcache.model.device import can_pack
 
 H, KV, HD = 6, 2, 16
 
@@ -58,14 +59,17 @@ def test_grouped_decode_equals_sdpa_with_padding() -> None:
     torch.testing.assert_close(got, ref[:, :, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_grouped_prefill_is_chosen_for_short_bf16_chunks_without_a_window() -> None:
+def test_grouped_prefill_is_chosen_for_short_16bit_chunks_without_a_window() -> None:
     bf16 = torch.zeros(1, 9, 64, dtype=torch.bfloat16)
+    half = bf16.half()
     short = PrefillSlice(0, 26, 4650, torch.zeros(1), None)
-    assert _grouped_prefill_fits(bf16, short, None)
-    assert not _grouped_prefill_fits(bf16, short, 4096)  # sliding window: masked flash
+    # bfloat16 only where the CPU computes it natively; emulated (AVX2) it takes flash
+    assert _grouped_prefill_fits(bf16, short, None) == can_pack(torch.device("cpu"), bf16.dtype)
+    assert _grouped_prefill_fits(half, short, None)
+    assert not _grouped_prefill_fits(half, short, 4096)  # sliding window: masked flash
     assert not _grouped_prefill_fits(bf16.float(), short, None)  # float32: flash
     big = PrefillSlice(0, 1024, GROUPED_PREFILL_MAX_SCORES // 1024, torch.zeros(1), None)
-    assert not _grouped_prefill_fits(bf16, big, None)
+    assert not _grouped_prefill_fits(half, big, None)
 
 
 def test_rms_norm_gives_transformers_bits() -> None:
