@@ -74,6 +74,7 @@ def test_every_generated_request_gets_a_2xx_or_a_clean_4xx(
     operations = _operations(fuzzed.base_url)
     assert {op.label for op in operations} >= {
         "POST /v1/chat/completions",
+        "POST /v1/completions",
         "POST /v1/responses",
         "POST /v1/messages",
     }
@@ -100,7 +101,7 @@ def test_every_generated_request_gets_a_2xx_or_a_clean_4xx(
             run()
         except Unsatisfiable:  # nothing to make invalid (no parameters and no body)
             assert mode is GenerationMode.NEGATIVE and op.method.upper() == "GET", op.label
-    for endpoint in ("/v1/chat/completions", "/v1/responses", "/v1/messages"):
+    for endpoint in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"):
         assert any(f"{mode.value} POST {endpoint} " in key for key in seen), endpoint
 
 

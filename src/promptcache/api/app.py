@@ -19,12 +19,13 @@ from promptcache.api.anthropic.messages import create_message
 from promptcache.api.anthropic.protocol import MessagesRequest
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
+from promptcache.api.completions import create_completion
 from promptcache.api.context import Rendering, ServerContext
 from promptcache.api.dashboard import dashboard_response
 from promptcache.api.internal import add_worker_routes
 from promptcache.api.limits import Limits, LimitsMiddleware
 from promptcache.api.metrics import Metrics
-from promptcache.api.protocol import ChatCompletionRequest, ResponsesRequest
+from promptcache.api.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
 from promptcache.api.usage import request_cache, usage_report
@@ -169,6 +170,13 @@ def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
     ) -> Any:
         caller = keys.caller(authorization)
         return await create_chat_completion(req, ctx, caller, request.is_disconnected)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(
+        req: CompletionRequest, request: Request, authorization: Authorization = None
+    ) -> Any:
+        caller = keys.caller(authorization)
+        return await create_completion(req, ctx, caller, request.is_disconnected)
 
     @app.post("/v1/responses", response_model=None)
     async def responses(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -21,13 +22,16 @@ from promptcache.api.chat_tools import (
 )
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
+from promptcache.api.logprobs import chat_logprobs
 from promptcache.api.protocol import ChatCompletionRequest
-from promptcache.api.sampling import sampling_params
+from promptcache.api.sampling import Sampling, chat_logprob_k, sampling_params
 from promptcache.api.streaming import SSE_DONE, TextDeltas, output_pieces, sse
+from promptcache.api.support import CHAT_RULES, refuse_unsupported
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
+from promptcache.text.token_bytes import TokenBytes
 from promptcache.text.tools import ToolStream, parse_output
 
 FINGERPRINT = "fp_promptcache"
@@ -61,15 +65,26 @@ async def create_chat_completion(
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
-    if req.n not in (None, 1):
-        raise invalid("n > 1 is not supported yet: send one request per choice", "n")
+    refuse_unsupported(req, CHAT_RULES)
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
     tools = chat_tools(req, ctx.canonical_tools)
     output = chat_output(req, tools)
     rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant)
     max_tokens = req.max_completion_tokens or req.max_tokens
-    params = sampling_params(max_tokens, req.temperature, req.top_p, req.seed, req.stop)
+    params = sampling_params(
+        Sampling(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            seed=req.seed,
+            stop=req.stop,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=req.logit_bias,
+            logprobs=chat_logprob_k(req.logprobs, req.top_logprobs),
+        )
+    )
     completion_id = new_id("chatcmpl-")
     request = GenerationRequest(
         request_id=completion_id,  # the id the client sees names the request in the books
@@ -100,11 +115,13 @@ async def create_chat_completion(
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         outputs = _recorded(handle.outputs(), ctx, caller.tenant)
-        events = _stream(outputs, head, params.stop, include_usage, output)
+        shape = _Shape(output, ctx.token_bytes if params.logprobs is not None else None)
+        events = _stream(outputs, head, params.stop, include_usage, shape)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
     ctx.replays.record(caller.tenant, out)
-    return JSONResponse(_completion(out, head, output))
+    tb = ctx.token_bytes if params.logprobs is not None else None
+    return JSONResponse(_completion(out, head, _Shape(output, tb)))
 
 
 async def _recorded(
@@ -118,7 +135,20 @@ async def _recorded(
             yield out
 
 
-def _completion(out: RequestOutput, head: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What shapes a response's choices: the output kind, and token bytes where the request
+    asked for logprobs (None: it did not)."""
+
+    output: OutputSpec
+    token_bytes: TokenBytes | None
+
+    def logprobs(self, items: list[TokenLogprob]) -> dict[str, Any] | None:
+        return None if self.token_bytes is None else chat_logprobs(items, self.token_bytes)
+
+
+def _completion(out: RequestOutput, head: dict[str, Any], shape: _Shape) -> dict[str, Any]:
+    output = shape.output
     content, calls = parse_output(out.text) if output.calls_tools else (out.text, [])
     message: dict[str, Any] = {
         "role": "assistant",
@@ -129,7 +159,8 @@ def _completion(out: RequestOutput, head: dict[str, Any], output: OutputSpec) ->
     if calls:
         message["tool_calls"] = [tool_call(c) for c in calls]
     finish = finish_reason(out.finish_reason, bool(calls))
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    logprobs = shape.logprobs(out.logprobs)
+    choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
     return {
         **head,
         "object": "chat.completion",
@@ -143,13 +174,17 @@ async def _stream(
     head: dict[str, Any],
     stop: tuple[str, ...],
     include_usage: bool,
-    output: OutputSpec,
+    shape: _Shape,
 ) -> AsyncIterator[str]:
     chunk = {**head, "object": "chat.completion.chunk"}
     extra = {"usage": None} if include_usage else {}
+    output = shape.output
+    pending: list[TokenLogprob] = []  # logprobs of tokens whose text is not sent yet
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        logprobs = shape.logprobs(pending) if pending else None
+        pending.clear()
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return sse({**chunk, "choices": [choice], **extra})
 
     yield event({"role": "assistant", "content": "", "refusal": None})
@@ -159,6 +194,7 @@ async def _stream(
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
+                pending.extend(out.new_logprobs)
                 for piece in output_pieces(deltas, calls, out):
                     yield event(delta_of(piece, ids))
                 if out.finished:

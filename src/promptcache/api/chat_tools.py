@@ -10,6 +10,7 @@ from typing import Any
 from promptcache.api.errors import invalid
 from promptcache.api.protocol import (
     ChatCompletionRequest,
+    ChatCustomTool,
     JSONObjectFormat,
     JSONSchemaFormat,
     NamedToolChoice,
@@ -21,10 +22,17 @@ from promptcache.text.tools import CallDelta, ParsedCall
 
 
 def chat_tools(req: ChatCompletionRequest, canonical: bool) -> Tools:
-    tools = [
-        Tool(t.function.name, t.function.description, t.function.parameters)
-        for t in req.tools or []
-    ]
+    """The request's function tools; a custom tool is a 400 naming it."""
+    tools = []
+    for i, t in enumerate(req.tools or []):
+        if isinstance(t, ChatCustomTool):
+            raise invalid(
+                "custom tools (free-form text input) are not supported here: send a "
+                "function tool with a JSON schema",
+                f"tools[{i}].type",
+                "unsupported_tool_type",
+            )
+        tools.append(Tool(t.function.name, t.function.description, t.function.parameters))
     return tool_set(tools, canonical)
 
 

@@ -25,6 +25,7 @@ from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.request import GenerationRequest
 from promptcache.text.chat import RenderedChat
+from promptcache.text.token_bytes import TokenBytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,11 @@ class ServerContext:
     )
     rendering: Rendering = field(default_factory=Rendering)
     replays: Replays = field(init=False)
+    token_bytes: TokenBytes = field(init=False)  # token text and bytes, for logprobs
 
     def __post_init__(self) -> None:
         self.replays = Replays(self.tokenizer, self.rendering.replay_answers)
+        self.token_bytes = TokenBytes(self.tokenizer)
 
     @property
     def canonical_tools(self) -> bool:

@@ -116,6 +116,39 @@ class ChatMessage(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # false only (api/support.py)
+
+
+class ResponsesStreamOptions(_Strict):
+    include_obfuscation: bool | None = None  # false only (api/support.py)
+
+
+class CustomToolSpec(_Strict):
+    """A custom (free-form text) tool's definition: recognized, refused by name."""
+
+    name: str
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class ChatCustomTool(_Strict):
+    type: Literal["custom"]
+    custom: CustomToolSpec
+
+
+Include = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority"]
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+Verbosity = Literal["low", "medium", "high"]
 
 
 class ChatCompletionRequest(_Strict):
@@ -134,10 +167,59 @@ class ChatCompletionRequest(_Strict):
     prompt_cache_retention: Retention | None = None
     prompt_cache_options: PromptCacheOptions | None = None
     user: str | None = None  # accepted for compatibility; nothing here acts on it
-    tools: list[ChatTool] | None = None
+    tools: list[ChatTool | ChatCustomTool] | None = None  # custom: refused by name
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = Field(default=None, discriminator="type")
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # recognized; honoured at their no-op values, other values refused (api/support.py)
+    metadata: dict[str, str] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    service_tier: ServiceTier | None = None
+    store: bool | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: dict[str, Any] | None = None
+    verbosity: Verbosity | None = None
+    reasoning_effort: Effort | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None  # deprecated (tools)
+    function_call: str | dict[str, Any] | None = None  # deprecated (tool_choice)
+
+
+# -- completions ------------------------------------------------------------------------
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(_Strict):
+    """`POST /v1/completions` (OpenAI's legacy Completions), with our cache fields."""
+
+    model: str
+    prompt: Prompt = "<|endoftext|>"
+    max_tokens: int | None = Field(default=16, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    best_of: int | None = Field(default=None, ge=0, le=20)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool | None = False
+    suffix: str | None = None  # refused unless empty (api/support.py)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None  # accepted for compatibility; nothing here acts on it
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    prompt_cache_retention: Retention | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
 
 
 # -- responses --------------------------------------------------------------------------
@@ -203,7 +285,13 @@ class ResponsesText(_Strict):
     format: TextFormat | JSONObjectFormat | ResponsesJSONSchemaFormat | None = Field(
         default=None, discriminator="type"
     )
-    verbosity: Literal["medium"] | None = None  # the only one a model without it matches
+    verbosity: Verbosity | None = None  # "medium" only: a model without it (api/support.py)
+
+
+class Reasoning(_Strict):
+    effort: Effort | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
 InputItem = InputMessage | FunctionCallItem | FunctionCallOutputItem
@@ -230,6 +318,18 @@ class ResponsesRequest(_Strict):
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = Field(default=None, ge=1)
     text: ResponsesText | None = None
+    stream_options: ResponsesStreamOptions | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[Include] | None = None
+    # recognized; honoured at their no-op values, other values refused (api/support.py)
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    service_tier: ServiceTier | None = None
+    reasoning: Reasoning | None = None
+    background: bool | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    prompt: dict[str, Any] | None = None
+    conversation: str | dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
 
 
 def message_parts(

@@ -9,7 +9,7 @@ output items after its message (if it wrote text before them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
+from promptcache.api.logprobs import content_entries
 from promptcache.api.protocol import ResponsesRequest
 from promptcache.api.responses_tools import (
     echo_choice,
@@ -29,15 +30,18 @@ from promptcache.api.responses_tools import (
     responses_output,
     responses_tools,
 )
-from promptcache.api.sampling import sampling_params
+from promptcache.api.sampling import Sampling, sampling_params
 from promptcache.api.streaming import TextDeltas, output_pieces, sse
+from promptcache.api.support import RESPONSES_RULES, refuse_unsupported
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import RequestOutput, Usage
+from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
+from promptcache.text.token_bytes import TokenBytes
 from promptcache.text.tools import CallDelta, ParsedCall, ToolStream, parse_output
 
 ENDPOINT = "responses"
+LOGPROBS = "message.output_text.logprobs"  # the `include` entry that asks for them
 
 
 def response_usage(u: Usage) -> dict[str, Any]:
@@ -65,6 +69,11 @@ class _Draft:
     item_id: str = field(default_factory=lambda: new_id("msg_"))
     created_at: int = field(default_factory=now)
     call_ids: list[tuple[str, str]] = field(default_factory=list)  # (item id, call id) each
+    token_bytes: TokenBytes | None = None  # set where output_text.logprobs are included
+
+    def entries(self, items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+        """`output_text.logprobs` of these tokens (empty unless included)."""
+        return [] if self.token_bytes is None else content_entries(items, self.token_bytes)
 
     def ids_of(self, index: int) -> tuple[str, str]:
         """The item id and call id of the answer's call `index` (made on first use, so the
@@ -93,13 +102,15 @@ class _Draft:
 
     def items(self, out: RequestOutput, status: str) -> list[dict[str, Any]]:
         content, calls = self.answer(out.text)
-        message = [self.message(content, status)] if content or not calls else []
+        message = [self.message(content, status, out.logprobs)] if content or not calls else []
         return message + [
             self.call_item(i, c.name, c.arguments, status) for i, c in enumerate(calls)
         ]
 
-    def message(self, text: str, status: str) -> dict[str, Any]:
-        content = [] if status == "in_progress" else [self.part(text)]
+    def message(
+        self, text: str, status: str, logprobs: Sequence[TokenLogprob] = ()
+    ) -> dict[str, Any]:
+        content = [] if status == "in_progress" else [self.part(text, self.entries(logprobs))]
         return {
             "type": "message",
             "id": self.item_id,
@@ -109,8 +120,8 @@ class _Draft:
         }
 
     @staticmethod
-    def part(text: str) -> dict[str, Any]:
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    def part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
     def body(self, out: RequestOutput | None) -> dict[str, Any]:
         r = self.req
@@ -147,6 +158,7 @@ class _Draft:
             **_present(
                 usage=usage,
                 max_tool_calls=r.max_tool_calls,
+                top_logprobs=r.top_logprobs,
                 user=r.user,
                 prompt_cache_key=r.prompt_cache_key,
                 prompt_cache_retention=r.prompt_cache_retention,
@@ -170,6 +182,7 @@ async def create_response(
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
+    refuse_unsupported(req, RESPONSES_RULES)
     tenant = caller.tenant
     history = _history(req, ctx, tenant)
     new_input = input_messages(req, history)
@@ -177,11 +190,21 @@ async def create_response(
     tools = responses_tools(req, ctx.canonical_tools)
     output = responses_output(req, tools)
     rendered = await ctx.render(system + history + new_input, "input", tools, tenant)
+    params = sampling_params(
+        Sampling(
+            max_tokens=req.max_output_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            logprobs=(req.top_logprobs or 0) if LOGPROBS in (req.include or []) else None,
+        )
+    )
     draft = _Draft(req, ctx.model_name, output)
+    if params.logprobs is not None:
+        draft.token_bytes = ctx.token_bytes
     request = GenerationRequest(
         request_id=draft.id,  # the id the client sees names the request in the books
         token_ids=rendered.token_ids,
-        params=sampling_params(req.max_output_tokens, req.temperature, req.top_p),
+        params=params,
         cache=openai_cache_settings(
             tenant,
             req.prompt_cache_key,
@@ -275,6 +298,7 @@ async def _stream(
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
+                items.pending.extend(out.new_logprobs)
                 for piece in output_pieces(deltas, calls, out):
                     for event in items.piece(piece):
                         yield event
@@ -300,6 +324,7 @@ class _Items:
     call: int | None = None  # the open call's index among the calls
     name: str = ""
     arguments: str = ""
+    pending: list[TokenLogprob] = field(default_factory=list)  # not yet sent with a delta
 
     def open_message(self) -> Iterator[str]:
         self.message, self.opened = self.opened, self.opened + 1
@@ -320,8 +345,13 @@ class _Items:
                 if self.message is None:
                     yield from self.open_message()
                 self.text += piece.content
+                logprobs = self.draft.entries(self.pending)
+                self.pending.clear()
                 yield self.ev(
-                    "response.output_text.delta", **self._where(), delta=piece.content, logprobs=[]
+                    "response.output_text.delta",
+                    **self._where(),
+                    delta=piece.content,
+                    logprobs=logprobs,
                 )
             return
         limit = self.draft.req.max_tool_calls
@@ -347,8 +377,11 @@ class _Items:
     def _close_message(self, item: dict[str, Any]) -> Iterator[str]:
         if self.message is None:
             return
-        yield self.ev("response.output_text.done", **self._where(), text=self.text, logprobs=[])
-        yield self.ev("response.content_part.done", **self._where(), part=item["content"][0])
+        part = item["content"][0]
+        yield self.ev(
+            "response.output_text.done", **self._where(), text=self.text, logprobs=part["logprobs"]
+        )
+        yield self.ev("response.content_part.done", **self._where(), part=part)
         yield self.ev("response.output_item.done", output_index=self.message, item=item)
         self.message = None
 

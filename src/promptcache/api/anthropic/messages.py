@@ -30,6 +30,7 @@ from promptcache.api.auth import Caller
 from promptcache.api.context import ServerContext
 from promptcache.api.errors import APIError, anthropic_body, invalid
 from promptcache.api.streaming import TextDeltas, output_pieces, sse
+from promptcache.api.support import ANTHROPIC_RULES, refuse_unsupported
 from promptcache.cache.settings import CacheSettings
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
@@ -128,8 +129,10 @@ async def create_message(
     disconnected: Disconnected | None = None,
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
+    refuse_unsupported(req, ANTHROPIC_RULES)
     request = await _request(req, ctx, caller)
-    await ctx.prepare(request, "tools")
+    formatted = req.output_config is not None and req.output_config.format is not None
+    await ctx.prepare(request, "output_config.format" if formatted else "tools")
     handle = ctx.submit(request, "messages")
     rid = handle.request_id
     if req.stream:

@@ -82,6 +82,22 @@ class Metadata(_Strict):
     user_id: str | None = Field(default=None, max_length=256)
 
 
+class ThinkingConfig(_Strict):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(default=None, ge=1024)  # type "enabled"
+    display: str | None = None
+
+
+class JSONOutputFormat(_Strict):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Strict):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: JSONOutputFormat | None = None  # structured outputs (grammar-constrained)
+
+
 class MessagesRequest(_Strict):
     model: str
     messages: list[InputMessage] = Field(min_length=1)
@@ -96,3 +112,9 @@ class MessagesRequest(_Strict):
     cache_control: CacheControl | None = None  # automatic caching: the last block
     tools: list[dict[str, Any]] | None = None  # custom tools (api/anthropic/tools.py)
     tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    service_tier: Literal["auto", "standard_only"] | None = None  # one tier: both hold
+    # recognized; honoured at their no-op values, other values refused (api/support.py)
+    thinking: ThinkingConfig | None = None
+    container: str | None = None
+    inference_geo: str | None = None

@@ -26,7 +26,7 @@ from promptcache.api.anthropic.protocol import (
 )
 from promptcache.api.errors import invalid
 from promptcache.api.tools import Choice, Tool, Tools, output_spec, tool_set
-from promptcache.engine.grammar.spec import OutputSpec, ToolChoice
+from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice
 from promptcache.text.tools import ParsedCall
 
 # (content index among [system, *messages], block index) -> (rendered message, part)
@@ -70,7 +70,10 @@ def anthropic_output(req: MessagesRequest, tools: Tools) -> OutputSpec:
             raise invalid("tool_choice: type 'tool' needs a name")
         choice = Choice(CHOICES[tc.type], tc.name if tc.type == "tool" else None)
     parallel = not (tc is not None and tc.disable_parallel_tool_use)
-    return output_spec(tools, choice, parallel)
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is None:
+        return output_spec(tools, choice, parallel)
+    return output_spec(tools, choice, parallel, OutputKind.JSON_SCHEMA, fmt.schema_)
 
 
 def conversation(req: MessagesRequest) -> tuple[list[dict[str, Any]], Positions]:
