@@ -91,8 +91,11 @@ def token_logprobs(
         return out
     dev = logits.device
     temps = [1.0 if params[i].greedy else params[i].temperature for i in rows]
-    scaled = logits.index_select(0, torch.tensor(rows, device=dev))
-    scaled = scaled / torch.tensor(temps, device=dev, dtype=scaled.dtype)[:, None]
+    scaled = logits  # every row at temperature 1 (greedy): no copy
+    if len(rows) < len(params):
+        scaled = logits.index_select(0, torch.tensor(rows, device=dev))
+    if any(t != 1.0 for t in temps):
+        scaled = scaled / torch.tensor(temps, device=dev, dtype=scaled.dtype)[:, None]
     chosen = torch.tensor([tokens[i] for i in rows], device=dev)
     ks = [params[i].logprobs or 0 for i in rows]
     for i, entry in zip(rows, _read(scaled, chosen, max(ks), ks), strict=True):
