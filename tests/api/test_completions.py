@@ -124,6 +124,26 @@ def test_stream_with_usage(running: Running) -> None:
     wait_idle(running)
 
 
+def test_vllm_extensions_of_load_generators(running: Running) -> None:
+    """What load generators send to vLLM (GuideLLM, for one): `ignore_eos` to fixed-length
+    outputs, and `continuous_usage_stats`: the usage so far on every chunk."""
+    client = running.client()
+    eos = running.engine.tokenizer.eos_token_id
+    kw: dict[str, Any] = {"model": MODEL, "prompt": "Hi", "max_tokens": 24, "temperature": 0}
+    # logit_bias forces EOS as the first token: without ignore_eos it stops at once
+    forced = {**kw, "logit_bias": {str(eos): 100}}
+    assert client.completions.create(**forced).usage.completion_tokens == 1
+    body = {**forced, "ignore_eos": True}
+    assert client.completions.create(extra_body=body, **forced).usage.completion_tokens == 24
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    stream = client.completions.create(
+        **kw, stream=True, stream_options=options, extra_body={"ignore_eos": True}
+    )
+    counts = [c.usage.completion_tokens for c in stream if c.choices and c.usage]
+    assert counts == sorted(counts) and counts[-1] == 24 and len(counts) >= 2
+    wait_idle(running)
+
+
 def test_response_validates_against_openai_schema(running: Running) -> None:
     url = f"{running.base_url}/v1/completions"
     body = {"model": MODEL, "prompt": ["a b c", "d e"], "max_tokens": 3, "logprobs": 2}

@@ -25,7 +25,7 @@ from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import chat_logprobs
 from promptcache.api.protocol import ChatCompletionRequest
 from promptcache.api.sampling import Sampling, chat_logprob_k, sampling_params
-from promptcache.api.streaming import SSE_DONE, TextDeltas, output_pieces, sse
+from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, output_pieces, sse
 from promptcache.api.support import CHAT_RULES, refuse_unsupported
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
@@ -83,6 +83,7 @@ async def create_chat_completion(
             frequency_penalty=req.frequency_penalty,
             logit_bias=req.logit_bias,
             logprobs=chat_logprob_k(req.logprobs, req.top_logprobs),
+            ignore_eos=req.ignore_eos,
         )
     )
     completion_id = new_id("chatcmpl-")
@@ -113,10 +114,9 @@ async def create_chat_completion(
         "service_tier": "default",
     }
     if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
         outputs = _recorded(handle.outputs(), ctx, caller.tenant)
         shape = _Shape(output, ctx.token_bytes if params.logprobs is not None else None)
-        events = _stream(outputs, head, params.stop, include_usage, shape)
+        events = _stream(outputs, head, params.stop, StreamUsage.of(req.stream_options), shape)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
     ctx.replays.record(caller.tenant, out)
@@ -173,19 +173,19 @@ async def _stream(
     outputs: AsyncGenerator[RequestOutput, None],
     head: dict[str, Any],
     stop: tuple[str, ...],
-    include_usage: bool,
+    usage: StreamUsage,
     shape: _Shape,
 ) -> AsyncIterator[str]:
     chunk = {**head, "object": "chat.completion.chunk"}
-    extra = {"usage": None} if include_usage else {}
     output = shape.output
     pending: list[TokenLogprob] = []  # logprobs of tokens whose text is not sent yet
+    so_far: list[dict[str, Any] | None] = [None]  # the usage of the latest output
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:
         logprobs = shape.logprobs(pending) if pending else None
         pending.clear()
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return sse({**chunk, "choices": [choice], **extra})
+        return sse({**chunk, "choices": [choice], **usage.extra(so_far[0])})
 
     yield event({"role": "assistant", "content": "", "refusal": None})
     deltas = TextDeltas(stop)
@@ -194,12 +194,13 @@ async def _stream(
     try:
         async with aclosing(outputs):  # leaving early (client gone) aborts the request
             async for out in outputs:
+                so_far[0] = chat_usage(out.usage) if usage.every else None
                 pending.extend(out.new_logprobs)
                 for piece in output_pieces(deltas, calls, out):
                     yield event(delta_of(piece, ids))
                 if out.finished:
                     yield event({}, finish_reason(out.finish_reason, bool(ids)))
-                    if include_usage:
+                    if usage.last:
                         yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())

@@ -26,7 +26,7 @@ from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import completion_logprobs
 from promptcache.api.protocol import CompletionRequest
 from promptcache.api.sampling import Sampling, sampling_params
-from promptcache.api.streaming import SSE_DONE, TextDeltas, sse
+from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, sse
 from promptcache.api.support import COMPLETIONS_RULES, refuse_unsupported
 from promptcache.engine.client import Disconnected, RequestStream
 from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
@@ -104,6 +104,7 @@ async def create_completion(
             logit_bias=req.logit_bias,
             logprobs=req.logprobs,
             prompt_logprobs=req.logprobs if req.echo else None,
+            ignore_eos=req.ignore_eos,
         )
     )
     completion_id = new_id("cmpl-")
@@ -120,8 +121,8 @@ async def create_completion(
         "system_fingerprint": FINGERPRINT,
     }
     if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _stream(streams, head, choices, params.stop, include_usage)
+        usage = StreamUsage.of(req.stream_options)
+        events = _stream(streams, head, choices, params.stop, usage)
         return StreamingResponse(events, media_type="text/event-stream")
     try:
         outs = await asyncio.gather(*(s.final(disconnected) for s in streams))
@@ -230,21 +231,20 @@ async def _stream(
     head: dict[str, Any],
     choices: _Choices,
     stop: tuple[str, ...],
-    include_usage: bool,
+    usage: StreamUsage,
 ) -> AsyncIterator[str]:
     """The choices' chunks as they come (interleaved by index), each choice's last with its
     finish reason; then the usage chunk where asked."""
-    extra = {"usage": None} if include_usage else {}
     states = [_ChoiceState(TextDeltas(stop)) for _ in streams]
-    usages: list[Usage] = []
+    usages: dict[int, Usage] = {}  # each choice's latest
     try:
         async for index, out in _merged([s.outputs() for s in streams]):
+            usages[index] = out.usage
+            extra = usage.extra(_usage(list(usages.values())) if usage.every else None)
             for choice in states[index].pieces(index, out, choices):
                 yield sse({**head, "choices": [choice], **extra})
-            if out.finished:
-                usages.append(out.usage)
-        if include_usage:
-            yield sse({**head, "choices": [], "usage": _usage(usages)})
+        if usage.last:
+            yield sse({**head, "choices": [], "usage": _usage(list(usages.values()))})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
     yield SSE_DONE

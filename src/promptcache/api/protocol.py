@@ -116,6 +116,8 @@ class ChatMessage(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    # extension (vLLM's): with include_usage, the usage so far on every chunk too
+    continuous_usage_stats: bool = False
     include_obfuscation: bool | None = None  # false only (api/support.py)
 
 
@@ -163,6 +165,7 @@ class ChatCompletionRequest(_Strict):
     n: int | None = Field(default=None, ge=1, le=128)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # extension (vLLM's): generate past EOS, to max_tokens
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
     prompt_cache_options: PromptCacheOptions | None = None
@@ -210,6 +213,7 @@ class CompletionRequest(_Strict):
     seed: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # extension (vLLM's): generate past EOS, to max_tokens
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
     suffix: str | None = None  # refused unless empty (api/support.py)

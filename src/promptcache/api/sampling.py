@@ -27,6 +27,7 @@ class Sampling:
     logit_bias: dict[str, float] | None = None
     logprobs: int | None = None  # top logprobs per sampled token; None: no logprobs
     prompt_logprobs: int | None = None  # ... per prompt token (Completions' echo)
+    ignore_eos: bool = False  # vLLM's extension: generate past EOS
 
 
 def sampling_params(s: Sampling) -> SamplingParams:
@@ -49,6 +50,7 @@ def sampling_params(s: Sampling) -> SamplingParams:
             logit_bias=logit_bias(s.logit_bias),
             logprobs=s.logprobs,
             prompt_logprobs=s.prompt_logprobs,
+            ignore_eos=s.ignore_eos,
         )
     except ValueError as exc:  # a limit the request models above do not check
         raise invalid(str(exc), None, INVALID) from exc

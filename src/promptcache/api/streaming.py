@@ -52,6 +52,29 @@ def output_pieces(
     return reader.feed(out.text[: deltas.sent], out.finished)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamUsage:
+    """Where a Chat or Completions stream reports usage: `include_usage` adds a last chunk
+    with it; vLLM's `continuous_usage_stats` (with `include_usage`) puts the usage so far on
+    every chunk too."""
+
+    last: bool = False
+    every: bool = False
+
+    @classmethod
+    def of(cls, options: Any) -> StreamUsage:
+        if options is None:
+            return cls()
+        last = bool(options.include_usage)
+        return cls(last, last and bool(options.continuous_usage_stats))
+
+    def extra(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+        """The `usage` member of a content chunk (absent unless `include_usage`)."""
+        if not self.last:
+            return {}
+        return {"usage": usage if self.every else None}
+
+
 def sse(data: dict[str, Any], event: str | None = None) -> str:
     """One Server-Sent Event; `event:` names the Responses API event type."""
     head = f"event: {event}\n" if event else ""
