@@ -205,3 +205,20 @@ def test_refused_values_name_their_field(
     assert isinstance(error, dict) and error["param"] == param
     if code is not None:
         assert error["code"] == code
+
+
+def test_a_refused_prompt_stops_the_ones_before_it(running: Running) -> None:
+    """Prompts are submitted in turn: when a later one is refused (here too long), the
+    ones already queued are aborted, not left to run to the end unread."""
+    wait_idle(running)
+    before = len(running.ledger.rows())
+    client = running.client()
+    too_long = [1] * 4000
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=MODEL, prompt=[[2, 3, 4], too_long], max_tokens=400)
+    assert err.value.body is not None and err.value.body.get("param") == "prompt"
+    wait_idle(running)
+    rows = running.ledger.rows()[before:]
+    first = [r for r in rows if r.request_id and r.request_id.endswith("-0")]
+    assert [r.outcome for r in first] == ["aborted"]
+    assert first[0].output_tokens < 400

@@ -28,7 +28,7 @@ from promptcache.api.protocol import CompletionRequest
 from promptcache.api.sampling import Sampling, sampling_params
 from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, sse
 from promptcache.api.support import COMPLETIONS_RULES, refuse_unsupported
-from promptcache.engine.client import Disconnected, RequestStream
+from promptcache.engine.client import Disconnected, RequestStream, discard
 from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
@@ -108,10 +108,14 @@ async def create_completion(
         )
     )
     completion_id = new_id("cmpl-")
-    streams = [
-        ctx.submit(_request(req, p, params, f"{completion_id}-{i}", caller), "prompt")
-        for i, p in enumerate(prompts)
-    ]
+    streams: list[RequestStream] = []
+    try:
+        for i, p in enumerate(prompts):
+            rid = f"{completion_id}-{i}"
+            streams.append(ctx.submit(_request(req, p, params, rid, caller), "prompt"))
+    except APIError:  # a later prompt refused (too long, queue full): none of them runs
+        await discard(streams)
+        raise
     choices = _Choices(req, prompts, ctx)
     head = {
         "id": completion_id,

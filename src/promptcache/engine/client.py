@@ -8,7 +8,7 @@ Handlers depend on this protocol only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,3 +85,15 @@ async def final_output(
         if not task.done() and await disconnected():
             task.cancel()  # closes `outputs`, which aborts the request
     return await task
+
+
+async def discard(streams: Iterable[RequestStream]) -> None:
+    """Abort submitted requests whose outputs nobody will read: each stream is started and
+    closed, which aborts its request and frees its place in the queue."""
+    for stream in streams:
+        gen = stream.outputs()
+        first = asyncio.ensure_future(anext(gen))
+        await asyncio.sleep(0)  # the generator runs up to its first wait
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await gen.aclose()
