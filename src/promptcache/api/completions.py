@@ -128,11 +128,13 @@ async def create_completion(
         usage = StreamUsage.of(req.stream_options)
         events = _stream(streams, head, choices, params.stop, usage)
         return StreamingResponse(events, media_type="text/event-stream")
+    finals = [asyncio.ensure_future(s.final(disconnected)) for s in streams]
     try:
-        outs = await asyncio.gather(*(s.final(disconnected) for s in streams))
-    except BaseException:
-        for s in streams:  # one failed or the client left: abort the others
-            await s.outputs().aclose()
+        outs = await asyncio.gather(*finals)
+    except BaseException:  # one failed or the client left: cancelling aborts the others
+        for f in finals:
+            f.cancel()
+        await asyncio.gather(*finals, return_exceptions=True)
         raise
     body = [choices.final(i, out) for i, out in enumerate(outs)]
     return JSONResponse({**head, "choices": body, "usage": _usage([o.usage for o in outs])})

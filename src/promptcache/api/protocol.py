@@ -138,6 +138,8 @@ class ChatCustomTool(_Strict):
     custom: CustomToolSpec
 
 
+# Every `include` value of OpenAI's schema: all vacuous here (no such items are produced)
+# but message.output_text.logprobs, honoured with top_logprobs (api/logprobs.py).
 Include = Literal[
     "file_search_call.results",
     "web_search_call.results",

@@ -48,10 +48,6 @@ def only_text(value: Any) -> bool:
     return value is None or list(value) == ["text"]
 
 
-def subset_of(*values: str) -> Accepts:
-    return lambda value: value is None or set(value) <= set(values)
-
-
 def _no_reasoning(value: Any) -> bool:
     if value is None:
         return True
@@ -66,18 +62,6 @@ VERBOSITY = "this model has no verbosity setting; 'medium' is what it does"
 OBFUSCATION = "stream obfuscation is not done here (a local server has no side channel to pad)"
 HOSTED = "it runs on OpenAI's servers"
 N_CHOICES = "n > 1 is not supported yet: send one request per choice"
-
-# Responses `include` values that are vacuous here (no such items are ever produced).
-VACUOUS_INCLUDES = (
-    "file_search_call.results",
-    "web_search_call.results",
-    "web_search_call.action.sources",
-    "message.input_image.image_url",
-    "computer_call_output.output.image_url",
-    "code_interpreter_call.outputs",
-    "reasoning.encrypted_content",
-    "message.output_text.logprobs",  # honoured: with top_logprobs (api/logprobs.py)
-)
 
 CHAT_RULES = (
     Rule("n", one_of(None, 1), N_CHOICES),
@@ -100,7 +84,6 @@ RESPONSES_RULES = (
     Rule("text.verbosity", one_of("medium"), VERBOSITY),
     Rule("background", falsy, "background responses are not supported here: stream instead"),
     Rule("truncation", one_of("disabled"), "inputs are never truncated here"),
-    Rule("include", subset_of(*VACUOUS_INCLUDES), "no such output is produced here"),
     Rule("prompt", absent, f"prompt templates are stored by OpenAI: {HOSTED}"),
     Rule("conversation", absent, "conversations are not kept here: use previous_response_id"),
     Rule("context_management", absent, "context compaction is not done here"),
