@@ -179,7 +179,9 @@ def test_response_validates_against_openai_schema(running: Running) -> None:
     ("extra", "param", "code"),
     [
         ({"suffix": "end"}, "suffix", "unsupported_value"),
-        ({"n": 2}, "n", "unsupported_value"),
+        ({"n": 129}, "n", "invalid_value"),
+        ({"n": 100, "prompt": ["a", "b"]}, "n", "invalid_value"),
+        ({"n": 2, "best_of": 3}, "best_of", "unsupported_value"),
         ({"best_of": 3}, "best_of", "unsupported_value"),
         ({"max_tokens": 0}, "max_tokens", "unsupported_value"),
         ({"logprobs": 6}, "logprobs", "invalid_value"),

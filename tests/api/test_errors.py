@@ -51,7 +51,7 @@ def _error(
         ({**GOOD, "logprobs": True, "top_logprobs": 21}, "invalid_value", "top_logprobs"),
         ({**GOOD, "store": True}, "unsupported_value", "store"),
         ({**GOOD, "bogus": 1}, "unknown_parameter", "bogus"),
-        ({**GOOD, "n": 2}, "unsupported_value", "n"),
+        ({**GOOD, "n": 0}, "invalid_value", "n"),
         ({**GOOD, "prompt_cache_retention": "forever"}, "invalid_value", "prompt_cache_retention"),
         ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, None, "stop"),
         (

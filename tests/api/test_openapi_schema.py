@@ -139,7 +139,7 @@ def test_models_and_errors(server: Server) -> None:
     with server.http() as http:
         check("ListModelsResponse", http.get("/v1/models", headers=AUTH).json())
         for resp in (
-            http.post("/v1/chat/completions", json={**CHAT, "n": 3}, headers=AUTH),
+            http.post("/v1/chat/completions", json={**CHAT, "n": 0}, headers=AUTH),
             http.post("/v1/chat/completions", json=CHAT),
             http.post("/v1/responses", json={**RESP, "model": "nope"}, headers=AUTH),
         ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,6 +20,7 @@ from promptcache.api.chat_tools import (
     finish_reason,
     tool_call,
 )
+from promptcache.api.choices import choice_count, finals, merged, submit_all
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import chat_logprobs
@@ -27,6 +28,7 @@ from promptcache.api.protocol import ChatCompletionRequest
 from promptcache.api.sampling import Sampling, chat_logprob_k, sampling_params
 from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, output_pieces, sse
 from promptcache.api.support import CHAT_RULES, refuse_unsupported
+from promptcache.engine.choices import fan_out, merged_usage
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
@@ -71,6 +73,7 @@ async def create_chat_completion(
     tools = chat_tools(req, ctx.canonical_tools)
     output = chat_output(req, tools)
     rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant)
+    n = choice_count(req.n)
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(
         Sampling(
@@ -105,7 +108,7 @@ async def create_chat_completion(
         output=output,
     )
     await ctx.prepare(request, "response_format")
-    handle = ctx.submit(request, "messages")
+    streams = await submit_all(ctx, fan_out(request, n), "messages")
     head = {
         "id": completion_id,
         "created": now(),
@@ -113,26 +116,26 @@ async def create_chat_completion(
         "system_fingerprint": FINGERPRINT,
         "service_tier": "default",
     }
+    shape = _Shape(output, ctx.token_bytes if params.logprobs is not None else None)
     if req.stream:
-        outputs = _recorded(handle.outputs(), ctx, caller.tenant)
-        shape = _Shape(output, ctx.token_bytes if params.logprobs is not None else None)
-        events = _stream(outputs, head, params.stop, StreamUsage.of(req.stream_options), shape)
+        outputs = _recorded(merged([s.outputs() for s in streams]), ctx, caller.tenant)
+        events = _stream(outputs, n, head, params.stop, StreamUsage.of(req.stream_options), shape)
         return StreamingResponse(events, media_type="text/event-stream")
-    out = await handle.final(disconnected)
-    ctx.replays.record(caller.tenant, out)
-    tb = ctx.token_bytes if params.logprobs is not None else None
-    return JSONResponse(_completion(out, head, _Shape(output, tb)))
+    outs = await finals(streams, disconnected)
+    for out in outs:
+        ctx.replays.record(caller.tenant, out)
+    return JSONResponse(_completion(outs, head, shape))
 
 
 async def _recorded(
-    outputs: AsyncGenerator[RequestOutput, None], ctx: ServerContext, tenant: str
-) -> AsyncGenerator[RequestOutput, None]:
-    """The outputs, the final one's ids kept for replay (`api.replays`)."""
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None], ctx: ServerContext, tenant: str
+) -> AsyncGenerator[tuple[int, RequestOutput], None]:
+    """The choices' outputs, each final one's ids kept for replay (`api.replays`)."""
     async with aclosing(outputs):
-        async for out in outputs:
+        async for index, out in outputs:
             if out.finished:
                 ctx.replays.record(tenant, out)
-            yield out
+            yield index, out
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +150,8 @@ class _Shape:
         return None if self.token_bytes is None else chat_logprobs(items, self.token_bytes)
 
 
-def _completion(out: RequestOutput, head: dict[str, Any], shape: _Shape) -> dict[str, Any]:
-    output = shape.output
-    content, calls = parse_output(out.text) if output.calls_tools else (out.text, [])
+def _choice(index: int, out: RequestOutput, shape: _Shape) -> dict[str, Any]:
+    content, calls = parse_output(out.text) if shape.output.calls_tools else (out.text, [])
     message: dict[str, Any] = {
         "role": "assistant",
         "content": content or None if calls else content,
@@ -160,48 +162,83 @@ def _completion(out: RequestOutput, head: dict[str, Any], shape: _Shape) -> dict
         message["tool_calls"] = [tool_call(c) for c in calls]
     finish = finish_reason(out.finish_reason, bool(calls))
     logprobs = shape.logprobs(out.logprobs)
-    choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _completion(outs: list[RequestOutput], head: dict[str, Any], shape: _Shape) -> dict[str, Any]:
     return {
         **head,
         "object": "chat.completion",
-        "choices": [choice],
-        "usage": chat_usage(out.usage),
+        "choices": [_choice(i, out, shape) for i, out in enumerate(outs)],
+        "usage": chat_usage(merged_usage([o.usage for o in outs])),
     }
 
 
+@dataclass(slots=True)
+class _ChoiceStream:
+    """One streamed choice: its text and tool calls sent so far, and the logprobs of tokens
+    whose text is not sent yet."""
+
+    index: int
+    deltas: TextDeltas
+    calls: ToolStream | None
+    ids: dict[int, str] = field(default_factory=dict)  # call index -> call id
+    pending: list[TokenLogprob] = field(default_factory=list)
+
+    def choices(self, out: RequestOutput, shape: _Shape) -> list[dict[str, Any]]:
+        """The `choices` entries (one per chunk) that `out` adds to the stream."""
+        self.pending.extend(out.new_logprobs)
+        got = [
+            self._entry(delta_of(p, self.ids), shape)
+            for p in output_pieces(self.deltas, self.calls, out)
+        ]
+        if out.finished:
+            got.append(self._entry({}, shape, finish_reason(out.finish_reason, bool(self.ids))))
+        return got
+
+    def _entry(
+        self, delta: dict[str, Any], shape: _Shape, finish: str | None = None
+    ) -> dict[str, Any]:
+        logprobs = shape.logprobs(self.pending) if self.pending else None
+        self.pending = []
+        return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+
 async def _stream(
-    outputs: AsyncGenerator[RequestOutput, None],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
+    n: int,
     head: dict[str, Any],
     stop: tuple[str, ...],
     usage: StreamUsage,
     shape: _Shape,
 ) -> AsyncIterator[str]:
+    """Each choice's role chunk, then the choices' chunks as they come (interleaved by
+    index), each choice's last with its finish reason; then the usage chunk where asked."""
     chunk = {**head, "object": "chat.completion.chunk"}
-    output = shape.output
-    pending: list[TokenLogprob] = []  # logprobs of tokens whose text is not sent yet
-    so_far: list[dict[str, Any] | None] = [None]  # the usage of the latest output
+    calls = shape.output.calls_tools
+    states = [_ChoiceStream(i, TextDeltas(stop), ToolStream() if calls else None) for i in range(n)]
+    usages: dict[int, Usage] = {}  # each choice's latest
 
-    def event(delta: dict[str, Any], finish: str | None = None) -> str:
-        logprobs = shape.logprobs(pending) if pending else None
-        pending.clear()
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return sse({**chunk, "choices": [choice], **usage.extra(so_far[0])})
+    def event(choice: dict[str, Any]) -> str:
+        so_far = _usage_of(usages) if usage.every and usages else None
+        return sse({**chunk, "choices": [choice], **usage.extra(so_far)})
 
-    yield event({"role": "assistant", "content": "", "refusal": None})
-    deltas = TextDeltas(stop)
-    calls = ToolStream() if output.calls_tools else None
-    ids: dict[int, str] = {}
+    for i in range(n):
+        role = {"role": "assistant", "content": "", "refusal": None}
+        yield event({"index": i, "delta": role, "logprobs": None, "finish_reason": None})
     try:
-        async with aclosing(outputs):  # leaving early (client gone) aborts the request
-            async for out in outputs:
-                so_far[0] = chat_usage(out.usage) if usage.every else None
-                pending.extend(out.new_logprobs)
-                for piece in output_pieces(deltas, calls, out):
-                    yield event(delta_of(piece, ids))
-                if out.finished:
-                    yield event({}, finish_reason(out.finish_reason, bool(ids)))
-                    if usage.last:
-                        yield sse({**chunk, "choices": [], "usage": chat_usage(out.usage)})
+        async with aclosing(outputs):  # leaving early (client gone) aborts the requests
+            async for index, out in outputs:
+                usages[index] = out.usage
+                for choice in states[index].choices(out, shape):
+                    yield event(choice)
+        if usage.last:
+            yield sse({**chunk, "choices": [], "usage": _usage_of(usages)})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
     yield SSE_DONE
+
+
+def _usage_of(usages: dict[int, Usage]) -> dict[str, Any]:
+    """The merged usage of the choices seen so far, in index order."""
+    return chat_usage(merged_usage([usages[i] for i in sorted(usages)]))

@@ -2,17 +2,18 @@
 
 `prompt` is a string, a list of strings, a list of token ids or a list of such lists; each
 prompt is its own engine request (its own cache lookup and ledger row) and its own choice,
-in order. `echo` puts the prompt before the completion; with `logprobs` it also reports
-the prompt tokens' logprobs (the first token has none: null), which needs every prompt
-token computed, so such a request reads nothing from the prefix cache (it still writes;
-the ledger's reason is `not_read`). The same cache fields and usage as Chat Completions.
+in order. With `n` > 1 each prompt has n choices (`engine.choices`: one prefill), choice
+`i * n + j` being prompt i's j-th; usage counts each prompt once. `echo` puts the prompt
+before the completion; with `logprobs` it also reports the prompt tokens' logprobs (the
+first token has none: null), which needs every prompt token computed, so such a request
+reads nothing from the prefix cache (it still writes; the ledger's reason is `not_read`).
+The same cache fields and usage as Chat Completions.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from promptcache.api.auth import Caller
 from promptcache.api.cache_options import openai_cache_settings
 from promptcache.api.chat import FINGERPRINT, chat_usage
+from promptcache.api.choices import choice_count, finals, merged, submit_all
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import completion_logprobs
@@ -28,7 +30,8 @@ from promptcache.api.protocol import CompletionRequest
 from promptcache.api.sampling import Sampling, sampling_params
 from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, sse
 from promptcache.api.support import COMPLETIONS_RULES, refuse_unsupported
-from promptcache.engine.client import Disconnected, RequestStream, discard
+from promptcache.engine.choices import MAX_CHOICES, fan_out, merged_usage
+from promptcache.engine.client import Disconnected, RequestStream
 from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
@@ -86,6 +89,7 @@ async def create_completion(
 ) -> JSONResponse | StreamingResponse:
     ctx.check_model(req.model)
     refuse_unsupported(req, COMPLETIONS_RULES)
+    n = choice_count(req.n, req.best_of)
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
     loop = asyncio.get_running_loop()
@@ -107,16 +111,18 @@ async def create_completion(
             ignore_eos=req.ignore_eos,
         )
     )
+    if len(prompts) * n > MAX_CHOICES:
+        msg = f"{len(prompts)} prompts x n={n} choices: at most {MAX_CHOICES} choices"
+        raise invalid(msg, "n", "invalid_value")
     completion_id = new_id("cmpl-")
-    streams: list[RequestStream] = []
-    try:
-        for i, p in enumerate(prompts):
-            rid = f"{completion_id}-{i}"
-            streams.append(ctx.submit(_request(req, p, params, rid, caller), "prompt"))
-    except APIError:  # a later prompt refused (too long, queue full): none of them runs
-        await discard(streams)
-        raise
-    choices = _Choices(req, prompts, ctx)
+    requests = [
+        choice
+        for i, p in enumerate(prompts)
+        for choice in fan_out(_request(req, p, params, f"{completion_id}-{i}", caller), n)
+    ]
+    # One refused (too long, queue full): none of them runs.
+    streams = await submit_all(ctx, requests, "prompt")
+    choices = _Choices(req, prompts, n, ctx)
     head = {
         "id": completion_id,
         "object": "text_completion",
@@ -128,16 +134,9 @@ async def create_completion(
         usage = StreamUsage.of(req.stream_options)
         events = _stream(streams, head, choices, params.stop, usage)
         return StreamingResponse(events, media_type="text/event-stream")
-    finals = [asyncio.ensure_future(s.final(disconnected)) for s in streams]
-    try:
-        outs = await asyncio.gather(*finals)
-    except BaseException:  # one failed or the client left: cancelling aborts the others
-        for f in finals:
-            f.cancel()
-        await asyncio.gather(*finals, return_exceptions=True)
-        raise
+    outs = await finals(streams, disconnected)
     body = [choices.final(i, out) for i, out in enumerate(outs)]
-    return JSONResponse({**head, "choices": body, "usage": _usage([o.usage for o in outs])})
+    return JSONResponse({**head, "choices": body, "usage": _usage(outs_usage(outs), n)})
 
 
 def _request(
@@ -161,33 +160,47 @@ def _request(
     )
 
 
-def _usage(usages: Sequence[Usage]) -> dict[str, Any]:
-    """The choices' usage summed (each prompt counted once)."""
+def outs_usage(outs: Sequence[RequestOutput]) -> dict[int, Usage]:
+    return {i: out.usage for i, out in enumerate(outs)}
+
+
+def _usage(usages: dict[int, Usage], n: int) -> dict[str, Any]:
+    """The choices' usage (choice index -> its usage so far): each prompt counted once,
+    the outputs summed."""
+    per_prompt: dict[int, list[Usage]] = {}
+    for index in sorted(usages):
+        per_prompt.setdefault(index // n, []).append(usages[index])
+    merged = [merged_usage(group) for group in per_prompt.values()]
     total = Usage(
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        cached_tokens=sum(u.cached_tokens for u in usages),
-        cache_write_tokens=sum(u.cache_write_tokens for u in usages),
-        completion_tokens=sum(u.completion_tokens for u in usages),
-        reused_tokens=sum(u.reused_tokens for u in usages),
-        written_tokens=sum(u.written_tokens for u in usages),
+        prompt_tokens=sum(u.prompt_tokens for u in merged),
+        cached_tokens=sum(u.cached_tokens for u in merged),
+        cache_write_tokens=sum(u.cache_write_tokens for u in merged),
+        completion_tokens=sum(u.completion_tokens for u in merged),
+        reused_tokens=sum(u.reused_tokens for u in merged),
+        written_tokens=sum(u.written_tokens for u in merged),
     )
     return chat_usage(total)
 
 
 @dataclass(frozen=True, slots=True)
 class _Choices:
-    """How the request's choices are shaped: echo and logprobs."""
+    """How the request's choices are shaped: echo and logprobs. Choice `index` is choice
+    `index % n` of prompt `index // n`."""
 
     req: CompletionRequest
     prompts: list[_Prompt]
+    n: int
     ctx: ServerContext
+
+    def prompt(self, index: int) -> _Prompt:
+        return self.prompts[index // self.n]
 
     @property
     def echo(self) -> bool:
         return bool(self.req.echo)
 
     def final(self, index: int, out: RequestOutput) -> dict[str, Any]:
-        prompt = self.prompts[index]
+        prompt = self.prompt(index)
         text = prompt.text + out.text if self.echo else out.text
         logprobs = None
         if self.req.logprobs is not None:
@@ -220,7 +233,7 @@ class _Choices:
     def echo_chunk(self, index: int, out: RequestOutput) -> dict[str, Any]:
         """The echoed prompt, sent first (with its logprobs, which come with the first
         output)."""
-        prompt = self.prompts[index]
+        prompt = self.prompt(index)
         logprobs = None
         if self.req.logprobs is not None:
             pairs = self._prompt_pairs(prompt, out.prompt_logprobs)
@@ -244,13 +257,13 @@ async def _stream(
     states = [_ChoiceState(TextDeltas(stop)) for _ in streams]
     usages: dict[int, Usage] = {}  # each choice's latest
     try:
-        async for index, out in _merged([s.outputs() for s in streams]):
+        async for index, out in merged([s.outputs() for s in streams]):
             usages[index] = out.usage
-            extra = usage.extra(_usage(list(usages.values())) if usage.every else None)
+            extra = usage.extra(_usage(usages, choices.n) if usage.every else None)
             for choice in states[index].pieces(index, out, choices):
                 yield sse({**head, "choices": [choice], **extra})
         if usage.last:
-            yield sse({**head, "choices": [], "usage": _usage(list(usages.values()))})
+            yield sse({**head, "choices": [], "usage": _usage(usages, choices.n)})
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         yield sse(APIError(500, f"generation failed: {exc}", "server_error").body())
     yield SSE_DONE
@@ -267,7 +280,7 @@ class _ChoiceState:
     def pieces(self, index: int, out: RequestOutput, choices: _Choices) -> list[dict[str, Any]]:
         got: list[dict[str, Any]] = []
         if self.offset < 0:
-            prompt = choices.prompts[index]
+            prompt = choices.prompt(index)
             self.offset = len(prompt.text)
             if choices.echo:
                 got.append(choices.echo_chunk(index, out))
@@ -281,36 +294,3 @@ class _ChoiceState:
             finish = _finish(out.finish_reason)
             got.append({"index": index, "text": "", "logprobs": None, "finish_reason": finish})
         return got
-
-
-async def _merged(
-    gens: list[AsyncGenerator[RequestOutput, None]],
-) -> AsyncIterator[tuple[int, RequestOutput]]:
-    """The outputs of several requests as they come, tagged with their index; closing it
-    closes (aborts) every request still running."""
-    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int, gen: AsyncGenerator[RequestOutput, None]) -> None:
-        try:
-            async with aclosing(gen):
-                async for out in gen:
-                    await queue.put((i, out))
-            await queue.put((i, None))
-        except BaseException as exc:
-            await queue.put((i, exc))
-
-    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
-    try:
-        running = len(tasks)
-        while running:
-            i, got = await queue.get()
-            if got is None:
-                running -= 1
-            elif isinstance(got, BaseException):
-                raise got
-            else:
-                yield i, got
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

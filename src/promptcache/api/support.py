@@ -61,10 +61,8 @@ AUDIO = "this model reads and writes text only"
 VERBOSITY = "this model has no verbosity setting; 'medium' is what it does"
 OBFUSCATION = "stream obfuscation is not done here (a local server has no side channel to pad)"
 HOSTED = "it runs on OpenAI's servers"
-N_CHOICES = "n > 1 is not supported yet: send one request per choice"
 
 CHAT_RULES = (
-    Rule("n", one_of(None, 1), N_CHOICES),
     Rule("service_tier", one_of("auto", "default"), SERVICE_TIER),
     Rule("modalities", only_text, AUDIO),
     Rule("audio", absent, AUDIO),
@@ -92,8 +90,6 @@ RESPONSES_RULES = (
 
 COMPLETIONS_RULES = (
     Rule("suffix", falsy, "insertion (text after the completion) needs a fill-in-the-middle model"),
-    Rule("n", one_of(None, 1), N_CHOICES),
-    Rule("best_of", one_of(None, 0, 1), "best_of > 1 needs n > 1, not supported yet"),
     Rule("max_tokens", lambda v: v is None or v >= 1, "ask for at least 1 token (echo included)"),
     Rule("stream_options.include_obfuscation", falsy, OBFUSCATION),
 )

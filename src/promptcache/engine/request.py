@@ -34,6 +34,8 @@ class GenerationRequest:
         endpoint: the API that built it (e.g. "chat.completions"), for metrics and books.
         api_key_id: a digest naming the caller's API key (never the key), for the books.
         output: the constraint on the output (free text by default).
+        choice: which of the API request's n choices this is (`engine.choices`); the
+            ledger bills the prompt on choice 0 only.
     """
 
     token_ids: list[int]
@@ -44,6 +46,7 @@ class GenerationRequest:
     endpoint: str = ""
     api_key_id: str | None = None
     output: OutputSpec = field(default_factory=OutputSpec)
+    choice: int = 0
 
 
 @dataclass(frozen=True, slots=True)

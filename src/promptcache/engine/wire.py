@@ -33,6 +33,7 @@ def request_to_json(r: GenerationRequest) -> dict[str, Any]:
         "endpoint": r.endpoint,
         "api_key_id": r.api_key_id,
         "output": _output_to_json(r.output),
+        "choice": r.choice,
     }
 
 
@@ -84,7 +85,15 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
         token_ids = [int(t) for t in d["token_ids"]]
         output = _output_from_json(d.get("output"))
         return GenerationRequest(
-            token_ids, params, cache, spans, d["request_id"], d["endpoint"], d["api_key_id"], output
+            token_ids,
+            params,
+            cache,
+            spans,
+            d["request_id"],
+            d["endpoint"],
+            d["api_key_id"],
+            output,
+            int(d.get("choice", 0)),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed generation request: {exc!r}") from exc

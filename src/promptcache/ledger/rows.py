@@ -57,6 +57,8 @@ class LedgerRow:
         req, u = record.request, record.usage
         prompt = u.prompt_tokens if u else len(req.token_ids)
         cached, write = (u.cached_tokens, u.cache_write_tokens) if u else (0, 0)
+        if req.choice > 0:  # another choice of an n > 1 request: its prompt is billed once
+            prompt, cached, write = 0, 0, 0
         output = u.completion_tokens if u else 0
         long = req.cache.kept_long(cached, cached + write)
         billed = u is not None  # a request refused before any output costs nothing
