@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from promptcache.api.connections import ConnectionLimits, bounded_protocol
-from tests.api.helpers import free_port
+from tests.api.helpers import closed_by_server, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.parametrize("http", ["httptools", "h11"])]
 
@@ -54,20 +54,6 @@ def serving(http: str, deadline: float = DEADLINE, cap: int = 100) -> Iterator[t
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes `sock` within `within` seconds (what it sends is read and
-    dropped)."""
-    sock.settimeout(within)
-    try:
-        while sock.recv(4096):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
 
 
 def responses(sock: socket.socket, n: int) -> bytes:
