@@ -192,6 +192,11 @@ class ServerConfig:
         body_timeout_s: seconds a client may take to send a request's whole body; slower
             ones get HTTP 408 and the connection is closed. Default 60.
         keep_alive_timeout_s: seconds an idle keep-alive connection stays open. Default 5.
+        header_timeout_s: seconds a connection may take to send a complete request head
+            (request line and headers) after it connects or after its previous response;
+            slower ones are closed without an answer (api/connections.py). Default 10.
+        max_connections: most open client connections; one accepted beyond them is closed
+            at once, before anything is read or written. Default 2048.
         request_timeout_s: seconds a request may run, queue included; longer ones are
             aborted with HTTP 504 (an error event on a stream). Default 600.
         internal_api_key: the secret a router presents to this server's worker endpoint
@@ -226,6 +231,8 @@ class ServerConfig:
     max_stop_sequences: int = 16
     body_timeout_s: float = 60.0
     keep_alive_timeout_s: int = 5
+    header_timeout_s: float = 10.0
+    max_connections: int = 2048
     request_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
@@ -236,6 +243,8 @@ class ServerConfig:
             "max_stop_sequences",
             "body_timeout_s",
             "keep_alive_timeout_s",
+            "header_timeout_s",
+            "max_connections",
             "request_timeout_s",
             "retry_after_s",
         ):

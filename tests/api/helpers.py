@@ -40,6 +40,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes `sock` within `within` seconds (what it sends is read and
+    dropped)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
 def start_server(
     tmp: Path, *extra: str, command: str = "serve", name: str = "server", timeout: float = 180
 ) -> Server:

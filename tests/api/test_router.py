@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests.api.helpers import MODEL, Server, start_server, stop_server
+from tests.api.helpers import MODEL, Server, closed_by_server, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -200,3 +202,29 @@ def test_serve_with_workers_is_one_command(tmp_path: Path) -> None:
     finally:
         stop_server(server)
     assert server.proc.returncode is not None
+
+
+def test_the_router_and_its_workers_bound_their_connections(tmp_path: Path) -> None:
+    """`header_timeout_s` and `max_connections` hold on the router's port and, passed on
+    with the other flags, on each worker's (api/connections.py)."""
+    flags = ["--workers", "1", "--kv-cache-bytes", "256MiB"]
+    server = start_server(tmp_path, *flags, "--header-timeout-s", "3", "--max-connections", "8")
+    try:
+        found = re.search(r"started 1 workers: (http://\S+)", server.log.read_text())
+        assert found is not None
+        for url in (server.base_url, found.group(1)):
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as silent:
+                assert closed_by_server(silent, 3 + 15)  # the head deadline
+        router = ("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]))
+        held = [socket.create_connection(router) for _ in range(8)]
+        with socket.create_connection(router) as extra:
+            opened = time.monotonic()
+            assert closed_by_server(extra, 15)
+            assert time.monotonic() - opened < 3  # sooner than the deadline: refused
+        for sock in held:
+            assert closed_by_server(sock, 3 + 15)
+            sock.close()
+        assert _ask(server, None, "Hello?") == 0  # served again once the deadline freed them
+    finally:
+        stop_server(server)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from promptcache.cli.settings import build_config, price_tables
 from promptcache.config import EngineConfig, ServerConfig, default_data_dir
 
 log = logging.getLogger("promptcache")
+
+FD_RESERVE = 512  # open files the server needs besides its client connections
 
 
 def data_dir_of(server: ServerConfig) -> Path:
@@ -96,14 +99,39 @@ def serve_client(
 
 
 def run_uvicorn(app: FastAPI, server: ServerConfig, what: str) -> int:
+    """Serve `app` with uvicorn, its connections bounded by `header_timeout_s` and
+    `max_connections` (api/connections.py)."""
     import uvicorn
 
+    from promptcache.api.connections import ConnectionLimits, bounded_protocol
+
     log.info("serving %s on http://%s:%d/v1", what, server.host, server.port)
+    reserve_descriptors(server.max_connections)
     uvicorn.run(
         app,
         host=server.host,
         port=server.port,
         log_level="info",
+        http=bounded_protocol(ConnectionLimits.of(server)),
         timeout_keep_alive=server.keep_alive_timeout_s,
     )
     return 0
+
+
+def reserve_descriptors(connections: int) -> None:
+    """Raise the soft limit of open files to fit `connections` sockets and FD_RESERVE more
+    (model, databases, disk tier, workers), up to the hard limit, as Go's runtime does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = connections + FD_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < need:
+        log.warning(
+            "max_connections (%d) needs %d open files, but the limit is %d (ulimit -n): "
+            "connections beyond it fail to be accepted",
+            connections,
+            need,
+            target,
+        )
