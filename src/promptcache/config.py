@@ -15,6 +15,8 @@ from promptcache.util import ATTENTION_BACKENDS
 
 GIB = 1024**3
 DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
+# `EngineConfig.disk_fsync`'s values (engine/tiers/disk/sync.py says what each does).
+DISK_FSYNC = ("never", "batch", "always")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,14 @@ class EngineConfig:
         disk_min_free_bytes: the disk tier leaves at least this much free space on its
             filesystem, dropping its oldest files first; writes that cannot are counted
             as failed. Default 1 GiB.
+        disk_fsync: when the disk tier's files reach stable storage (a power loss or OS
+            crash loses what has not; a file that did not fully reach it fails its size
+            or checksum check and is a miss, never loaded): "batch" (default) fsyncs the
+            files written and their folders every disk_fsync_interval_s; "always" fsyncs
+            each file and its folder entry before the block counts as stored; "never"
+            leaves it to the OS (engine/tiers/disk/sync.py, docs/design/reliability.md).
+        disk_fsync_interval_s: under "batch", the most seconds between a file's write and
+            its fsync. Default 5.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -105,6 +115,8 @@ class EngineConfig:
     disk_cache_bytes: int = 20 * GIB
     disk_cache_dir: str | None = None
     disk_min_free_bytes: int = 1 * GIB
+    disk_fsync: str = "batch"
+    disk_fsync_interval_s: float = 5.0
     tune_host_malloc: bool = True
     onednn_cache_capacity: int = 64
     attention_backend: str = "auto"
@@ -123,6 +135,7 @@ class EngineConfig:
             "in_memory_max",
             "extended_ttl",
             "grammar_cache_size",
+            "disk_fsync_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -131,6 +144,10 @@ class EngineConfig:
             raise ValueError(
                 f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
                 f"got {self.attention_backend!r}"
+            )
+        if self.disk_fsync not in DISK_FSYNC:
+            raise ValueError(
+                f"disk_fsync must be one of {', '.join(DISK_FSYNC)}, got {self.disk_fsync!r}"
             )
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
