@@ -17,6 +17,9 @@ GIB = 1024**3
 DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
 # `EngineConfig.disk_fsync`'s values (engine/tiers/disk/sync.py says what each does).
 DISK_FSYNC = ("never", "batch", "always")
+# SQLite's `PRAGMA synchronous` levels a store may run at (WAL mode): OFF is left out, as it
+# may corrupt the file on a power loss; EXTRA adds nothing to FULL in WAL mode.
+SQLITE_SYNCHRONOUS = ("normal", "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,14 @@ class ServerConfig:
             retries, as `Retry-After` (whole seconds, rounded up) and `retry-after-ms`;
             the official OpenAI and Anthropic SDKs wait that long. Default 1.
         enable_ledger: keep the usage ledger (one row per request). Default on.
+        ledger_synchronous: SQLite's `synchronous` level of the ledger (WAL mode):
+            "normal" (default) syncs the log only at checkpoints, so a power loss or OS
+            crash may roll back the rows committed since the last one (a process crash or
+            `kill -9` loses none); "full" syncs each commit (a batch of rows), so none is
+            lost. Neither can corrupt the file.
+        responses_synchronous: the same for the stored responses (responses.sqlite3):
+            under "normal" a power loss may forget the responses stored since the last
+            checkpoint. Default "normal".
         price_model: the price row for a served model with no row of its own (the built-in
             rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
             rows). Default gpt-5-mini.
@@ -230,6 +241,8 @@ class ServerConfig:
     max_queue: int = 256
     retry_after_s: float = 1.0
     enable_ledger: bool = True
+    ledger_synchronous: str = "normal"
+    responses_synchronous: str = "normal"
     price_model: str = "gpt-5-mini"
     anthropic_price_model: str = "claude-sonnet-4-5"
     admin_api_key: str | None = None
@@ -264,6 +277,12 @@ class ServerConfig:
             raise ValueError(f"diagnosis_history must be >= 0, got {self.diagnosis_history}")
         if self.max_queue <= 0:
             raise ValueError(f"max_queue must be positive, got {self.max_queue}")
+        for name in ("ledger_synchronous", "responses_synchronous"):
+            if getattr(self, name) not in SQLITE_SYNCHRONOUS:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                    f"got {getattr(self, name)!r}"
+                )
 
 
 POLICIES = ("cache-aware", "round-robin", "least-loaded")
