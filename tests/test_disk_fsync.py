@@ -20,6 +20,7 @@ from promptcache.engine.llm_engine import LLMEngine
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.tiers.disk.index import DiskIndex
+from promptcache.engine.tiers.disk.sync import Syncer
 from promptcache.model.loading.loader import LoadedModel
 from tests.api.inprocess import FakeClock
 from tests.helpers import random_tokens
@@ -173,3 +174,26 @@ def test_always_counts_a_failed_folder_sync_as_a_failed_write(
     assert _files(engine) == set()  # no file left that was never durable
     engine.close()
     engine.check_integrity()
+
+
+def test_batch_waits_at_most_its_interval_whichever_way_the_clock_jumps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs, clock = Fsyncs(monkeypatch), FakeClock()
+    clock.now = 1000.0  # exact sums below
+    syncer = Syncer("batch", 5.0, clock)
+    assert syncer.wait_s() is None  # nothing noted: the writer sleeps until work comes
+    (tmp_path / "ab").mkdir()
+    block = tmp_path / "ab" / "block.kv"
+    block.write_bytes(b"kv")
+    syncer.written(block, new_folder=True)
+    clock.now += 2.0
+    assert syncer.wait_s() == 3.0
+    syncer.tick()
+    assert fsyncs.paths == []
+    clock.now -= 3600.0  # the wall clock set back an hour: sync now, not an hour late
+    assert syncer.wait_s() == 5.0
+    syncer.tick()
+    assert fsyncs.files() == Counter([block])
+    assert fsyncs.folders() == Counter([tmp_path / "ab", tmp_path])
+    assert syncer.wait_s() is None

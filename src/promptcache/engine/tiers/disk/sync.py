@@ -72,8 +72,12 @@ class Syncer:
         return min(self.interval, max(0.0, self._due - self.clock()))
 
     def tick(self) -> None:
-        """Sync the notes if their time has come."""
-        if self._due is not None and self.clock() >= self._due:
+        """Sync the notes if their time has come (or the clock was set back past their
+        first note: a wall clock may jump, and the wait must stay within the interval)."""
+        if self._due is None:
+            return
+        now = self.clock()
+        if now >= self._due or now < self._due - self.interval:
             self.sync_all()
 
     def sync_all(self) -> None:
