@@ -11,12 +11,11 @@ restarts, read and written off the engine thread.
 
 Write-through: a `24h` block is written soon after it is computed (or reused), not only
 when memory fills, so a `kill -9` loses at most the writes still queued (a power loss, also
-what `disk_fsync` leaves unsynced). At start the index
-is rebuilt from the files' headers (last use = the file's mtime); `.tmp` leftovers,
-truncated files and files of another model or layout are deleted and counted. A file that
-fails its checksum when read is deleted and counted, and the request computes that block
-instead: slower, never wrong. A full or read-only folder keeps the server serving: its
-writes are counted as failed.
+what `disk_fsync` leaves unsynced). At start the index is rebuilt from the files' headers
+(last use = the file's mtime); `.tmp` leftovers, truncated files and files of another model
+or layout are deleted and counted. A file that fails its checksum when read is deleted and
+counted, and the request computes that block instead: slower, never wrong. A full or
+read-only folder keeps the server serving: its writes are counted as failed.
 
 Files live in `<disk_cache_dir>/<first 16 hex digits of the KV identity>/`, so models
 sharing one `disk_cache_dir` never touch each other's files. Format: `file.py`. It speaks
