@@ -4,11 +4,14 @@ are what `bench/docs_figures.py` makes from `bench/results/`."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from promptcache.config import EngineConfig, RouterConfig, ServerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^)\s]+)\)")
@@ -53,6 +56,19 @@ def _problems(page: Path) -> Iterator[str]:
 def test_every_link_resolves_inside_the_repository() -> None:
     problems = [p for page in _pages() for p in _problems(page)]
     assert not problems, "\n".join(problems)
+
+
+def test_every_setting_is_documented_with_its_flag() -> None:
+    """Each field of the settings dataclasses has its row in serving/settings.md."""
+    rows = (ROOT / "docs" / "serving" / "settings.md").read_text().splitlines()
+    missing = []
+    for cls in (EngineConfig, ServerConfig, RouterConfig):
+        for f in dataclasses.fields(cls):
+            flag = f.name.replace("_", "-")
+            start = f"| `{f.name}` | `--"
+            if not any(r.startswith(start) and f"{flag}` |" in r for r in rows):
+                missing.append(f"{cls.__name__}.{f.name}")
+    assert not missing, missing
 
 
 def test_readme_is_short() -> None:

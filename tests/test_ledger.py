@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from promptcache.api.store import ResponseStore
 from promptcache.cli.main import main
 from promptcache.ledger.diagnosis import Diagnosis
 from promptcache.ledger.prices import OPENAI_PRICES, Price, PriceTable
@@ -105,6 +106,31 @@ def test_file_schema_and_rows(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ValueError, match="newer than this promptcache"):
         Ledger(path)
+
+
+@pytest.mark.parametrize(("level", "pragma"), [("normal", 1), ("full", 2)])
+def test_sqlite_stores_commit_at_their_synchronous_level(
+    tmp_path: Path, level: str, pragma: int
+) -> None:
+    """`ledger_synchronous` and `responses_synchronous`: what PRAGMA reports on each
+    store's own connection (the level is per connection), rows still committed."""
+    ledger = Ledger(tmp_path / LEDGER_FILE, level)
+    store = ResponseStore(tmp_path / "responses.sqlite3", level)
+    assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ledger.record(_row(DAY1, "a"))
+    ledger.close()
+    store.put("a", {"id": "resp_1"}, [])
+    assert store.get("a", "resp_1") is not None
+    store.close()
+    assert [r.tenant for r in Ledger(tmp_path / LEDGER_FILE).rows()] == ["a"]
+
+
+def test_sqlite_stores_refuse_a_level_that_may_corrupt(tmp_path: Path) -> None:
+    for make in (Ledger, ResponseStore):
+        with pytest.raises(ValueError, match="synchronous must be one of normal, full"):
+            make(tmp_path / "off.sqlite3", "off")
 
 
 def test_record_in_an_event_loop_resolves_once_committed(tmp_path: Path) -> None:

@@ -81,3 +81,21 @@ def test_preempts_latest_when_blocks_run_out() -> None:
     assert sched.waiting[0] is b
     assert a.block_table == [0, 1, 3]  # b's blocks are freed last-first
     sched.pool.check_integrity([a.block_table])
+
+
+def test_queue_time_runs_from_arrival_to_the_first_placement() -> None:
+    sched = _scheduler(4)
+    a, b, c = _seq("a", 8), _seq("b", 8), _seq("c", 4)
+    for seq in (a, b, c):
+        sched.add(seq)
+    assert (a.queue_time, b.queue_time, c.queue_time) == (None, None, None)
+    assert _advance(sched) == [("a", 8), ("b", 8)]  # c waits: no block left
+    first = b.admitted_time
+    assert first is not None and c.admitted_time is None and c.queue_time is None
+    assert b.queue_time == first - b.arrival_time
+    assert sched.schedule().preempted == [b]  # back in the queue: still admitted once
+    sched.finish(a)
+    assert _advance(sched) == [("b", 9), ("c", 4)]  # b placed again, c for the first time
+    assert b.admitted_time == first and b.queue_time == first - b.arrival_time
+    assert c.admitted_time is not None and c.admitted_time >= first
+    assert c.queue_time == c.admitted_time - c.arrival_time

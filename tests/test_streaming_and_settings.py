@@ -59,6 +59,32 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert server.max_queue == 7
 
 
+def test_durability_settings_from_flags_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (EngineConfig().disk_fsync, EngineConfig().disk_fsync_interval_s) == ("batch", 5.0)
+    assert (ServerConfig().ledger_synchronous, ServerConfig().responses_synchronous) == (
+        "normal",
+        "normal",
+    )
+    cfg = tmp_path / "promptcache.toml"
+    cfg.write_text(
+        '[engine]\ndisk_fsync_interval_s = 0.5\n[server]\nresponses_synchronous = "full"\n'
+    )
+    monkeypatch.setenv("PROMPTCACHE_LEDGER_SYNCHRONOUS", "full")
+    args = _parser().parse_args(["--config", str(cfg), "--disk-fsync", "always"])
+    engine = build_config(EngineConfig, args, "engine")
+    server = build_config(ServerConfig, args, "server")
+    assert (engine.disk_fsync, engine.disk_fsync_interval_s) == ("always", 0.5)
+    assert (server.ledger_synchronous, server.responses_synchronous) == ("full", "full")
+    with pytest.raises(ValueError, match="disk_fsync must be one of never, batch, always"):
+        EngineConfig(disk_fsync="sometimes")
+    with pytest.raises(ValueError, match="disk_fsync_interval_s must be positive"):
+        EngineConfig(disk_fsync_interval_s=0)
+    with pytest.raises(ValueError, match="ledger_synchronous must be one of normal, full"):
+        ServerConfig(ledger_synchronous="off")
+
+
 def test_settings_refuse_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[engine]\nblock_sise = 32\n")

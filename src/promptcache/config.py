@@ -15,6 +15,11 @@ from promptcache.util import ATTENTION_BACKENDS
 
 GIB = 1024**3
 DATA_DIR_ENV = "PROMPTCACHE_DATA_DIR"
+# `EngineConfig.disk_fsync`'s values (engine/tiers/disk/sync.py says what each does).
+DISK_FSYNC = ("never", "batch", "always")
+# SQLite's `PRAGMA synchronous` levels a store may run at (WAL mode): OFF is left out, as it
+# may corrupt the file on a power loss; EXTRA adds nothing to FULL in WAL mode.
+SQLITE_SYNCHRONOUS = ("normal", "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,14 @@ class EngineConfig:
         disk_min_free_bytes: the disk tier leaves at least this much free space on its
             filesystem, dropping its oldest files first; writes that cannot are counted
             as failed. Default 1 GiB.
+        disk_fsync: when the disk tier's files reach stable storage (a power loss or OS
+            crash loses what has not; a file that did not fully reach it fails its size
+            or checksum check and is a miss, never loaded): "batch" (default) fsyncs the
+            files written and their folders every disk_fsync_interval_s; "always" fsyncs
+            each file and its folder entry before the block counts as stored; "never"
+            leaves it to the OS (engine/tiers/disk/sync.py, docs/design/reliability.md).
+        disk_fsync_interval_s: under "batch", the most seconds between a file's write and
+            its fsync. Default 5.
         tune_host_malloc: on a CPU device under glibc, keep freed scratch memory in the
             heap instead of returning it to the OS every step (engine/host_memory.py;
             the process keeps its peak heap). Default on.
@@ -105,6 +118,8 @@ class EngineConfig:
     disk_cache_bytes: int = 20 * GIB
     disk_cache_dir: str | None = None
     disk_min_free_bytes: int = 1 * GIB
+    disk_fsync: str = "batch"
+    disk_fsync_interval_s: float = 5.0
     tune_host_malloc: bool = True
     onednn_cache_capacity: int = 64
     attention_backend: str = "auto"
@@ -123,6 +138,7 @@ class EngineConfig:
             "in_memory_max",
             "extended_ttl",
             "grammar_cache_size",
+            "disk_fsync_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -131,6 +147,10 @@ class EngineConfig:
             raise ValueError(
                 f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
                 f"got {self.attention_backend!r}"
+            )
+        if self.disk_fsync not in DISK_FSYNC:
+            raise ValueError(
+                f"disk_fsync must be one of {', '.join(DISK_FSYNC)}, got {self.disk_fsync!r}"
             )
         if self.usage_rules not in ("openai", "exact"):
             raise ValueError(f"usage_rules must be 'openai' or 'exact', got {self.usage_rules!r}")
@@ -172,6 +192,14 @@ class ServerConfig:
             retries, as `Retry-After` (whole seconds, rounded up) and `retry-after-ms`;
             the official OpenAI and Anthropic SDKs wait that long. Default 1.
         enable_ledger: keep the usage ledger (one row per request). Default on.
+        ledger_synchronous: SQLite's `synchronous` level of the ledger (WAL mode):
+            "normal" (default) syncs the log only at checkpoints, so a power loss or OS
+            crash may roll back the rows committed since the last one (a process crash or
+            `kill -9` loses none); "full" syncs each commit (a batch of rows), so none is
+            lost. Neither can corrupt the file.
+        responses_synchronous: the same for the stored responses (responses.sqlite3):
+            under "normal" a power loss may forget the responses stored since the last
+            checkpoint. Default "normal".
         price_model: the price row for a served model with no row of its own (the built-in
             rows are OpenAI's list prices; `[prices."MODEL"]` in the config file adds
             rows). Default gpt-5-mini.
@@ -218,6 +246,8 @@ class ServerConfig:
     max_queue: int = 256
     retry_after_s: float = 1.0
     enable_ledger: bool = True
+    ledger_synchronous: str = "normal"
+    responses_synchronous: str = "normal"
     price_model: str = "gpt-5-mini"
     anthropic_price_model: str = "claude-sonnet-4-5"
     admin_api_key: str | None = None
@@ -256,6 +286,12 @@ class ServerConfig:
             raise ValueError(f"diagnosis_history must be >= 0, got {self.diagnosis_history}")
         if self.max_queue <= 0:
             raise ValueError(f"max_queue must be positive, got {self.max_queue}")
+        for name in ("ledger_synchronous", "responses_synchronous"):
+            if getattr(self, name) not in SQLITE_SYNCHRONOUS:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                    f"got {getattr(self, name)!r}"
+                )
 
 
 POLICIES = ("cache-aware", "round-robin", "least-loaded")

@@ -244,3 +244,70 @@ def test_a_full_queue_says_when_to_retry_and_the_sdk_waits_that_long(
         t.join(120)
     assert err.value.status_code == 429 and err.value.code == "server_overloaded"
     assert waits == [0.25, 0.25]  # two retries, each after the server's wait
+
+
+def _wait_idle(server: Server) -> None:
+    """Until the server holds no request (a held stream's abort takes a moment)."""
+    with server.http() as http:
+        deadline = time.time() + 60
+        while http.get("/health").json()["requests_in_flight"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert http.get("/health").json()["requests_in_flight"] == 0
+
+
+def _rejected_chats(server: Server) -> float:
+    line = (
+        'promptcache_requests_total{endpoint="chat.completions",finish_reason="",'
+        'outcome="rejected"} '
+    )
+    with server.http() as http:
+        metrics = http.get("/metrics").text.splitlines()
+    return next((float(m[len(line) :]) for m in metrics if m.startswith(line)), 0.0)
+
+
+def test_the_sdk_retries_after_the_servers_wait_and_then_succeeds(
+    quick_retry: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overload, end to end with the official SDK: its first try gets a 429, it waits the
+    server's `retry-after-ms` (0.25 s) instead of its own backoff, and its one retry,
+    sent once the queue has room, is answered."""
+    _wait_idle(quick_retry)
+    long = {**GOOD, "max_tokens": 400, "temperature": 0, "stream": True}
+    long["messages"] = [{"role": "user", "content": "Tell me a very long story."}]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # fills the one-request queue until released, then hangs up
+        with quick_retry.http() as http, http.stream("POST", CHAT, json=long, headers=AUTH) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i == 2:
+                    holding.set()
+                    release.wait(120)
+                    return
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(120)
+    rejected_before = _rejected_chats(quick_retry)
+    client = quick_retry.client().with_options(max_retries=3)
+    waits: list[float] = []  # the SDK's wait before each retry
+    chosen = client._calculate_retry_timeout
+
+    def recorded(*args: Any, **kwargs: Any) -> float:
+        waits.append(chosen(*args, **kwargs))
+        release.set()  # the queue empties before the retry is sent
+        t.join(120)
+        _wait_idle(quick_retry)
+        return waits[-1]
+
+    monkeypatch.setattr(client, "_calculate_retry_timeout", recorded)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=GOOD["messages"], max_tokens=2
+        )
+    finally:
+        release.set()
+        t.join(120)
+    assert waits == [0.25]  # one retry, after exactly the server's wait
+    assert raw.http_request.headers["x-stainless-retry-count"] == "1"  # the answered try
+    assert raw.status_code == 200 and raw.parse().usage is not None
+    assert _rejected_chats(quick_retry) == rejected_before + 1  # the server saw one 429

@@ -218,3 +218,25 @@ def test_usage_endpoint_shows_a_tenant_only_its_own(running_keys: Running) -> No
     assert everyone["total"]["prompt_tokens"] == sum(r.prompt_tokens for r in rows)
     assert get("sk-admin", tenant="tenant-a").json()["total"]["requests"] == 2
     assert get("sk-a", by="week").status_code == 400
+
+
+def test_queue_time_of_admitted_requests_reaches_metrics(running: Running) -> None:
+    """Each admitted request's engine queue time (arrival -> first placement) travels on
+    its outputs to the end record and into the histogram; a rejected one adds nothing."""
+    client = running.client()
+    for question in ("Hi", "Hello there"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=2
+        )
+    with pytest.raises(openai.BadRequestError):  # refused at submission: never queued
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "word " * 9000}], max_tokens=2
+        )
+    wait_for(lambda: len(running.records) == 3)
+    waits = [seq.queue_time for seq in running.sequences]
+    assert len(waits) == 2 and None not in waits
+    assert [r.queue_s for r in running.records] == [*waits, None]
+    metrics = running.metrics().splitlines()
+    assert "promptcache_queue_time_seconds_count 2.0" in metrics
+    total = next(m for m in metrics if m.startswith("promptcache_queue_time_seconds_sum "))
+    assert float(total.split()[1]) == 0.0 + waits[0] + waits[1]

@@ -1,7 +1,7 @@
 """Prometheus metrics of the server (`GET /metrics`), in a registry of its own per app.
 
-Request counts, tokens and latencies come from the end-of-request hook (every request,
-however it ended); engine gauges from the engine client's published snapshot.
+Request counts, tokens, latencies and queue times come from the end-of-request hook (every
+request, however it ended); engine gauges from the engine client's published snapshot.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from promptcache.engine.lifecycle import Outcome, RequestRecord
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, *LATENCY_BUCKETS)  # an idle server admits at once
 
 
 class Metrics:
@@ -58,6 +59,13 @@ class Metrics:
             "promptcache_time_to_first_token_seconds",
             "Time to first token",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "promptcache_queue_time_seconds",
+            "Time admitted requests waited from arrival in the engine to admission (the "
+            "scheduler's first placement); behind a router, the worker's",
+            buckets=QUEUE_BUCKETS,
             registry=r,
         )
         self.latency = Histogram(
@@ -131,6 +139,8 @@ class Metrics:
         ).inc()
         if record.ttft_s is not None:
             self.ttft.observe(record.ttft_s)
+        if record.queue_s is not None:
+            self.queue_time.observe(record.queue_s)
         if record.outcome is Outcome.FINISHED:
             self.latency.observe(record.latency_s)
         u = record.usage

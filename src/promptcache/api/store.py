@@ -2,7 +2,10 @@
 
 Each row keeps the tenant, the response object and the conversation that produced it
 (the input messages, history included, plus the assistant's reply), so a later request
-can continue the conversation with the same prefix and hit the prompt cache.
+can continue the conversation with the same prefix and hit the prompt cache. WAL mode at
+`synchronous` "normal" or "full" (the `responses_synchronous` setting): under "normal" a
+power loss or OS crash may forget the responses stored since the last checkpoint; under
+"full" none. Neither corrupts the file; a process crash loses nothing committed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from promptcache.ledger.store import set_synchronous
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -35,11 +40,11 @@ class StoredResponse:
 class ResponseStore:
     """A small, thread-safe SQLite store (WAL, one connection guarded by a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        set_synchronous(self._db, synchronous)
         self._db.execute(SCHEMA)
         self._db.commit()
         self._lock = threading.Lock()

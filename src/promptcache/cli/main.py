@@ -242,7 +242,7 @@ def _serve(args: argparse.Namespace) -> int:
     model = engine.model
     name = server.served_model_name or (BUNDLED_MODEL_ID if args.model is None else model.path.name)
     books = make_books(args, server, name, model.tokenizer, engine.policy)
-    store = ResponseStore(data_dir / "responses.sqlite3")
+    store = ResponseStore(data_dir / "responses.sqlite3", server.responses_synchronous)
     app = create_app(
         engine,
         name,

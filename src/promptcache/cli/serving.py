@@ -58,7 +58,7 @@ def make_books(
     path = data_dir_of(server) / LEDGER_FILE
     log.info("usage ledger in %s (prices: %s)", path, row)
     return Books(
-        Ledger(path),
+        Ledger(path, server.ledger_synchronous),
         name,
         row,
         price,
@@ -84,7 +84,7 @@ def serve_client(
     from promptcache.api.store import ResponseStore
 
     books = make_books(args, server, name, tokenizer, policy)
-    store = ResponseStore(data_dir_of(server) / "responses.sqlite3")
+    store = ResponseStore(data_dir_of(server) / "responses.sqlite3", server.responses_synchronous)
     limits = Limits.of(server)
     return build_app(
         client,

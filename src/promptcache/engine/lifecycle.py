@@ -58,6 +58,7 @@ class RequestRecord:
     latency_s: float  # submission -> end
     error: str | None  # why it failed or was rejected
     worker: str | None = None  # the worker that ran it (behind the router)
+    queue_s: float | None = None  # the engine's arrival -> admission; None if never admitted
 
     @property
     def endpoint(self) -> str:
@@ -181,6 +182,7 @@ class TrackedStream:
             latency_s=time.perf_counter() - self._start,
             error=error,
             worker=last.worker if last is not None else None,
+            queue_s=last.queue_s if last is not None else None,
         )
         return self._hooks.fire(record)
 

@@ -342,6 +342,7 @@ class LLMEngine:
             new_logprobs=new_logprobs,
             logprobs=seq.logprobs if finished else [],
             prompt_logprobs=seq.prompt_logprobs if finished or first else [],
+            queue_s=seq.queue_time,
         )
 
     def _usage(self, seq: Sequence) -> Usage:

@@ -99,6 +99,7 @@ class RequestOutput:
     new_logprobs: list[TokenLogprob] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
+    queue_s: float | None = None  # arrival -> admission (the scheduler's first placement)
 
     def to_dict(self) -> dict[str, Any]:
         """The `generate --json` shape."""

@@ -18,6 +18,7 @@ block tables; it does not run the model.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -135,6 +136,8 @@ class Scheduler:
         seq.num_computed = match.hit_tokens
         self._grow(seq, n)
         seq.status = SequenceStatus.RUNNING
+        if seq.admitted_time is None:
+            seq.admitted_time = time.perf_counter()
         self.running.append(seq)
 
     def _reserve(self, seq: Sequence, n: int, scheduled: set[int], out: SchedulerOutput) -> bool:

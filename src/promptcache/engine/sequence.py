@@ -54,11 +54,18 @@ class Sequence:
     num_computed: int = 0
     num_preemptions: int = 0
     arrival_time: float = field(default_factory=time.perf_counter)
+    admitted_time: float | None = None  # its first placement by the scheduler
     first_token_time: float | None = None
     finish_time: float | None = None
     counts: TokenCounts | None = None  # output token counts, for penalties
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # prompt tokens 1..
+
+    @property
+    def queue_time(self) -> float | None:
+        """Seconds from arrival to admission (None while never admitted); a preempted
+        sequence's later placements do not count."""
+        return None if self.admitted_time is None else self.admitted_time - self.arrival_time
 
     @property
     def num_tokens(self) -> int:

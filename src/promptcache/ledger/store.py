@@ -4,7 +4,10 @@ WAL mode; one writer thread takes rows from a queue and commits them in batches,
 event loop and the engine never wait on the disk. `record` hands back a future that
 resolves once the row is committed: the server awaits it before it sends a finished
 request's last bytes, so a `kill -9` never loses the row of a request whose client saw it
-end. A failed write is logged and counted; it never fails the request.
+end. A power loss or OS crash may, under `synchronous` "normal" (the `ledger_synchronous`
+setting), roll back the rows committed since the last checkpoint; under "full" it loses
+none. Neither corrupts the file. A failed write is logged and counted; it never fails the
+request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from promptcache.config import SQLITE_SYNCHRONOUS
 from promptcache.ledger.rows import LedgerRow
 
 log = logging.getLogger(__name__)
@@ -67,13 +71,24 @@ LEDGER_FILE = "ledger.sqlite3"  # under the server's data dir
 BATCH = 256  # most rows committed in one transaction
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in WAL mode (readers never block the writer), schema migrated."""
+def connect(path: Path, synchronous: str = "normal") -> sqlite3.Connection:
+    """A connection in WAL mode (readers never block the writer) at `synchronous` level
+    "normal" or "full", schema migrated."""
     db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill in WAL mode
+    set_synchronous(db, synchronous)
     migrate(db)
     return db
+
+
+def set_synchronous(db: sqlite3.Connection, level: str) -> None:
+    """`PRAGMA synchronous` to one of `SQLITE_SYNCHRONOUS`. Both keep a WAL database
+    consistent; "normal" syncs the log only at checkpoints (a power loss may roll back
+    commits since the last one), "full" at every commit. Durable across a process kill
+    either way."""
+    if level not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}: {level!r}")
+    db.execute(f"PRAGMA synchronous={level.upper()}")
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -96,12 +111,13 @@ class _Pending:
 
 
 class Ledger:
-    """Append-only request rows in `path` (created with its folder if missing)."""
+    """Append-only request rows in `path` (created with its folder if missing), committed
+    at `synchronous` level "normal" or "full" (`ledger_synchronous`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = connect(path)
+        self._db = connect(path, synchronous)
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="promptcache-ledger", daemon=True)
         self._thread.start()

@@ -13,6 +13,7 @@ from promptcache.config import EngineConfig, default_data_dir
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.tiers.disk.file import Identity, Layout
 from promptcache.engine.tiers.disk.index import DiskIndex
+from promptcache.engine.tiers.disk.sync import Syncer
 from promptcache.engine.tiers.disk.tier import DiskTier
 from promptcache.engine.tiers.host.index import HostIndex
 from promptcache.engine.tiers.host.tier import HostTier
@@ -55,6 +56,7 @@ def disk_tier(
         c.disk_cache_bytes,
         c.disk_min_free_bytes,
         c.kv_cache_bytes,
+        Syncer(c.disk_fsync, c.disk_fsync_interval_s, clock),
     )
 
 

@@ -11,9 +11,12 @@
 
 The checksum is XXH3-128 of the payload (the `xxhash` package: tens of GB/s, so verifying
 a read costs little beside the read itself). A file is written under a temporary name and
-renamed into place, so its real name never shows a half-written file; a crash leaves at
-most a `.tmp` file, deleted at the next start. A file whose magic, version, identity,
-layout, length or checksum is wrong is refused with `BadFile` and never loaded.
+renamed into place, so its real name never shows a half-written file after a process
+crash; a crash leaves at most a `.tmp` file, deleted at the next start. A power loss can
+also leave a renamed file whose bytes never reached the disk (empty, short or zeros: the
+`disk_fsync` policy, sync.py, bounds which): the header's length check at start and the
+checksum on every read catch it. A file whose magic, version, identity, layout, length or
+checksum is wrong is refused with `BadFile` and never loaded.
 
 One block (16 tokens by default) per file: the pool evicts and the host tier holds single
 blocks, so a file is the unit every tier moves. Files sit in 256 subfolders named by the
@@ -104,8 +107,11 @@ def payload_view(block: torch.Tensor) -> memoryview:
     return memoryview(array).cast("B")
 
 
-def write_file(path: Path, identity: Identity, header: Header, payload: memoryview) -> int:
-    """Write `path` atomically (temporary file, then rename); returns its size."""
+def write_file(
+    path: Path, identity: Identity, header: Header, payload: memoryview, sync: bool = False
+) -> int:
+    """Write `path` atomically (temporary file, then rename); returns its size. `sync`:
+    fsync the file's bytes before the rename (its folder's entry is the caller's)."""
     body = json.dumps(
         {
             "kv_identity": identity.kv_identity,
@@ -125,6 +131,9 @@ def write_file(path: Path, identity: Identity, header: Header, payload: memoryvi
             f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)))
             f.write(body)
             f.write(payload)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

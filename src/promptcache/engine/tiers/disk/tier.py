@@ -5,16 +5,17 @@ restarts, read and written off the engine thread.
                     fetch(): hashes a request will reuse        -> reader queue
                     load(): a staged (read, verified) block     -> a pool block
     writer thread   evict least recently used files for room, check the free-space floor,
-                    write the file (temporary name, then rename), index it
+                    write the file (temporary name, then rename), fsync it as `disk_fsync`
+                    says (sync.py), index it
     reader thread   read a file, verify header and checksum, stage the tensor
 
 Write-through: a `24h` block is written soon after it is computed (or reused), not only
-when memory fills, so a `kill -9` loses at most the writes still queued. At start the index
-is rebuilt from the files' headers (last use = the file's mtime); `.tmp` leftovers,
-truncated files and files of another model or layout are deleted and counted. A file that
-fails its checksum when read is deleted and counted, and the request computes that block
-instead: slower, never wrong. A full or read-only folder keeps the server serving: its
-writes are counted as failed.
+when memory fills, so a `kill -9` loses at most the writes still queued (a power loss, also
+what `disk_fsync` leaves unsynced). At start the index is rebuilt from the files' headers
+(last use = the file's mtime); `.tmp` leftovers, truncated files and files of another model
+or layout are deleted and counted. A file that fails its checksum when read is deleted and
+counted, and the request computes that block instead: slower, never wrong. A full or
+read-only folder keeps the server serving: its writes are counted as failed.
 
 Files live in `<disk_cache_dir>/<first 16 hex digits of the KV identity>/`, so models
 sharing one `disk_cache_dir` never touch each other's files. Format: `file.py`. It speaks
@@ -56,6 +57,7 @@ from promptcache.engine.tiers.disk.file import (
 )
 from promptcache.engine.tiers.disk.index import DiskIndex
 from promptcache.engine.tiers.disk.scan import scan
+from promptcache.engine.tiers.disk.sync import Syncer
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class DiskTier:
         budget_bytes: int,
         min_free_bytes: int,
         stage_bytes: int,
+        syncer: Syncer,
     ) -> None:
         self.kv = kv_cache
         self.folder = folder
@@ -121,6 +124,8 @@ class DiskTier:
         self._writes: queue.Queue[_Op] = queue.Queue()
         self._reads: queue.Queue[BlockHash | None] = queue.Queue()
         scan(folder, identity, index)
+        self.syncer = syncer
+        self._sync_folder()
         self._threads = [
             threading.Thread(target=self._writer, name="promptcache-disk-writer", daemon=True),
             threading.Thread(target=self._reader, name="promptcache-disk-reader", daemon=True),
@@ -250,13 +255,26 @@ class DiskTier:
 
     # -- writer thread ------------------------------------------------------------------
 
+    def _sync_folder(self) -> None:
+        """Make the folder's own entry durable (scan may just have created it)."""
+        try:
+            self.syncer.created(self.folder)
+        except OSError as exc:
+            log.warning("disk tier: cannot fsync the folder above %s: %s", self.folder, exc)
+
     def _writer(self) -> None:
         while True:
-            op = self._writes.get()
+            try:
+                op = self._writes.get(timeout=self.syncer.wait_s())
+            except queue.Empty:  # idle: written files still get their batch sync
+                self.syncer.tick()
+                continue
             try:
                 if op is None:
+                    self.syncer.sync_all()  # nothing written is left unsynced at close
                     return
                 self._apply(op)
+                self.syncer.tick()  # before task_done: `flush()` also waits for the sync
             except Exception:  # never let one file stop the writer
                 log.exception("disk tier: write failed")
                 self.index.counters.write_failures += 1
@@ -285,15 +303,31 @@ class DiskTier:
             self.index.counters.write_failures += 1
             return
         header = Header(op.h, op.parent, op.token_ids, len(payload), checksum(payload))
-        try:
-            size = write_file(path, self.identity, header, payload)
-        except OSError as exc:
+        size = self._write_durably(path, header, payload)
+        if size is None:
             self.index.counters.write_failures += 1
-            log.warning("disk tier: cannot write %s: %s", path, exc)
             return
         self.index.add(op.h, size)
         self.index.counters.writes += 1
         self.index.counters.bytes_written += size
+
+    def _write_durably(self, path: Path, header: Header, payload: memoryview) -> int | None:
+        """Write the file and sync it as the policy says; its size, or None if it failed
+        (then no file is left under its name)."""
+        new_folder = not path.parent.exists()
+        try:
+            size = write_file(path, self.identity, header, payload, self.syncer.syncs_each_file)
+        except OSError as exc:
+            log.warning("disk tier: cannot write %s: %s", path, exc)
+            return None
+        try:
+            self.syncer.written(path, new_folder)
+        except OSError as exc:
+            log.warning("disk tier: cannot fsync %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # not durable as promised: not stored
+            return None
+        return size
 
     def _room_on_disk(self, need: int) -> bool:
         """Keep `min_free` bytes free on the folder's filesystem, dropping our oldest files
