@@ -107,6 +107,7 @@ def main() -> None:
             prompt = [1000 + r * len(settings) + i, *base]  # fresh: no earlier round's blocks
             reqs = requests(setting, prompt, args.n, params, f"r{r}-{i}")
             got[setting].append(run_round(engine, reqs, computed))
+            print(f"  round {r + 1} {setting}: {got[setting][-1]}", flush=True)
     one = medians(got["n=1"])
     print(f"{'setting':>12} | prefill tokens | first token s | all first tokens s")
     for setting, rounds in got.items():

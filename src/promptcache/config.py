@@ -236,6 +236,10 @@ class ServerConfig:
         replay_answers: recent answers (per tenant) whose generated token ids are kept, so
             that an answer sent back as history renders to exactly those tokens and reuses
             their cached K/V (api/replays.py); 0 keeps none. Default 4096.
+        diagnostics_history: recent requests (per server) whose prompt and output are kept
+            so that a later request can name one for the providers' cache diagnostics
+            (`prompt_cache_options.comparison_response_id`, `diagnostics.previous_message_id`;
+            ledger/compare.py); 0 keeps none. Default 1024.
     """
 
     host: str = "127.0.0.1"
@@ -255,6 +259,7 @@ class ServerConfig:
     internal_api_key: str | None = None
     canonical_tools: bool = True
     replay_answers: int = 4096
+    diagnostics_history: int = 1024
     max_request_bytes: int = 16 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
     max_messages: int = 2048

@@ -62,6 +62,7 @@ def create_app(
     `internal_api_key`, the worker endpoints a router calls are on (api/internal.py).
     """
     client = AsyncEngine(engine, max_queue)
+    rendering = rendering or Rendering.of(ServerConfig(), engine.config)
     app = build_app(
         client, engine.tokenizer, model_name, keys, store, hooks, books, limits, rendering
     )

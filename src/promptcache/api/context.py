@@ -20,24 +20,36 @@ from promptcache.api.prompts import render_prompt
 from promptcache.api.replays import Replays
 from promptcache.api.store import ResponseStore
 from promptcache.api.tools import Tools
-from promptcache.config import ServerConfig
+from promptcache.config import EngineConfig, ServerConfig
 from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.request import GenerationRequest
+from promptcache.ledger.compare import Fingerprints
 from promptcache.text.chat import RenderedChat
 from promptcache.text.token_bytes import TokenBytes
 
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
-    """How prompts are rendered: `ServerConfig.canonical_tools` and `replay_answers`."""
+    """How prompts are rendered and remembered: `ServerConfig.canonical_tools`,
+    `replay_answers` and `diagnostics_history`, and the engine's block size (what a finished
+    request leaves reusable, for the providers' cache diagnostics)."""
 
     canonical_tools: bool = True
     replay_answers: int = 4096
+    diagnostics_history: int = 1024
+    block_size: int = 16
+    min_breakpoint_tokens: int = 1024  # shorter breakpoints are not cached
 
     @classmethod
-    def of(cls, server: ServerConfig) -> Rendering:
-        return cls(server.canonical_tools, server.replay_answers)
+    def of(cls, server: ServerConfig, engine: EngineConfig) -> Rendering:
+        return cls(
+            server.canonical_tools,
+            server.replay_answers,
+            server.diagnostics_history,
+            engine.block_size,
+            engine.min_breakpoint_tokens,
+        )
 
 
 @dataclass(slots=True)
@@ -59,10 +71,12 @@ class ServerContext:
     )
     rendering: Rendering = field(default_factory=Rendering)
     replays: Replays = field(init=False)
+    fingerprints: Fingerprints = field(init=False)  # for the providers' cache diagnostics
     token_bytes: TokenBytes = field(init=False)  # token text and bytes, for logprobs
 
     def __post_init__(self) -> None:
         self.replays = Replays(self.tokenizer, self.rendering.replay_answers)
+        self.fingerprints = Fingerprints(self.rendering.diagnostics_history)
         self.token_bytes = TokenBytes(self.tokenizer)
 
     @property

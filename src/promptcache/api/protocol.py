@@ -32,6 +32,13 @@ class PromptCacheOptions(_Strict):
     ttl: Literal["30m", "12h"] | None = None  # default 30m (Chat Completions: 30m only)
 
 
+class ResponsesCacheOptions(PromptCacheOptions):
+    """Responses' options also name an earlier response to compare with: the Response
+    then carries `prompt_cache_diagnostics` (api/cache_diagnostics.py)."""
+
+    comparison_response_id: str | None = None
+
+
 # -- chat completions -------------------------------------------------------------------
 
 
@@ -313,7 +320,7 @@ class ResponsesRequest(_Strict):
     stream: bool | None = False
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
-    prompt_cache_options: PromptCacheOptions | None = None
+    prompt_cache_options: ResponsesCacheOptions | None = None
     previous_response_id: str | None = None
     store: bool | None = True
     metadata: dict[str, str] | None = None

@@ -17,6 +17,12 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.auth import Caller
+from promptcache.api.cache_diagnostics import (
+    comparison,
+    extension,
+    openai_diagnostics,
+    remember,
+)
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
@@ -70,6 +76,8 @@ class _Draft:
     created_at: int = field(default_factory=now)
     call_ids: list[tuple[str, str]] = field(default_factory=list)  # (item id, call id) each
     token_bytes: TokenBytes | None = None  # set where output_text.logprobs are included
+    diagnostics: dict[str, Any] | None = None  # prompt_cache_diagnostics, where asked
+    our_diagnostics: dict[str, Any] | None = None  # ... and ours beside it
 
     def entries(self, items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
         """`output_text.logprobs` of these tokens (empty unless included)."""
@@ -162,13 +170,20 @@ class _Draft:
                 user=r.user,
                 prompt_cache_key=r.prompt_cache_key,
                 prompt_cache_retention=r.prompt_cache_retention,
-                prompt_cache_options=(
-                    r.prompt_cache_options.model_dump(exclude_none=True)
-                    if r.prompt_cache_options
-                    else None
-                ),
+                prompt_cache_options=_applied_options(r),
+                prompt_cache_diagnostics=self.diagnostics,
+                promptcache_diagnostics=self.our_diagnostics,
             ),
         }
+
+
+def _applied_options(r: ResponsesRequest) -> dict[str, Any] | None:
+    """The prompt-caching options applied, as the Response reports them (mode and ttl
+    filled in with their defaults)."""
+    options = r.prompt_cache_options
+    if options is None:
+        return None
+    return {"mode": "implicit", "ttl": "30m", **options.model_dump(exclude_none=True)}
 
 
 def _present(**fields: Any) -> dict[str, Any]:
@@ -222,11 +237,11 @@ async def create_response(
     handle = ctx.submit(request, "input", "text.format")
     conversation = history + new_input
     if req.stream:
-        events = _stream(handle.outputs(), draft, ctx, tenant, conversation)
+        events = _stream(handle.outputs(), draft, ctx, request, conversation)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
     ctx.replays.record(tenant, out)
-    body = _finish(out, draft, ctx, tenant, conversation)
+    body = _finish(out, draft, ctx, request, conversation)
     return JSONResponse(body)
 
 
@@ -260,9 +275,11 @@ def _finish(
     out: RequestOutput,
     draft: _Draft,
     ctx: ServerContext,
-    tenant: str,
+    request: GenerationRequest,
     conversation: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    tenant = request.cache.tenant or ""
+    _diagnose(out, draft, ctx, request, tenant)
     body = draft.body(out)
     if draft.req.store is not False:
         content, calls = draft.answer(out.text)
@@ -274,13 +291,28 @@ def _finish(
     return body
 
 
+def _diagnose(
+    out: RequestOutput, draft: _Draft, ctx: ServerContext, request: GenerationRequest, tenant: str
+) -> None:
+    """Remember this request for later comparisons; compare it with the response named in
+    `prompt_cache_options.comparison_response_id`, if any (api/cache_diagnostics.py)."""
+    now = remember(ctx, tenant, request, out)
+    options = draft.req.prompt_cache_options
+    earlier = options.comparison_response_id if options is not None else None
+    if earlier is not None:
+        found = comparison(ctx, tenant, earlier, now, out)
+        draft.diagnostics = openai_diagnostics(found)
+        draft.our_diagnostics = extension(found, earlier, out)
+
+
 async def _stream(
     outputs: AsyncGenerator[RequestOutput, None],
     draft: _Draft,
     ctx: ServerContext,
-    tenant: str,
+    request: GenerationRequest,
     conversation: list[dict[str, Any]],
 ) -> AsyncIterator[str]:
+    tenant = request.cache.tenant or ""
     seq = iter(range(1 << 62))
 
     def ev(kind: str, **data: Any) -> str:
@@ -304,7 +336,7 @@ async def _stream(
                         yield event
                 if out.finished:
                     ctx.replays.record(tenant, out)
-                    body = _finish(out, draft, ctx, tenant, conversation)
+                    body = _finish(out, draft, ctx, request, conversation)
                     for event in items.close(body):
                         yield event
     except Exception as exc:  # headers are sent: report in-band with an `error` event

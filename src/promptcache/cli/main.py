@@ -252,7 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         books=books,
         internal_api_key=server.internal_api_key,
         limits=Limits.of(server),
-        rendering=Rendering.of(server),
+        rendering=Rendering.of(server, engine_config),
     )
     return run_uvicorn(app, server, f"{name} (responses stored in {data_dir})")
 

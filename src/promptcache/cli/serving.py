@@ -94,7 +94,7 @@ def serve_client(
         store,
         books=books,
         limits=limits,
-        rendering=Rendering.of(server),
+        rendering=Rendering.of(server, build_config(EngineConfig, args, "engine")),
     )
 
 

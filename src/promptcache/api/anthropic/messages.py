@@ -17,7 +17,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.anthropic.caching import anthropic_cache_settings, anthropic_usage, marks_of
-from promptcache.api.anthropic.protocol import MessagesRequest
+from promptcache.api.anthropic.protocol import DiagnosticsParam, MessagesRequest
 from promptcache.api.anthropic.tools import (
     anthropic_output,
     anthropic_tools,
@@ -27,6 +27,7 @@ from promptcache.api.anthropic.tools import (
     tool_use_block,
 )
 from promptcache.api.auth import Caller
+from promptcache.api.cache_diagnostics import anthropic_fields, remember
 from promptcache.api.context import ServerContext
 from promptcache.api.errors import APIError, anthropic_body, invalid
 from promptcache.api.streaming import TextDeltas, output_pieces, sse
@@ -107,6 +108,7 @@ def _message(
     content: list[dict[str, Any]],
     stop: tuple[str | None, str | None],
     usage: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -119,6 +121,7 @@ def _message(
         "stop_details": None,
         "container": None,
         "usage": usage,
+        **(extra or {}),  # diagnostics, where the request asked for them
     }
 
 
@@ -135,8 +138,9 @@ async def create_message(
     await ctx.prepare(request, "output_config.format" if formatted else "tools")
     handle = ctx.submit(request, "messages")
     rid = handle.request_id
+    diagnosis = _Diagnosis(ctx, caller.tenant, request, req.diagnostics)
     if req.stream:
-        stream = _Stream(rid, ctx.model_name, request.cache, request.output)
+        stream = _Stream(rid, ctx.model_name, request.cache, request.output, diagnosis)
         events = stream.events(handle.outputs(), ctx, caller.tenant)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
@@ -144,7 +148,29 @@ async def create_message(
     usage = anthropic_usage(out.usage, request.cache)
     content = _content(out, request.output)
     stop = _stop(out, any(b["type"] == "tool_use" for b in content))
-    return JSONResponse(_message(rid, ctx.model_name, content, stop, usage))
+    extra = diagnosis.fields(out)
+    diagnosis.remember(out)
+    return JSONResponse(_message(rid, ctx.model_name, content, stop, usage, extra))
+
+
+@dataclass(frozen=True, slots=True)
+class _Diagnosis:
+    """The request's `diagnostics` (api/cache_diagnostics.py): compared when its prompt is
+    computed, remembered for later requests when it ends."""
+
+    ctx: ServerContext
+    tenant: str
+    request: GenerationRequest
+    asked: DiagnosticsParam | None
+
+    def fields(self, out: RequestOutput) -> dict[str, Any]:
+        if self.asked is None:
+            return {}
+        previous = self.asked.previous_message_id
+        return anthropic_fields(self.ctx, self.tenant, self.request, out, previous)
+
+    def remember(self, out: RequestOutput) -> None:
+        remember(self.ctx, self.tenant, self.request, out)
 
 
 def _event(kind: str, **data: Any) -> str:
@@ -162,6 +188,7 @@ class _Stream:
     model: str
     settings: CacheSettings
     output: OutputSpec
+    diagnosis: _Diagnosis
     block: int | None = None  # the open block's index
     blocks: int = 0  # blocks opened so far
     calls: int = 0
@@ -184,6 +211,7 @@ class _Stream:
                             yield event
                     if out.finished:
                         ctx.replays.record(tenant, out)
+                        self.diagnosis.remember(out)
                         for event in self._closing(out):
                             yield event
         except Exception as exc:  # headers are sent: report in-band, as Anthropic does
@@ -192,9 +220,9 @@ class _Stream:
 
     def _start(self, out: RequestOutput) -> list[str]:
         usage = {**anthropic_usage(out.usage, self.settings), "output_tokens": 0}
-        events = [
-            _event("message_start", message=_message(self.rid, self.model, [], (None, None), usage))
-        ]
+        extra = self.diagnosis.fields(out)
+        message = _message(self.rid, self.model, [], (None, None), usage, extra)
+        events = [_event("message_start", message=message)]
         if not self.output.calls_tools:
             events += self._open(_text(""))
         return [*events, _event("ping")]

@@ -98,6 +98,13 @@ class OutputConfig(_Strict):
     format: JSONOutputFormat | None = None  # structured outputs (grammar-constrained)
 
 
+class DiagnosticsParam(_Strict):
+    """Names an earlier message to compare with (null: opt in without one); the Message
+    then carries `diagnostics.cache_miss_reason` (api/cache_diagnostics.py)."""
+
+    previous_message_id: str | None = None
+
+
 class MessagesRequest(_Strict):
     model: str
     messages: list[InputMessage] = Field(min_length=1)
@@ -113,6 +120,7 @@ class MessagesRequest(_Strict):
     tools: list[dict[str, Any]] | None = None  # custom tools (api/anthropic/tools.py)
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
+    diagnostics: DiagnosticsParam | None = None
     service_tier: Literal["auto", "standard_only"] | None = None  # one tier: both hold
     # recognized; honoured at their no-op values, other values refused (api/support.py)
     thinking: ThinkingConfig | None = None
