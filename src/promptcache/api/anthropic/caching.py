@@ -21,7 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.api.anthropic.protocol import CacheControl, CustomTool, MessagesRequest
+from promptcache.api.anthropic.protocol import CacheControl, CustomTool, MessagesPrompt
 from promptcache.api.anthropic.tools import Positions
 from promptcache.api.cache_options import place_breakpoints
 from promptcache.api.errors import invalid
@@ -50,7 +50,7 @@ def _blocks(content: str | list[Any] | None) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def marks_of(req: MessagesRequest, tools: list[CustomTool], where: Positions) -> list[Mark]:
+def marks_of(req: MessagesPrompt, tools: list[CustomTool], where: Positions) -> list[Mark]:
     """The request's breakpoints in prompt order; raises a 400 for too many or for a `1h`
     after a `5m`."""
     system = [req.system] if req.system else []
