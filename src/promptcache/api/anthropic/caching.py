@@ -64,6 +64,10 @@ def marks_of(req: MessagesPrompt, tools: list[CustomTool], where: Positions) -> 
     ]
     if req.cache_control is not None:
         last = contents[-1]
+        if isinstance(last, list) and not last:
+            raise invalid(
+                "cache_control: the last message has no content block to mark", "cache_control"
+            )
         block = len(last) - 1 if isinstance(last, list) else 0
         marks.append(Mark(*where[(len(contents) - 1, block)], _ttl(req.cache_control)))
     if len(marks) > MAX_BREAKPOINTS:
