@@ -126,3 +126,8 @@ class MessagesRequest(MessagesPrompt):
     container: str | None = None
     inference_geo: str | None = None
 
+
+class CountTokensRequest(MessagesPrompt):
+    """`POST /v1/messages/count_tokens`: the prompt's fields, and `speed`."""
+
+    speed: Literal["standard", "fast"] | None = None  # "standard" only (api/support.py)
