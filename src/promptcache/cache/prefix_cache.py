@@ -138,9 +138,11 @@ class PrefixCache:
 
     def peek(self, settings: CacheSettings, token_ids: list[int]) -> CachePeek:
         """What a request of `settings` and `token_ids` would reuse if admitted now: the
-        match's pool and lower-tier run and breakpoints, with no side effect on the cache
-        (nothing held, claimed, fetched, refreshed or counted). A prefix another request
-        is computing, or a lower-tier block whose read would fail, is not foreseen."""
+        match's pool and lower-tier run and breakpoints, changing nothing a request could
+        see: nothing held, claimed, fetched, refreshed or counted, an expired pool block
+        left in place (the lower tiers' lookups drop the expired entries they meet, which
+        no request could reuse). A prefix another request is computing, or a lower-tier
+        block whose read would fail, is not foreseen."""
         handle = self.open(settings)
         if handle.seed is None or not settings.reads:
             return CachePeek(0)
