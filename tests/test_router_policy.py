@@ -114,3 +114,19 @@ def test_an_owner_that_leaves_hands_its_buckets_on() -> None:
     rest = [w for w in WORKERS if w != owner]
     moved = policy.route(bucket, _idle(rest))
     assert moved.order[0] != owner and moved.order[0] == rendezvous(bucket, rest)[0]
+
+
+def test_peek_names_the_owner_and_moves_nothing() -> None:
+    clock = Clock()
+    policy = RoutingPolicy(RouterConfig(), clock)
+    buckets = [bucket_of("t", [i], 256, None) for i in range(8)]
+    homes = [rendezvous(b, WORKERS)[0] for b in buckets]
+    assert [policy.peek(b, _idle()) for b in buckets] == homes  # idle buckets: their homes
+    assert policy.buckets_tracked == 0  # a peek opens no window
+    owners = [policy.route(b, _idle()).order[0] for b in buckets]  # balanced owners
+    assert [policy.peek(b, _idle()) for b in buckets] == owners
+    clock.now += 61  # idle again: the last owner is where the cache is
+    assert [policy.peek(b, _idle()) for b in buckets] == owners
+    assert [policy.route(b, _idle()).order[0] for b in buckets] == owners
+    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), Clock())
+    assert ll.peek(buckets[0], [Candidate("a", 3), Candidate("b", 1)]) == "b"

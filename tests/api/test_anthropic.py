@@ -255,6 +255,11 @@ BAD: list[tuple[dict[str, Any], int, str]] = [
         400,
         "invalid_request_error",
     ),
+    (  # automatic caching with no block to mark (was a 500; found by fuzzing)
+        {"max_tokens": 4, "cache_control": FIVE_MIN, "messages": [{"role": "user", "content": []}]},
+        400,
+        "invalid_request_error",
+    ),
 ]
 
 

@@ -1,9 +1,10 @@
 """Every top-level field of the request schemas in OpenAI's and Anthropic's published
 OpenAPI documents (`CreateChatCompletionRequest`, `CreateResponse`,
-`CreateCompletionRequest`, `CreateMessageParams`) is recognized: at a no-op (or honoured)
-value it is a 200; at a value this server cannot honour or that is invalid it is a 400 that
-names the field. A field in no schema stays "unrecognized". The tables must list exactly
-the schema's fields, so a field the documents add fails here until it is handled."""
+`CreateCompletionRequest`, `CreateMessageParams`, and the token counts' `TokenCountsBody`
+and `CountMessageTokensParams`) is recognized: at a no-op (or honoured) value it is a 200;
+at a value this server cannot honour or that is invalid it is a 400 that names the field.
+A field in no schema stays "unrecognized". The tables must list exactly the schema's
+fields, so a field the documents add fails here until it is handled."""
 
 from __future__ import annotations
 
@@ -131,6 +132,31 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
     "top_p": (1, None),
 }
 
+TOKEN_COUNTS: dict[str, tuple[Any, Any]] = {  # POST /v1/responses/input_tokens
+    "conversation": (None, "conv_1"),
+    "input": (ASK, []),
+    "instructions": ("Be brief.", None),
+    "model": (MODEL, None),
+    "parallel_tool_calls": (True, None),
+    "previous_response_id": (None, "resp_missing"),
+    "reasoning": (None, {"effort": "high"}),
+    "text": ({"format": {"type": "text"}}, {"verbosity": "high"}),
+    "tool_choice": ("auto", "required"),  # required, with no tools
+    "tools": ([], [{"type": "web_search"}]),
+    "truncation": ("disabled", "auto"),
+}
+
+COUNT_MESSAGE_TOKENS: dict[str, tuple[Any, Any]] = {  # POST /v1/messages/count_tokens
+    "cache_control": ({"type": "ephemeral"}, {"type": "bogus"}),
+    "messages": (ASK, []),
+    "model": (MODEL, None),
+    "output_config": (None, {"effort": "high"}),
+    "system": ("Be brief.", None),
+    "thinking": ({"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}),
+    "tool_choice": ({"type": "auto"}, {"type": "any"}),  # any, with no tools
+    "tools": ([], None),
+}
+
 ENDPOINTS = {  # schema -> (vendor, path, base body, table)
     "CreateChatCompletionRequest": (
         "openai",
@@ -155,6 +181,18 @@ ENDPOINTS = {  # schema -> (vendor, path, base body, table)
         "/v1/messages",
         {"model": MODEL, "messages": ASK, "max_tokens": 2},
         MESSAGES,
+    ),
+    "TokenCountsBody": (
+        "openai",
+        "/v1/responses/input_tokens",
+        {"model": MODEL, "input": ASK},
+        TOKEN_COUNTS,
+    ),
+    "CountMessageTokensParams": (
+        "anthropic",
+        "/v1/messages/count_tokens",
+        {"model": MODEL, "messages": ASK},
+        COUNT_MESSAGE_TOKENS,
     ),
 }
 

@@ -1,6 +1,7 @@
 """The router in front of two real `promptcache serve` workers (bundled model, float32):
 prefix affinity, spreading by `prompt_cache_key`, failover from a killed worker,
-`previous_response_id` across workers, tenants, errors in OpenAI's shape; and
+`previous_response_id` across workers, tenants, errors in OpenAI's shape, token counts
+peeking at the cache of the worker a request would reach; and
 `serve --workers 2` as one command."""
 
 from __future__ import annotations
@@ -130,6 +131,30 @@ def test_errors_keep_openai_shape(cluster: Cluster) -> None:
     assert bad.value.code == "context_length_exceeded"
     resp = httpx.post(f"{cluster.workers[0].base_url}/v1/promptcache/generate", json={})
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_counts_peek_at_the_worker_the_request_would_reach(cluster: Cluster) -> None:
+    client = cluster.router.client()
+    ask: dict[str, Any] = {
+        "model": MODEL,
+        "instructions": "Counting comes first. " + DOC,  # a prefix no other test sent
+        "input": "Which rule is last?",
+        "extra_body": {"prompt_cache_key": "peek"},
+    }
+    before = client.responses.input_tokens.count(**ask)
+    assert (before.model_extra or {})["promptcache"] == {"reused_tokens": 0, "cached_tokens": 0}
+    client.responses.create(max_output_tokens=2, temperature=0, **ask)
+    ask["input"] = "Which rule is first?"
+    count = client.responses.input_tokens.count(**ask)
+    peek = (count.model_extra or {})["promptcache"]
+    assert peek["reused_tokens"] > 1024
+    real = client.responses.create(max_output_tokens=2, temperature=0, **ask)
+    assert real.usage is not None and count.input_tokens == real.usage.input_tokens
+    details = real.usage.input_tokens_details
+    assert (details.model_extra or {})["reused_tokens"] == peek["reused_tokens"]
+    assert details.cached_tokens == peek["cached_tokens"]
+    resp = httpx.post(f"{cluster.workers[0].base_url}/v1/promptcache/peek", json={})
+    assert resp.status_code == 401
 
 
 def test_tools_and_schemas_reach_the_workers(cluster: Cluster) -> None:

@@ -15,17 +15,24 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptcache.api import errors, openapi
+from promptcache.api.anthropic.count_tokens import count_tokens
 from promptcache.api.anthropic.messages import create_message
-from promptcache.api.anthropic.protocol import MessagesRequest
+from promptcache.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from promptcache.api.auth import KeyRing
 from promptcache.api.chat import create_chat_completion
 from promptcache.api.completions import create_completion
 from promptcache.api.context import Rendering, ServerContext
 from promptcache.api.dashboard import dashboard_response
+from promptcache.api.input_tokens import count_input_tokens
 from promptcache.api.internal import add_worker_routes
 from promptcache.api.limits import Limits, LimitsMiddleware
 from promptcache.api.metrics import Metrics
-from promptcache.api.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
+from promptcache.api.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    InputTokensRequest,
+    ResponsesRequest,
+)
 from promptcache.api.responses import create_response, get_response
 from promptcache.api.store import ResponseStore
 from promptcache.api.usage import request_cache, usage_report
@@ -195,6 +202,18 @@ def _routes(app: FastAPI, ctx: ServerContext, keys: KeyRing) -> None:
     ) -> Any:
         caller = keys.caller(authorization, x_api_key)
         return await create_message(req, ctx, caller, request.is_disconnected)
+
+    @app.post("/v1/responses/input_tokens")
+    async def input_tokens(
+        req: InputTokensRequest, authorization: Authorization = None
+    ) -> dict[str, Any]:
+        return await count_input_tokens(req, ctx, keys.caller(authorization))
+
+    @app.post("/v1/messages/count_tokens")
+    async def messages_count_tokens(
+        req: CountTokensRequest, authorization: Authorization = None, x_api_key: ApiKey = None
+    ) -> dict[str, Any]:
+        return await count_tokens(req, ctx, keys.caller(authorization, x_api_key))
 
     @app.get("/v1/responses/{response_id}", response_model=None)
     async def retrieve(response_id: str, authorization: Authorization = None) -> Any:

@@ -4,8 +4,11 @@
     POST /v1/promptcache/generate  a `GenerationRequest` as JSON (already rendered,
                                    tokenized and checked by the router, tenant included);
                                    streams one `RequestOutput` per line (NDJSON)
+    POST /v1/promptcache/peek      a `GenerationRequest` as JSON: what it would reuse from
+                                   this worker's cache now (`reused_tokens`,
+                                   `cached_tokens`), changing nothing
 
-Both require `Authorization: Bearer <internal_api_key>`: the caller names the tenant, so
+All require `Authorization: Bearer <internal_api_key>`: the caller names the tenant, so
 only the router may call them. Refusals before the first output use OpenAI's error shape
 (400 bad request, 429 queue full, 500 engine down); a client that disconnects aborts the
 request and frees its blocks.
@@ -60,3 +63,15 @@ def add_worker_routes(
                 yield json.dumps(output_to_json(out)) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/v1/promptcache/peek", include_in_schema=False)
+    async def peek(request: Request, authorization: Authorization = None) -> dict[str, Any]:
+        check(authorization)
+        try:
+            gen = request_from_json(await request.json())
+        except ValueError as exc:
+            raise invalid(str(exc), None) from exc
+        reuse = await ctx.engine.peek(gen)
+        if reuse is None:
+            raise APIError(501, "this engine cannot peek at its cache", "server_error")
+        return {"reused_tokens": reuse.reused_tokens, "cached_tokens": reuse.cached_tokens}

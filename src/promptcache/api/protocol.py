@@ -345,6 +345,28 @@ class ResponsesRequest(_Strict):
     context_management: list[dict[str, Any]] | None = None
 
 
+class InputTokensRequest(_Strict):
+    """OpenAI's `InputTokenCountParams`, field for field, and the cache extensions."""
+
+    model: str | None = None
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    tools: list[dict[str, Any]] | None = None  # function tools (api/responses_tools.py)
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: ResponsesText | None = None
+    # extensions: what decides the worker and the cache entries a request would meet
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    prompt_cache_retention: Retention | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    # recognized; honoured at their no-op values, other values refused (api/support.py)
+    reasoning: Reasoning | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    conversation: str | dict[str, Any] | None = None
+    personality: str | None = Field(default=None, max_length=64)
+
+
 def message_parts(
     content: str | list[ChatTextPart] | list[InputTextPart] | None,
 ) -> str | list[str]:

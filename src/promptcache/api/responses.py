@@ -39,10 +39,12 @@ from promptcache.api.responses_tools import (
 from promptcache.api.sampling import Sampling, sampling_params
 from promptcache.api.streaming import TextDeltas, output_pieces, sse
 from promptcache.api.support import RESPONSES_RULES, refuse_unsupported
+from promptcache.cache.settings import CacheSettings
 from promptcache.engine.client import Disconnected
 from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, TokenLogprob, Usage
 from promptcache.engine.request import GenerationRequest
+from promptcache.text.chat import RenderedChat
 from promptcache.text.token_bytes import TokenBytes
 from promptcache.text.tools import CallDelta, ParsedCall, ToolStream, parse_output
 
@@ -199,12 +201,7 @@ async def create_response(
     ctx.check_model(req.model)
     refuse_unsupported(req, RESPONSES_RULES)
     tenant = caller.tenant
-    history = _history(req, ctx, tenant)
-    new_input = input_messages(req, history)
-    system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    tools = responses_tools(req, ctx.canonical_tools)
-    output = responses_output(req, tools)
-    rendered = await ctx.render(system + history + new_input, "input", tools, tenant)
+    prompt = await render_request(req, ctx, tenant)
     params = sampling_params(
         Sampling(
             max_tokens=req.max_output_tokens,
@@ -213,29 +210,22 @@ async def create_response(
             logprobs=(req.top_logprobs or 0) if LOGPROBS in (req.include or []) else None,
         )
     )
-    draft = _Draft(req, ctx.model_name, output)
+    draft = _Draft(req, ctx.model_name, prompt.output)
     if params.logprobs is not None:
         draft.token_bytes = ctx.token_bytes
     request = GenerationRequest(
         request_id=draft.id,  # the id the client sees names the request in the books
-        token_ids=rendered.token_ids,
+        token_ids=prompt.rendered.token_ids,
         params=params,
-        cache=openai_cache_settings(
-            tenant,
-            req.prompt_cache_key,
-            req.prompt_cache_retention,
-            req.prompt_cache_options,
-            marks_of(req.input if isinstance(req.input, list) else [], len(system + history)),
-            rendered.messages,
-        ),
-        messages=rendered.messages,
+        cache=prompt.cache,
+        messages=prompt.rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
-        output=output,
+        output=prompt.output,
     )
     await ctx.prepare(request, "text.format")
     handle = ctx.submit(request, "input", "text.format")
-    conversation = history + new_input
+    conversation = prompt.conversation
     if req.stream:
         events = _stream(handle.outputs(), draft, ctx, request, conversation)
         return StreamingResponse(events, media_type="text/event-stream")
@@ -243,6 +233,37 @@ async def create_response(
     ctx.replays.record(tenant, out)
     body = _finish(out, draft, ctx, request, conversation)
     return JSONResponse(body)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesPrompt:
+    """A Responses request as the engine will see it: the rendered prompt, its cache
+    settings and output, and the conversation it continues (stored with the reply)."""
+
+    rendered: RenderedChat
+    cache: CacheSettings
+    output: OutputSpec
+    conversation: list[dict[str, Any]]
+
+
+async def render_request(req: ResponsesRequest, ctx: ServerContext, tenant: str) -> ResponsesPrompt:
+    """The prompt of `req`: instructions, then the stored conversation it continues
+    (`previous_response_id`), then its input; its tools and `text.format` too."""
+    history = _history(req, ctx, tenant)
+    new_input = input_messages(req, history)
+    system = [{"role": "system", "content": req.instructions}] if req.instructions else []
+    tools = responses_tools(req, ctx.canonical_tools)
+    output = responses_output(req, tools)
+    rendered = await ctx.render(system + history + new_input, "input", tools, tenant)
+    cache = openai_cache_settings(
+        tenant,
+        req.prompt_cache_key,
+        req.prompt_cache_retention,
+        req.prompt_cache_options,
+        marks_of(req.input if isinstance(req.input, list) else [], len(system + history)),
+        rendered.messages,
+    )
+    return ResponsesPrompt(rendered, cache, output, history + new_input)
 
 
 def get_response(response_id: str, ctx: ServerContext, tenant: str) -> JSONResponse:

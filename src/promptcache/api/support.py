@@ -88,6 +88,14 @@ RESPONSES_RULES = (
     Rule("stream_options.include_obfuscation", falsy, OBFUSCATION),
 )
 
+INPUT_TOKENS_RULES = (
+    Rule("reasoning", _no_reasoning, NO_REASONING),
+    Rule("text.verbosity", one_of("medium"), VERBOSITY),
+    Rule("truncation", one_of("disabled"), "inputs are never truncated here"),
+    Rule("conversation", absent, "conversations are not kept here: use previous_response_id"),
+    Rule("personality", absent, "this model has no personality presets"),
+)
+
 COMPLETIONS_RULES = (
     Rule("suffix", falsy, "insertion (text after the completion) needs a fill-in-the-middle model"),
     Rule("max_tokens", lambda v: v is None or v >= 1, "ask for at least 1 token (echo included)"),
@@ -99,6 +107,12 @@ ANTHROPIC_RULES = (
     Rule("inference_geo", absent, "inference runs on this server, wherever it is"),
     Rule("thinking", lambda v: v is None or v.type != "enabled", "this model does not think"),
     Rule("output_config.effort", absent, "this model has no effort setting"),
+)
+
+COUNT_TOKENS_RULES = (
+    Rule("thinking", lambda v: v is None or v.type != "enabled", "this model does not think"),
+    Rule("output_config.effort", absent, "this model has no effort setting"),
+    Rule("speed", one_of("standard"), "there is one speed here, 'standard'"),
 )
 
 

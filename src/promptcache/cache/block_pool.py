@@ -138,6 +138,18 @@ class BlockPool:
             out.append(loc.slot)
         return out
 
+    def peek(self, hashes: Sequence[BlockHash]) -> int:
+        """How many of `hashes` (from the first) `match` would find now, changing nothing:
+        an expired block ends the run but stays where it is (no drop, no refresh)."""
+        now = self.clock()
+        for n, h in enumerate(hashes):
+            loc = self.index.where(h)
+            if loc is None or loc.tier is not Tier.DEVICE:
+                return n
+            if self._expired(self.blocks[loc.slot], now):
+                return n
+        return len(hashes)
+
     def where(self, h: BlockHash) -> Location | None:
         """Where the block with chain hash `h` lives, or None when it is not cached."""
         return self.index.where(h)

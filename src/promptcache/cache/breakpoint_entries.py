@@ -43,18 +43,23 @@ class BreakpointEntries:
         self.book = BreakpointBook()
         self.counters = counters
 
-    def where(self, h: BlockHash) -> Location | None:
-        """Where block `h` is cached: the pool, else the fastest tier holding it."""
-        ids = self.pool.match([h])
+    def where(self, h: BlockHash, peek: bool = False) -> Location | None:
+        """Where block `h` is cached: the pool, else the fastest tier holding it. With
+        `peek`, an expired pool block is passed over without being dropped."""
+        if peek and self.pool.peek([h]):
+            return self.pool.where(h)
+        ids = [] if peek else self.pool.match([h])
         if ids:
             return Location(Tier.DEVICE, ids[0])
         run = self.lower.run([h])
         return run[0] if run else None
 
-    def hit(self, handle: CacheHandle, seq: TokenSource, found: int) -> BreakpointHit | None:
+    def hit(
+        self, handle: CacheHandle, seq: TokenSource, found: int, peek: bool = False
+    ) -> BreakpointHit | None:
         """The longest of the tenant's latest breakpoints that `seq` starts with, whose
         full blocks are among the `found` cached ones and whose partial block is cached;
-        never the last known token (it is always computed)."""
+        never the last known token (it is always computed). `peek`: change nothing."""
         assert handle.seed is not None
         bs, best = self.block_size, None
         for prefix, position in self.book.latest(handle.seed):
@@ -70,7 +75,7 @@ class BreakpointEntries:
             parent = handle.block_hashes[k - 1] if k else handle.seed
             if partial_hash(parent, seq.tokens_slice(k * bs, position)) != prefix:
                 continue
-            where = self.where(prefix)
+            where = self.where(prefix, peek)
             if where is not None:
                 best = BreakpointHit(position, prefix, where)
         return best

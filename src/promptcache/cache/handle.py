@@ -59,6 +59,14 @@ class CacheMatch:
         return self.block_ids
 
 
+@dataclass(frozen=True, slots=True)
+class CachePeek:
+    """What a request would reuse if admitted now (`PrefixCache.peek`)."""
+
+    hit_tokens: int  # prompt tokens it would reuse physically
+    breakpoint_tokens: int = 0  # the longest explicit breakpoint that hit covers
+
+
 class TokenSource(Protocol):
     """The token ids of a request (prompt, then output) as the cache reads them."""
 
@@ -69,6 +77,24 @@ class TokenSource(Protocol):
     def num_prompt_tokens(self) -> int: ...
 
     def tokens_slice(self, start: int, stop: int) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTokens:
+    """A bare prompt as a `TokenSource` (a request not admitted: no output yet)."""
+
+    token_ids: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def tokens_slice(self, start: int, stop: int) -> list[int]:
+        return self.token_ids[start:stop]
 
 
 @dataclass(slots=True, eq=False)

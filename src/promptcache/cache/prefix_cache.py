@@ -34,7 +34,14 @@ from promptcache.cache.block_pool import BlockPool
 from promptcache.cache.breakpoint_entries import BreakpointEntries
 from promptcache.cache.breakpoints import BreakpointHit
 from promptcache.cache.counters import CacheCounters
-from promptcache.cache.handle import CacheHandle, CacheMatch, MatchReason, TokenSource
+from promptcache.cache.handle import (
+    CacheHandle,
+    CacheMatch,
+    CachePeek,
+    MatchReason,
+    PromptTokens,
+    TokenSource,
+)
 from promptcache.cache.index import Loader, Location, Tier
 from promptcache.cache.lower import LowerTiers
 from promptcache.cache.policy import CachePolicy
@@ -128,6 +135,28 @@ class PrefixCache:
         return CacheMatch(
             blocks, hit, matched_tokens, reason, evicted, lower, partial, partial_h, bp_tokens
         )
+
+    def peek(self, settings: CacheSettings, token_ids: list[int]) -> CachePeek:
+        """What a request of `settings` and `token_ids` would reuse if admitted now: the
+        match's pool and lower-tier run and breakpoints, changing nothing a request could
+        see: nothing held, claimed, fetched, refreshed or counted, an expired pool block
+        left in place (the lower tiers' lookups drop the expired entries they meet, which
+        no request could reuse). A prefix another request is computing, or a lower-tier
+        block whose read would fail, is not foreseen."""
+        handle = self.open(settings)
+        if handle.seed is None or not settings.reads:
+            return CachePeek(0)
+        seq = PromptTokens(token_ids)
+        bs = self.block_size
+        self._extend_hashes(handle, seq, seq.num_tokens // bs)
+        hashes = handle.block_hashes
+        in_pool = self.pool.peek(hashes)
+        found = in_pool + len(self.lower.run(hashes[in_pool:]))
+        bp = self.breakpoints.hit(handle, seq, found, peek=True)
+        hit = self._usable(seq, found * bs) if settings.mode is CacheMode.IMPLICIT else 0
+        if bp is None:
+            return CachePeek(hit)
+        return CachePeek(max(hit, bp.position), bp.position)
 
     def _settle(
         self,

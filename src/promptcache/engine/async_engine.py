@@ -1,7 +1,7 @@
 """Run the `LLMEngine` in its own thread and stream its outputs to asyncio callers: the
 in-process `EngineClient`.
 
-The event loop never runs model work: it puts commands (add, abort) in a thread-safe
+The event loop never runs model work: it puts commands (add, abort, peek) in a thread-safe
 inbox and awaits per-request queues that the engine thread fills between steps. A caller
 that stops listening (client disconnect, cancelled task) aborts its request, which frees
 its blocks. The engine thread publishes a snapshot of the engine's statistics after each
@@ -23,7 +23,7 @@ from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.outputs import PrefixReuse, RequestOutput
 from promptcache.engine.request import GenerationRequest, PreparedRequest
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,38 @@ class _Add:
 @dataclass(slots=True)
 class _Abort:
     request_id: str
+
+
+@dataclass(slots=True)
+class _Peek:
+    """Ask the engine thread what a request would reuse now (it reads the live pool)."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[PrefixReuse]
+
+    def reply(self, engine: LLMEngine) -> None:
+        try:
+            result = engine.peek(self.request)
+        except Exception as exc:  # answer the caller; the engine thread goes on
+            self.loop.call_soon_threadsafe(_settle, self.answer, exc)
+            return
+        self.loop.call_soon_threadsafe(_settle, self.answer, result)
+
+    def fail(self, exc: BaseException) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.answer, exc)
+
+
+def _settle(answer: asyncio.Future[PrefixReuse], result: PrefixReuse | BaseException) -> None:
+    if answer.done():  # the caller gave up waiting
+        return
+    if isinstance(result, BaseException):
+        answer.set_exception(result)
+    else:
+        answer.set_result(result)
+
+
+Command = _Add | _Abort | _Peek
 
 
 @dataclass(slots=True)
@@ -85,7 +117,7 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine, max_queue: int) -> None:
         self.engine = engine
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
         self._sinks: dict[str, _Sink] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="promptcache-engine", daemon=True)
@@ -146,6 +178,16 @@ class AsyncEngine:
         self._inbox.put(_Add(prepared, sink))
         return RequestHandle(self, request_id, sink)
 
+    async def peek(self, request: GenerationRequest) -> PrefixReuse:
+        """What `request` would reuse from the cache now, asked of the engine thread between
+        steps (never racing the scheduler); the cache is left as it was."""
+        if not self.alive:
+            raise EngineDead("the engine is not running")
+        loop = asyncio.get_running_loop()
+        cmd = _Peek(request, loop, loop.create_future())
+        self._inbox.put(cmd)
+        return await cmd.answer
+
     def abort(self, request_id: str) -> None:
         """Abort a request by id (its stream then ends without a final output)."""
         self._inbox.put(_Abort(request_id))
@@ -172,7 +214,9 @@ class AsyncEngine:
         except BaseException as exc:  # a bug: fail every waiting request, keep the cause
             log.exception("engine thread failed")
             self.error = exc
-        self._fail_all(EngineDead(f"the engine stopped: {self.error or 'shutdown'}"))
+        dead = EngineDead(f"the engine stopped: {self.error or 'shutdown'}")
+        self._fail_all(dead)
+        self._fail_peeks(dead)
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands; wait for one when idle. False when asked to stop."""
@@ -186,7 +230,10 @@ class AsyncEngine:
             self._apply(cmd)
             block = False
 
-    def _apply(self, cmd: _Add | _Abort) -> None:
+    def _apply(self, cmd: Command) -> None:
+        if isinstance(cmd, _Peek):
+            cmd.reply(self.engine)
+            return
         if isinstance(cmd, _Abort):
             self.engine.abort(cmd.request_id)
             return
@@ -207,6 +254,16 @@ class AsyncEngine:
             sinks = list(self._sinks.values())
         for sink in sinks:
             sink.put(exc)
+
+    def _fail_peeks(self, exc: BaseException) -> None:
+        """Answer the peeks still queued (their callers would otherwise wait forever)."""
+        while True:
+            try:
+                cmd = self._inbox.get(block=False)
+            except queue.Empty:
+                return
+            if isinstance(cmd, _Peek):
+                cmd.fail(exc)
 
     def stats(self) -> dict[str, Any]:
         """The engine thread's latest snapshot, plus the front's own counts."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.outputs import PrefixReuse, RequestOutput
 from promptcache.engine.request import GenerationRequest
 
 Disconnected = Callable[[], Awaitable[bool]]  # e.g. starlette's Request.is_disconnected
@@ -40,7 +40,8 @@ class RequestStream(Protocol):
 
 
 class EngineClient(Protocol):
-    """Submit, abort, stream outputs, statistics and health of one engine."""
+    """Submit, abort, peek at the cache, stream outputs, statistics and health of one
+    engine."""
 
     def start(self) -> None: ...
 
@@ -52,6 +53,12 @@ class EngineClient(Protocol):
         ...
 
     def abort(self, request_id: str) -> None: ...
+
+    async def peek(self, request: GenerationRequest) -> PrefixReuse | None:
+        """What `request` would reuse from the prefix cache if it were submitted now,
+        changing nothing (no block held, no retention refreshed, no query counted); None
+        where this engine cannot tell (e.g. a worker that is not promptcache's)."""
+        ...
 
     def warm_grammar(self, output: OutputSpec) -> None:
         """Compile `output`'s grammar where the engine will look for it (called in a thread

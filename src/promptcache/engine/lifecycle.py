@@ -31,7 +31,7 @@ from promptcache.engine.client import (
 )
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError, RequestTimedOut
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import CacheReport, RequestOutput, Usage
+from promptcache.engine.outputs import CacheReport, PrefixReuse, RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,10 @@ class TrackedClient:
 
     def abort(self, request_id: str) -> None:
         self.inner.abort(request_id)
+
+    async def peek(self, request: GenerationRequest) -> PrefixReuse | None:
+        """Not a request: no hook fires."""
+        return await self.inner.peek(request)
 
     def warm_grammar(self, output: OutputSpec) -> None:
         self.inner.warm_grammar(output)

@@ -36,7 +36,13 @@ from promptcache.engine.grammar.mask import Advance
 from promptcache.engine.host_memory import tune_host_malloc
 from promptcache.engine.kv_cache import KVCache, kv_identity
 from promptcache.engine.model_runner import ModelRunner, Sampled
-from promptcache.engine.outputs import CacheReport, RequestOutput, TokenLogprob, Usage
+from promptcache.engine.outputs import (
+    CacheReport,
+    PrefixReuse,
+    RequestOutput,
+    TokenLogprob,
+    Usage,
+)
 from promptcache.engine.request import GenerationRequest, PreparedRequest, check_request
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq, Scheduler
@@ -236,6 +242,14 @@ class LLMEngine:
         self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
         self.scheduler.add(seq)
         return seq
+
+    def peek(self, request: GenerationRequest) -> PrefixReuse:
+        """What `request` would reuse if queued now, reported as its usage would be; the
+        cache is left as it was (engine thread: it reads the live pool)."""
+        p = self.cache.peek(request.cache, request.token_ids)
+        implicit = request.cache.mode is CacheMode.IMPLICIT
+        cached, _ = self.policy.usage(p.hit_tokens, 0, p.breakpoint_tokens, 0, implicit)
+        return PrefixReuse(p.hit_tokens, cached)
 
     def _check(self, token_ids: list[int], p: SamplingParams) -> int:
         return check_request(token_ids, p, self.max_model_len, self.model.spec.vocab_size)

@@ -23,6 +23,15 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefixReuse:
+    """What a prompt would reuse from the prefix cache if it were sent now (a peek):
+    `reused_tokens` physical, `cached_tokens` as usage would report it."""
+
+    reused_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class CacheReport:
     """The cache's view of one request: its settings and the first admission's match."""
 

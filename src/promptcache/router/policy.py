@@ -127,6 +127,20 @@ class RoutingPolicy:
             return Route([c.name for c in ranked], Decision.LEAST_LOADED, bucket)
         return self._cache_aware(bucket, healthy)
 
+    def peek(self, bucket: bytes, healthy: Sequence[Candidate]) -> str:
+        """The worker whose cache a request of `bucket` would most likely meet now, changing
+        nothing (no window, owner or turn moves): under `cache-aware`, the bucket's owner
+        (its last one if idle, else its home), overflow and load skips aside; under the
+        baselines, which ignore caches, the least loaded."""
+        if not healthy:
+            raise ValueError("no healthy worker")
+        if self.config.policy != "cache-aware":
+            return min(healthy, key=lambda c: c.in_flight).name
+        order = rendezvous(bucket, [c.name for c in healthy])
+        state = self._buckets.get(bucket)
+        owner = state.owner if state is not None else self._last_owner.get(bucket)
+        return owner if owner in order else order[0]
+
     def _cache_aware(self, bucket: bytes, healthy: Sequence[Candidate]) -> Route:
         now = self.clock()
         self._expire(now)

@@ -32,7 +32,7 @@ from promptcache.config import EngineConfig, RouterConfig
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineOverloaded
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.outputs import PrefixReuse, RequestOutput
 from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import (
     output_from_json,
@@ -197,6 +197,10 @@ class RayEngine:
 
     def stats(self) -> dict[str, Any]:
         return {"requests_in_flight": self.num_in_flight, "requests_aborted": self.num_aborted}
+
+    async def peek(self, request: GenerationRequest) -> PrefixReuse | None:
+        """Unknown: Ray picks the replica per request, so no one replica's cache answers."""
+        return None
 
     def warm_grammar(self, output: OutputSpec) -> None:
         """The workers compile grammars themselves."""

@@ -28,12 +28,12 @@ from promptcache.config import RouterConfig
 from promptcache.engine.client import Disconnected, Health, final_output
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
 from promptcache.engine.grammar.spec import OutputSpec
-from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.outputs import PrefixReuse, RequestOutput
 from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import output_from_json, request_to_json
 from promptcache.router import vllm
 from promptcache.router.policy import Candidate, Decision, Route, RoutingPolicy, bucket_of
-from promptcache.router.workers import GENERATE_PATH, Worker, WorkerPool
+from promptcache.router.workers import GENERATE_PATH, PEEK_PATH, Worker, WorkerPool
 
 
 class _AttemptFailed(Exception):
@@ -145,6 +145,35 @@ class RemoteEngine:
         stream = RemoteStream(self, request, route, limit)
         self._live[request.request_id] = stream
         return stream
+
+    async def peek(self, request: GenerationRequest) -> PrefixReuse | None:
+        """Ask the worker the request would route to what it would reuse now (the routing
+        state is left as it was). None from a vLLM worker, or one that could not answer:
+        the count is still right, the reuse unknown."""
+        healthy = self.pool.healthy()
+        if not healthy:
+            raise EngineDead("no healthy worker")
+        c = request.cache
+        bucket = bucket_of(
+            c.tenant, request.token_ids, self.config.route_prefix_tokens, c.prompt_cache_key
+        )
+        name = self.policy.peek(bucket, [Candidate(w.name, w.in_flight) for w in healthy])
+        worker = self.pool.workers[name]
+        if worker.kind == "vllm":
+            return None
+        try:
+            resp = await self.pool.client.post(
+                worker.url + PEEK_PATH,
+                json=request_to_json(request),
+                headers=self.pool.headers(),
+                timeout=self.config.worker_timeout_s,
+            )
+        except httpx.TransportError:
+            return None
+        if resp.status_code != 200:
+            return None
+        body = resp.json()
+        return PrefixReuse(int(body["reused_tokens"]), int(body["cached_tokens"]))
 
     def abort(self, request_id: str) -> None:
         stream = self._live.get(request_id)

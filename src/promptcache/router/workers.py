@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 WORKER_INFO_PATH = "/v1/promptcache/worker"
 GENERATE_PATH = "/v1/promptcache/generate"
+PEEK_PATH = "/v1/promptcache/peek"
 VLLM = "vllm:"  # a worker URL with this prefix is a vLLM server
 
 

@@ -21,7 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.api.anthropic.protocol import CacheControl, CustomTool, MessagesRequest
+from promptcache.api.anthropic.protocol import CacheControl, CustomTool, MessagesPrompt
 from promptcache.api.anthropic.tools import Positions
 from promptcache.api.cache_options import place_breakpoints
 from promptcache.api.errors import invalid
@@ -50,7 +50,7 @@ def _blocks(content: str | list[Any] | None) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def marks_of(req: MessagesRequest, tools: list[CustomTool], where: Positions) -> list[Mark]:
+def marks_of(req: MessagesPrompt, tools: list[CustomTool], where: Positions) -> list[Mark]:
     """The request's breakpoints in prompt order; raises a 400 for too many or for a `1h`
     after a `5m`."""
     system = [req.system] if req.system else []
@@ -64,6 +64,10 @@ def marks_of(req: MessagesRequest, tools: list[CustomTool], where: Positions) ->
     ]
     if req.cache_control is not None:
         last = contents[-1]
+        if isinstance(last, list) and not last:
+            raise invalid(
+                "cache_control: the last message has no content block to mark", "cache_control"
+            )
         block = len(last) - 1 if isinstance(last, list) else 0
         marks.append(Mark(*where[(len(contents) - 1, block)], _ttl(req.cache_control)))
     if len(marks) > MAX_BREAKPOINTS:

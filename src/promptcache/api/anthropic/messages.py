@@ -17,7 +17,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptcache.api.anthropic.caching import anthropic_cache_settings, anthropic_usage, marks_of
-from promptcache.api.anthropic.protocol import DiagnosticsParam, MessagesRequest
+from promptcache.api.anthropic.protocol import DiagnosticsParam, MessagesPrompt, MessagesRequest
 from promptcache.api.anthropic.tools import (
     anthropic_output,
     anthropic_tools,
@@ -38,6 +38,7 @@ from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
+from promptcache.text.chat import RenderedChat
 from promptcache.text.tools import CallDelta, ToolStream, parse_output
 
 ENDPOINT = "messages"
@@ -58,7 +59,18 @@ def _sampling(req: MessagesRequest, max_stops: int) -> SamplingParams:
     )
 
 
-async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> GenerationRequest:
+@dataclass(frozen=True, slots=True)
+class RenderedMessages:
+    """A Messages request's prompt as the engine will see it, with its cache settings
+    (explicit breakpoints from `cache_control`) and output constraint."""
+
+    rendered: RenderedChat
+    cache: CacheSettings
+    output: OutputSpec
+
+
+async def render_messages(req: MessagesPrompt, ctx: ServerContext, tenant: str) -> RenderedMessages:
+    """Tools, system, then messages, rendered as `POST /v1/messages` runs them."""
     if req.messages[-1].role == "assistant":
         raise invalid(
             "messages: a final assistant message (a prefill) is not supported; end with a "
@@ -68,17 +80,22 @@ async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> 
     tools = anthropic_tools(req, ctx.canonical_tools)
     output = anthropic_output(req, tools)
     marks = marks_of(req, custom_tools(req), where)
-    rendered = await ctx.render(messages, "messages", tools, caller.tenant)
-    cache = anthropic_cache_settings(caller.tenant, marks, rendered.messages, rendered.tools_end)
+    rendered = await ctx.render(messages, "messages", tools, tenant)
+    cache = anthropic_cache_settings(tenant, marks, rendered.messages, rendered.tools_end)
+    return RenderedMessages(rendered, cache, output)
+
+
+async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> GenerationRequest:
+    prompt = await render_messages(req, ctx, caller.tenant)
     return GenerationRequest(
         request_id=f"msg_{uuid.uuid4().hex[:24]}",
-        token_ids=rendered.token_ids,
+        token_ids=prompt.rendered.token_ids,
         params=_sampling(req, ctx.limits.max_stop_sequences),
-        cache=cache,
-        messages=rendered.messages,
+        cache=prompt.cache,
+        messages=prompt.rendered.messages,
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
-        output=output,
+        output=prompt.output,
     )
 
 

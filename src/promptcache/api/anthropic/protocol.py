@@ -105,24 +105,37 @@ class DiagnosticsParam(_Strict):
     previous_message_id: str | None = None
 
 
-class MessagesRequest(_Strict):
+class MessagesPrompt(_Strict):
+    """The fields that make a Messages request's prompt (and its cache breakpoints and
+    output constraint): what `POST /v1/messages/count_tokens` takes too."""
+
     model: str
     messages: list[InputMessage] = Field(min_length=1)
-    max_tokens: int = Field(ge=1)
     system: str | list[TextBlock] | None = None
+    cache_control: CacheControl | None = None  # automatic caching: the last block
+    tools: list[dict[str, Any]] | None = None  # custom tools (api/anthropic/tools.py)
+    tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    # recognized; honoured at its no-op values, other values refused (api/support.py)
+    thinking: ThinkingConfig | None = None
+
+
+class MessagesRequest(MessagesPrompt):
+    max_tokens: int = Field(ge=1)
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=1)
     stop_sequences: list[str] | None = None
     stream: bool | None = False
     metadata: Metadata | None = None
-    cache_control: CacheControl | None = None  # automatic caching: the last block
-    tools: list[dict[str, Any]] | None = None  # custom tools (api/anthropic/tools.py)
-    tool_choice: ToolChoice | None = None
-    output_config: OutputConfig | None = None
     diagnostics: DiagnosticsParam | None = None
     service_tier: Literal["auto", "standard_only"] | None = None  # one tier: both hold
     # recognized; honoured at their no-op values, other values refused (api/support.py)
-    thinking: ThinkingConfig | None = None
     container: str | None = None
     inference_geo: str | None = None
+
+
+class CountTokensRequest(MessagesPrompt):
+    """`POST /v1/messages/count_tokens`: the prompt's fields, and `speed`."""
+
+    speed: Literal["standard", "fast"] | None = None  # "standard" only (api/support.py)

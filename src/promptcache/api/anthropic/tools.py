@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from promptcache.api.anthropic.protocol import (
     CustomTool,
-    MessagesRequest,
+    MessagesPrompt,
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
@@ -36,7 +36,7 @@ CHOICES = {"auto": ToolChoice.AUTO, "any": ToolChoice.REQUIRED, "tool": ToolChoi
 CHOICES["none"] = ToolChoice.NONE
 
 
-def custom_tools(req: MessagesRequest) -> list[CustomTool]:
+def custom_tools(req: MessagesPrompt) -> list[CustomTool]:
     """The request's tools, each a custom tool; a server tool is a 400 naming its type."""
     out = []
     for i, raw in enumerate(req.tools or []):
@@ -56,12 +56,12 @@ def custom_tools(req: MessagesRequest) -> list[CustomTool]:
     return out
 
 
-def anthropic_tools(req: MessagesRequest, canonical: bool) -> Tools:
+def anthropic_tools(req: MessagesPrompt, canonical: bool) -> Tools:
     tools = [Tool(t.name, t.description, t.input_schema) for t in custom_tools(req)]
     return tool_set(tools, canonical, "tools")
 
 
-def anthropic_output(req: MessagesRequest, tools: Tools) -> OutputSpec:
+def anthropic_output(req: MessagesPrompt, tools: Tools) -> OutputSpec:
     tc = req.tool_choice
     if tc is None:
         choice = Choice(ToolChoice.AUTO if tools else ToolChoice.NONE)
@@ -76,7 +76,7 @@ def anthropic_output(req: MessagesRequest, tools: Tools) -> OutputSpec:
     return output_spec(tools, choice, parallel, OutputKind.JSON_SCHEMA, fmt.schema_)
 
 
-def conversation(req: MessagesRequest) -> tuple[list[dict[str, Any]], Positions]:
+def conversation(req: MessagesPrompt) -> tuple[list[dict[str, Any]], Positions]:
     """System and messages as neutral messages, and where each block went; a 400 for a
     `tool_result` that answers no earlier `tool_use`."""
     out: list[dict[str, Any]] = []
