@@ -91,6 +91,7 @@ def test_callers_of_one_key_share_one_compile() -> None:
     for w in waiters:
         w.start()
     compile_.started.wait(10)
+    time.sleep(0.5)  # the other two callers reach the running compile
     compile_.release.set()
     for w in waiters:
         w.join(10)

@@ -124,6 +124,7 @@ class Metrics:
                 ("grammar_cache_hits_total", "Requests whose grammar was already compiled"),
                 ("grammar_compile_failures_total", "Schemas the grammar library refused (400)"),
                 ("grammar_compile_seconds_total", "Seconds spent compiling output grammars"),
+                ("grammar_compile_timeouts_total", "Compiles past grammar_compile_timeout_s"),
             )
         }
         self.blocks_total = Gauge(

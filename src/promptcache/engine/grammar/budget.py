@@ -59,7 +59,8 @@ class CompileBudget(Generic[T]):
             if future is None:
                 future = self._pool.submit(compile_)
                 self._running[key] = future
-                future.add_done_callback(lambda _: self._forget(key))
+        if started:  # outside the lock: a compile already done calls back at once, here
+            future.add_done_callback(lambda _: self._forget(key, future))
         try:
             result = future.result(self.timeout_s)
         except cf.TimeoutError:
@@ -69,6 +70,12 @@ class CompileBudget(Generic[T]):
         if self.is_too_complex(key):  # it ran past another caller's deadline: dropped
             raise self._refusal(param)
         return result, started
+
+    @property
+    def in_flight(self) -> int:
+        """Compiles queued or running, those past their deadline included."""
+        with self._lock:
+            return len(self._running)
 
     def is_too_complex(self, key: str) -> bool:
         with self._lock:
@@ -85,9 +92,10 @@ class CompileBudget(Generic[T]):
                     self._too_complex.popitem(last=False)
         return self._refusal(param)
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, future: cf.Future[T]) -> None:
         with self._lock:
-            self._running.pop(key, None)
+            if self._running.get(key) is future:
+                del self._running[key]
 
     def _refusal(self, param: str) -> RequestError:
         return RequestError(
