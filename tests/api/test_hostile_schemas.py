@@ -55,6 +55,11 @@ def _nested(depth: int) -> dict[str, Any]:
     return schema
 
 
+def _deep_object(depth: int) -> dict[str, Any]:
+    """An object schema (tools take nothing else) nesting `depth` levels."""
+    return {"type": "object", "properties": {"a": _nested(depth - 2)}}
+
+
 def _tool(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name, "parameters": schema}}
 
@@ -74,7 +79,7 @@ RESPONSES = "/v1/responses"
 SIZE_CASES = [
     (CHAT, {"response_format": _format(_nested(9))}, "response_format", "schema_too_deep"),
     (CHAT, {"response_format": _format(WIDE)}, "response_format", "schema_too_large"),
-    (CHAT, {"tools": [_tool("f", _nested(9))]}, "tools", "schema_too_deep"),
+    (CHAT, {"tools": [_tool("f", _deep_object(9))]}, "tools", "schema_too_deep"),
     (CHAT, {"tools": [_tool(f"f{i}", OBJECT) for i in range(5)]}, "tools", "too_many_tools"),
     (RESPONSES, {"text": _text_format(_nested(9))}, "text.format", "schema_too_deep"),
     (RESPONSES, {"text": _text_format(WIDE)}, "text.format", "schema_too_large"),
