@@ -98,6 +98,13 @@ class EngineConfig:
         grammar_cache_size: compiled output grammars (JSON schemas, tool lists) kept for
             reuse, least recently used dropped first (engine/grammar/compiler.py).
             Default 256.
+        grammar_compile_timeout_s: seconds a schema or tool list may take to compile into
+            a grammar; longer ones are refused (HTTP 400 `grammar_too_complex`, and at once
+            when sent again) while the compile finishes in the background, holding one of
+            the grammar_compile_threads (engine/grammar/budget.py). Default 10.
+        grammar_compile_threads: grammars compiled at once, each in a thread of its own
+            (never the engine's); a request whose compile finds none free within
+            grammar_compile_timeout_s gets HTTP 429. Default 2.
     """
 
     block_size: int = 16
@@ -125,6 +132,8 @@ class EngineConfig:
     attention_backend: str = "auto"
     cuda_graphs: bool = True
     grammar_cache_size: int = 256
+    grammar_compile_timeout_s: float = 10.0
+    grammar_compile_threads: int = 2
 
     def __post_init__(self) -> None:
         positive = (
@@ -138,6 +147,8 @@ class EngineConfig:
             "in_memory_max",
             "extended_ttl",
             "grammar_cache_size",
+            "grammar_compile_timeout_s",
+            "grammar_compile_threads",
             "disk_fsync_interval_s",
         )
         for name in positive:
@@ -240,6 +251,13 @@ class ServerConfig:
             so that a later request can name one for the providers' cache diagnostics
             (`prompt_cache_options.comparison_response_id`, `diagnostics.previous_message_id`;
             ledger/compare.py); 0 keeps none. Default 1024.
+        max_schema_bytes: largest JSON schema (an answer format's, or one tool's
+            parameters), in bytes of its canonical JSON; larger ones get HTTP 400
+            `schema_too_large` before any compile. Default 128 KiB.
+        max_schema_depth: deepest nesting of a JSON schema's objects and arrays; deeper
+            ones get HTTP 400 `schema_too_deep` before any compile. Default 64.
+        max_tools: most tools in one request; more get HTTP 400 `too_many_tools`.
+            Default 128 (OpenAI's limit).
     """
 
     host: str = "127.0.0.1"
@@ -269,9 +287,15 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     max_connections: int = 2048
     request_timeout_s: float = 600.0
+    max_schema_bytes: int = 128 * 1024
+    max_schema_depth: int = 64
+    max_tools: int = 128
 
     def __post_init__(self) -> None:
         for name in (
+            "max_schema_bytes",
+            "max_schema_depth",
+            "max_tools",
             "max_request_bytes",
             "max_header_bytes",
             "max_messages",

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
@@ -123,3 +124,92 @@ def test_the_openapi_document_names_our_errors(fuzzed: Running) -> None:
     assert "prompt_cache_options" in request["properties"]
     error = doc["paths"]["/v1/messages"]["post"]["responses"]["400"]["content"]
     assert error["application/json"]["schema"]["properties"]["type"] == {"const": "error"}
+
+
+# -- generated schemas ---------------------------------------------------------------------
+# JSON schemas built from keywords XGrammar reads (and some it refuses), nested a few levels,
+# sent as each field that takes one. Every answer is a 200, or a 400 in the API's shape that
+# names that field; never a 5xx.
+
+_LEAF = st.sampled_from(
+    [
+        {"type": "string"},
+        {"type": "integer", "minimum": -5, "maximum": 500},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"enum": ["a", "b", 3]},
+        {"const": "x"},
+        {"type": "string", "pattern": "[a-z]{1,6}[0-9]"},
+        {"type": "string", "minLength": 2, "maxLength": 5},
+        {"type": "string", "format": "date"},
+        {"type": "bogus"},  # refused by the library: a 400
+        {"type": "string", "pattern": "(unclosed"},
+        {"minProperties": "x"},
+        {},
+    ]
+)
+
+
+def _node(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    names = st.text("abcxyz_", min_size=1, max_size=6)
+    obj = st.builds(
+        lambda props, req: {"type": "object", "properties": props, "required": req},
+        st.dictionaries(names, children, max_size=4),
+        st.lists(names, max_size=2),
+    )
+    arr = st.builds(
+        lambda items, lo, hi: {"type": "array", "items": items, "minItems": lo, "maxItems": hi},
+        children,
+        st.integers(0, 3),
+        st.integers(0, 6),
+    )
+    union = st.builds(lambda xs: {"anyOf": xs}, st.lists(children, min_size=1, max_size=3))
+    return (
+        obj | arr | union | st.builds(lambda x: {"$ref": "#/$defs/x", "$defs": {"x": x}}, children)
+    )
+
+
+SCHEMAS = st.recursive(_LEAF, _node, max_leaves=12)
+
+
+def _schema_request(where: str, schema: Any) -> tuple[str, dict[str, Any], str]:
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    if where == "response_format":
+        format_ = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        return "/v1/chat/completions", {**chat, "response_format": format_}, where
+    if where == "tools":
+        tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+        return "/v1/chat/completions", {**chat, "tools": [tool], "tool_choice": "required"}, where
+    text = {"format": {"type": "json_schema", "name": "x", "schema": schema}}
+    body = {"model": MODEL, "input": "hi", "max_output_tokens": 16, "text": text}
+    return "/v1/responses", body, where
+
+
+@pytest.mark.parametrize("where", ["response_format", "tools", "text.format"])
+def test_generated_schemas_get_a_2xx_or_a_400_naming_their_field(
+    fuzzed: Running, where: str
+) -> None:
+    @given(schema=SCHEMAS)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=not RANDOM,
+    )
+    def run(schema: Any) -> None:
+        path, body, param = _schema_request(where, schema)
+        r = httpx.post(f"{fuzzed.base_url}{path}", json=body, timeout=60)
+        key = f"schema {where} {r.status_code}"
+        seen[key] = seen.get(key, 0) + 1
+        assert r.status_code in (200, 400), f"{key}: {schema} {r.text[:300]}"
+        if r.status_code == 400:
+            error = r.json()["error"]
+            assert _error_shape(path, r.json()) and error["type"] == "invalid_request_error"
+            fields = (param, "tools[0]") if param == "tools" else (param,)
+            # or a prompt (the rendered tools) past the 96-token context
+            assert error["param"] in (*fields, "messages", "input"), f"{schema}: {r.text[:300]}"
+
+    run()
+    assert httpx.get(f"{fuzzed.base_url}/health", timeout=10).status_code == 200

@@ -28,6 +28,8 @@ from promptcache.ledger.compare import Fingerprints
 from promptcache.text.chat import RenderedChat
 from promptcache.text.token_bytes import TokenBytes
 
+GRAMMAR_WAITERS = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
@@ -66,8 +68,10 @@ class ServerContext:
     renderer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="render")
     )
+    # threads that wait for grammars (a cache hit returns at once; a compile runs in the
+    # engine's own few compile threads, each wait bounded by grammar_compile_timeout_s)
     grammar_threads: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="grammar")
+        default_factory=lambda: ThreadPoolExecutor(GRAMMAR_WAITERS, thread_name_prefix="grammar")
     )
     rendering: Rendering = field(default_factory=Rendering)
     replays: Replays = field(init=False)
@@ -100,10 +104,12 @@ class ServerContext:
         )
 
     async def prepare(self, request: GenerationRequest, format_param: str) -> None:
-        """Compile the request's output grammar, if any, in a grammar thread (never the
-        event loop or the engine's step loop); the engine then finds it cached. A schema
-        that cannot be compiled is a 400 naming its tool, or `format_param` for the
-        answer's."""
+        """Check the request's tools and schemas against the size limits, then compile its
+        output grammar, if any, from a grammar thread (never the event loop or the
+        engine's step loop); the engine then finds it cached. A schema too large, too deep,
+        that cannot be compiled or compiles past the time budget is a 400 naming its tool,
+        or `format_param` for the answer's; no compile thread free in time is a 429."""
+        self.limits.schemas.check(request.output, format_param)
         if not request.output.constrained:
             return
         loop = asyncio.get_running_loop()
@@ -113,6 +119,8 @@ class ServerContext:
             )
         except RequestError as exc:
             raise refusal(exc, format_param, format_param) from exc
+        except EngineOverloaded as exc:
+            raise self.overloaded(exc) from exc
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -134,13 +142,17 @@ class ServerContext:
         except RequestError as exc:
             raise refusal(exc, param, format_param) from exc
         except EngineOverloaded as exc:
-            wait = self.limits.retry_after_s
-            msg = f"{exc}; retry after {wait:g} s"
-            err = APIError(429, msg, "rate_limit_error", None, "server_overloaded")
-            err.headers = retry_after_headers(wait)
-            raise err from exc
+            raise self.overloaded(exc) from exc
         except EngineDead as exc:
             raise APIError(500, str(exc), "server_error") from exc
+
+    def overloaded(self, exc: EngineOverloaded) -> APIError:
+        """A 429 telling the client to retry after `retry_after_s`."""
+        wait = self.limits.retry_after_s
+        msg = f"{exc}; retry after {wait:g} s"
+        err = APIError(429, msg, "rate_limit_error", None, "server_overloaded")
+        err.headers = retry_after_headers(wait)
+        return err
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:

@@ -8,20 +8,26 @@ middleware that holds the transport-level ones before any handler runs.
                          in-band error event on a stream)
     max_messages         messages in one request, after history           -> 400 (handlers)
     max_stop_sequences   Anthropic's stop_sequences (OpenAI's stop: 4)    -> 400 (handlers)
+    max_tools            tools in one request                             -> 400 (prepare)
+    max_schema_bytes     one JSON schema's canonical JSON                 -> 400 (prepare)
+    max_schema_depth     one JSON schema's nesting of objects and arrays  -> 400 (prepare)
     retry_after_s        what a 429 for a full queue (max_queue) tells the client to wait
 
-Errors take the shape of the API the path belongs to (`api.errors`).
+Errors take the shape of the API the path belongs to (`api.errors`). The schema limits are
+checked by `ServerContext.prepare` before any compile (`api.schema_limits`); the compile's
+time budget is the engine's (`grammar_compile_timeout_s`, engine/grammar/budget.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
 from promptcache.api.errors import APIError, error_response, invalid
+from promptcache.api.schema_limits import SchemaLimits
 from promptcache.config import ServerConfig
 
 Scope = dict[str, Any]
@@ -37,6 +43,7 @@ class Limits:
     body_timeout_s: float
     request_timeout_s: float
     retry_after_s: float = 1.0
+    schemas: SchemaLimits = field(default_factory=SchemaLimits)
 
     @classmethod
     def of(cls, server: ServerConfig) -> Limits:
@@ -48,6 +55,7 @@ class Limits:
             server.body_timeout_s,
             server.request_timeout_s,
             server.retry_after_s,
+            SchemaLimits(server.max_schema_bytes, server.max_schema_depth, server.max_tools),
         )
 
     def check_messages(self, n: int, param: str) -> None:

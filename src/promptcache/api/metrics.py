@@ -122,8 +122,9 @@ class Metrics:
                 ("breakpoints_skipped", "Breakpoints not cached: too short, or no free block"),
                 ("grammar_compiles_total", "Output grammars (schemas, tool lists) compiled"),
                 ("grammar_cache_hits_total", "Requests whose grammar was already compiled"),
-                ("grammar_compile_failures_total", "Schemas the grammar library refused (400)"),
+                ("grammar_compile_failures_total", "Schemas refused: invalid or past the budget"),
                 ("grammar_compile_seconds_total", "Seconds spent compiling output grammars"),
+                ("grammar_compile_timeouts_total", "Compiles past grammar_compile_timeout_s"),
             )
         }
         self.blocks_total = Gauge(

@@ -31,6 +31,7 @@ from promptcache.cache.settings import CacheMode, CacheSettings
 from promptcache.cache.tiers import LowerTier
 from promptcache.config import EngineConfig
 from promptcache.engine.errors import RequestError
+from promptcache.engine.grammar.budget import CompileBudget
 from promptcache.engine.grammar.compiler import GrammarCache
 from promptcache.engine.grammar.mask import Advance
 from promptcache.engine.host_memory import tune_host_malloc
@@ -152,6 +153,8 @@ class LLMEngine:
         """Finish the tiers' pending work (the disk's queued writes) and stop their threads."""
         for tier in self.tiers:
             tier.close()
+        if self._grammars is not None:
+            self._grammars.budget.shutdown()
 
     def _max_model_len(self) -> int:
         limit = self.config.max_model_len or self.model.spec.max_position_embeddings
@@ -203,7 +206,9 @@ class LLMEngine:
         """Check a request (raises `RequestError`) and fix its id and max new tokens.
 
         Reads only fixed facts (context length, vocabulary) and the grammar cache (locked),
-        so any thread may call it; it compiles the output's grammar if it has one.
+        so any thread may call it but the engine's: an output grammar not yet cached is
+        compiled in the grammar budget's threads while this one waits, up to
+        `grammar_compile_timeout_s` (callers warm it first, see `EngineClient.warm_grammar`).
         """
         max_tokens = self._check(request.token_ids, request.params)
         request_id = request.request_id or f"req-{next(self._ids)}"
@@ -216,7 +221,9 @@ class LLMEngine:
         with self._grammars_lock:
             if self._grammars is None:
                 size = self.model.spec.vocab_size
-                self._grammars = GrammarCache(self.tokenizer, size, self.config.grammar_cache_size)
+                c = self.config
+                budget = CompileBudget[Any](c.grammar_compile_threads, c.grammar_compile_timeout_s)
+                self._grammars = GrammarCache(self.tokenizer, size, c.grammar_cache_size, budget)
             return self._grammars
 
     def add(self, prepared: PreparedRequest) -> Sequence:
@@ -455,4 +462,5 @@ class LLMEngine:
             "grammar_cache_hits_total": s.hits,
             "grammar_compile_failures_total": s.failures,
             "grammar_compile_seconds_total": s.compile_seconds,
+            "grammar_compile_timeouts_total": g.budget.timeouts,
         }

@@ -95,7 +95,10 @@ class EngineReplica:
         if not self._started:
             self.client.start()
             self._started = True
-        stream = self.client.submit(request_from_json(request))
+        gen = request_from_json(request)
+        if gen.output.constrained:  # compiled in a thread, never on this event loop
+            await asyncio.to_thread(self.client.warm_grammar, gen.output)
+        stream = self.client.submit(gen)
         async with aclosing(stream.outputs()) as outputs:
             async for out in outputs:
                 yield output_to_json(dataclasses.replace(out, worker=self.name))

@@ -1,8 +1,9 @@
 """Compile an `OutputSpec` into an XGrammar grammar for the model's tokenizer, once: an LRU
 of compiled grammars keyed by the spec's digest, with counts and compile time for /metrics.
 
-Compilation runs in whatever thread prepares the request (the server's request threads),
-never in the engine's step loop. The grammars:
+Compilation runs in the threads of a `CompileBudget` (`budget`), under the time budget
+`grammar_compile_timeout_s`, whatever thread asks: never in the engine's step loop, and a
+schema that compiles for longer is refused (400). The grammars:
 
 - a JSON schema (or "any object") in canonical form (`text.tools.SEPARATORS`, no free
   whitespace, properties in schema order), so answers replay token for token;
@@ -20,11 +21,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import xgrammar as xgr
 
 from promptcache.engine.errors import RequestError
+from promptcache.engine.grammar.budget import CompileBudget
 from promptcache.engine.grammar.mask import Matcher
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
 from promptcache.text import tools as fmt
@@ -44,9 +47,16 @@ class GrammarStats:
 
 
 class GrammarCache:
-    """Compiled grammars for one tokenizer, least recently used dropped past `capacity`."""
+    """Compiled grammars for one tokenizer, least recently used dropped past `capacity`,
+    compiled under `budget`."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, capacity: int = 256) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        capacity: int,
+        budget: CompileBudget[xgr.CompiledGrammar],
+    ) -> None:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         self._tokenizer = tokenizer
         self._encodings: dict[str, list[int]] = {}
@@ -55,6 +65,7 @@ class GrammarCache:
         self._grammars: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
+        self.budget = budget
         self.stats = GrammarStats()
 
     def matcher(self, compiled: xgr.CompiledGrammar) -> Matcher:
@@ -72,8 +83,10 @@ class GrammarCache:
         return ids
 
     def get(self, spec: OutputSpec) -> xgr.CompiledGrammar:
-        """The compiled grammar of `spec` (which must be `constrained`); raises
-        `RequestError` naming the schema the library cannot compile."""
+        """The compiled grammar of `spec` (which must be `constrained`), compiled in the
+        budget's threads if not cached; blocks the calling thread up to the budget. Raises
+        `RequestError` naming the schema the library cannot compile or that compiles for
+        too long, `EngineOverloaded` when no compile thread was free in time."""
         key = spec.key()
         with self._lock:
             found = self._grammars.get(key)
@@ -81,19 +94,32 @@ class GrammarCache:
                 self._grammars.move_to_end(key)
                 self.stats.hits += 1
                 return found
+        param = "tools" if spec.calls_tools else "format"
+        try:
+            compiled, compiled_here = self.budget.run(key, partial(self._timed, spec), param)
+        except RequestError:
+            with self._lock:
+                self.stats.failures += 1
+            raise
+        if compiled_here:
+            self._keep(key, compiled)
+        return compiled
+
+    def _timed(self, spec: OutputSpec) -> xgr.CompiledGrammar:
+        """Compile (in a budget thread), adding the time taken to the stats."""
         start = time.perf_counter()
         try:
-            compiled = self._compile(spec)
-        except RequestError:
-            self.stats.failures += 1
-            raise
+            return self._compile(spec)
+        finally:
+            with self._lock:
+                self.stats.compile_seconds += time.perf_counter() - start
+
+    def _keep(self, key: str, compiled: xgr.CompiledGrammar) -> None:
         with self._lock:
             self.stats.compiles += 1
-            self.stats.compile_seconds += time.perf_counter() - start
             self._grammars[key] = compiled
             while len(self._grammars) > self._capacity:
                 self._grammars.popitem(last=False)
-        return compiled
 
     def _compile(self, spec: OutputSpec) -> xgr.CompiledGrammar:
         if not spec.calls_tools:
