@@ -68,6 +68,13 @@ class TokenSource(Protocol):
     @property
     def num_prompt_tokens(self) -> int: ...
 
+    @property
+    def reuse_limit(self) -> int:
+        """The most leading tokens a match may reuse: `num_tokens - 1` for a request that
+        samples next (its last known token is always computed), more for one that does
+        not (a prewarm)."""
+        ...
+
     def tokens_slice(self, start: int, stop: int) -> list[int]: ...
 
 

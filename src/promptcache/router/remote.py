@@ -128,8 +128,9 @@ class RemoteEngine:
         info, healthy = self.pool.info(), self.pool.healthy()
         if info is None or not healthy:
             raise EngineDead("no healthy worker")
+        r = request
         limit = check_request(
-            request.token_ids, request.params, info.max_model_len, info.vocab_size
+            r.token_ids, r.params, info.max_model_len, info.vocab_size, r.prefill_only
         )
         request = replace(request, request_id=request.request_id or uuid.uuid4().hex)
         assert request.request_id is not None
