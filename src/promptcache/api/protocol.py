@@ -32,6 +32,12 @@ class PromptCacheOptions(_Strict):
     ttl: Literal["30m", "12h"] | None = None  # default 30m (Chat Completions: 30m only)
 
 
+class ResponsesCacheOptions(PromptCacheOptions):
+    """Responses' options add `prewarm`: compute and cache the prompt, generate nothing."""
+
+    prewarm: bool | None = None  # default false
+
+
 # -- chat completions -------------------------------------------------------------------
 
 
@@ -171,6 +177,8 @@ class ChatCompletionRequest(_Strict):
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
     prompt_cache_options: PromptCacheOptions | None = None
+    # extension: cache the prompt and generate nothing (Responses' prompt_cache_options.prewarm)
+    prompt_cache_prewarm: bool = False
     user: str | None = None  # accepted for compatibility; nothing here acts on it
     tools: list[ChatTool | ChatCustomTool] | None = None  # custom: refused by name
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -313,7 +321,7 @@ class ResponsesRequest(_Strict):
     stream: bool | None = False
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
-    prompt_cache_options: PromptCacheOptions | None = None
+    prompt_cache_options: ResponsesCacheOptions | None = None
     previous_response_id: str | None = None
     store: bool | None = True
     metadata: dict[str, str] | None = None

@@ -5,6 +5,10 @@ function calls too) are rendered before the new input, so the whole history is a
 prefix. As upstream, the earlier request's `instructions` are not carried over. Tools and
 `text.format` are read in api/responses_tools.py; an answer's calls are `function_call`
 output items after its message (if it wrote text before them).
+
+`prompt_cache_options.prewarm` computes and caches the prompt and generates nothing: a
+completed response with `output: []` (streamed: created, in_progress, completed). Stored,
+it continues from its input alone.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class _Draft:
     created_at: int = field(default_factory=now)
     call_ids: list[tuple[str, str]] = field(default_factory=list)  # (item id, call id) each
     token_bytes: TokenBytes | None = None  # set where output_text.logprobs are included
+    prewarm: bool = False  # prompt_cache_options.prewarm: no output at all
 
     def entries(self, items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
         """`output_text.logprobs` of these tokens (empty unless included)."""
@@ -128,7 +133,7 @@ class _Draft:
         status, output, usage, incomplete = "in_progress", [], None, None
         if out is not None:
             status = "incomplete" if out.finish_reason == "length" else "completed"
-            output = self.items(out, status)
+            output = [] if self.prewarm else self.items(out, status)
             usage = response_usage(out.usage)
             if status == "incomplete":
                 incomplete = {"reason": "max_output_tokens"}
@@ -163,7 +168,7 @@ class _Draft:
                 prompt_cache_key=r.prompt_cache_key,
                 prompt_cache_retention=r.prompt_cache_retention,
                 prompt_cache_options=(
-                    r.prompt_cache_options.model_dump(exclude_none=True)
+                    r.prompt_cache_options.model_dump(exclude_none=True, exclude={"prewarm"})
                     if r.prompt_cache_options
                     else None
                 ),
@@ -199,6 +204,7 @@ async def create_response(
         )
     )
     draft = _Draft(req, ctx.model_name, output)
+    draft.prewarm = bool(req.prompt_cache_options and req.prompt_cache_options.prewarm)
     if params.logprobs is not None:
         draft.token_bytes = ctx.token_bytes
     request = GenerationRequest(
@@ -217,6 +223,7 @@ async def create_response(
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
         output=output,
+        prefill_only=draft.prewarm,
     )
     await ctx.prepare(request, "text.format")
     handle = ctx.submit(request, "input", "text.format")
@@ -264,7 +271,9 @@ def _finish(
     conversation: list[dict[str, Any]],
 ) -> dict[str, Any]:
     body = draft.body(out)
-    if draft.req.store is not False:
+    if draft.req.store is not False and draft.prewarm:  # continued from its input alone
+        ctx.store.put(tenant, body, conversation)
+    elif draft.req.store is not False:
         content, calls = draft.answer(out.text)
         reply: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
@@ -290,7 +299,7 @@ async def _stream(
     yield ev("response.in_progress", response=draft.body(None))
     items = _Items(draft, ev)
     tools = draft.output_spec.calls_tools
-    if not tools:  # a text answer's message opens at once
+    if not tools and not draft.prewarm:  # a text answer's message opens at once
         for event in items.open_message():
             yield event
     deltas = TextDeltas(())

@@ -114,6 +114,8 @@ class MessagesRequest(_Strict):
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
     service_tier: Literal["auto", "standard_only"] | None = None  # one tier: both hold
+    # extension: cache the prompt and generate nothing (no content; max_tokens is ignored)
+    prompt_cache_prewarm: bool = False
     # recognized; honoured at their no-op values, other values refused (api/support.py)
     thinking: ThinkingConfig | None = None
     container: str | None = None
