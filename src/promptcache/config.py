@@ -236,6 +236,11 @@ class ServerConfig:
         replay_answers: recent answers (per tenant) whose generated token ids are kept, so
             that an answer sent back as history renders to exactly those tokens and reuses
             their cached K/V (api/replays.py); 0 keeps none. Default 4096.
+        prewarm_file: Responses or Chat request bodies (a JSON list or JSON lines) sent as
+            prewarms once the server answers `/health`, to fill the prompt cache at start
+            (cli/prewarm.py; a failure is logged, the server keeps serving). None or "": none.
+        prewarm_api_key: the API key those prewarms are sent with: the cache they fill is
+            its tenant's. None sends no key (right when no API keys are configured).
     """
 
     host: str = "127.0.0.1"
@@ -264,6 +269,8 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     max_connections: int = 2048
     request_timeout_s: float = 600.0
+    prewarm_file: str | None = None
+    prewarm_api_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
