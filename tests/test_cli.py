@@ -77,3 +77,13 @@ def test_worker_key_starting_with_a_dash_is_one_argument(tmp_path: Path) -> None
     args = build_parser().parse_args(worker_args(argv, 8001, "-Ab_c", tmp_path))
     assert args.internal_api_key == "-Ab_c"
     assert (args.port, args.data_dir, args.workers) == (8001, str(tmp_path), 0)
+
+
+def test_workers_leave_the_start_up_prewarm_to_the_router(tmp_path: Path) -> None:
+    from promptcache.cli.main import build_parser
+    from promptcache.cli.router import worker_args
+
+    argv = ["serve", "--workers", "2", "--prewarm-file", "p.jsonl"]
+    assert build_parser().parse_args(argv).prewarm_file == "p.jsonl"
+    args = build_parser().parse_args(worker_args(argv, 8001, "k", tmp_path))
+    assert args.prewarm_file == ""  # a worker sends none (the router sends them)

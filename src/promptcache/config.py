@@ -258,6 +258,11 @@ class ServerConfig:
             ones get HTTP 400 `schema_too_deep` before any compile. Default 64.
         max_tools: most tools in one request; more get HTTP 400 `too_many_tools`.
             Default 128 (OpenAI's limit).
+        prewarm_file: Responses or Chat request bodies (a JSON list or JSON lines) sent as
+            prewarms once the server answers `/health`, to fill the prompt cache at start
+            (cli/prewarm.py; a failure is logged, the server keeps serving). None or "": none.
+        prewarm_api_key: the API key those prewarms are sent with: the cache they fill is
+            its tenant's. None sends no key (right when no API keys are configured).
     """
 
     host: str = "127.0.0.1"
@@ -290,6 +295,8 @@ class ServerConfig:
     max_schema_bytes: int = 128 * 1024
     max_schema_depth: int = 64
     max_tools: int = 128
+    prewarm_file: str | None = None
+    prewarm_api_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in (

@@ -253,3 +253,32 @@ def test_the_router_and_its_workers_bound_their_connections(tmp_path: Path) -> N
         assert _ask(server, None, "Hello?") == 0  # served again once the deadline freed them
     finally:
         stop_server(server)
+
+
+def test_a_prewarm_reaches_the_worker_its_request_does(cluster: Cluster) -> None:
+    client = cluster.router.client()
+    messages: Any = [
+        {"role": "system", "content": DOC},
+        {"role": "user", "content": "Prewarmed question?"},
+    ]
+    before = _per_worker(cluster.router)
+    warm = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        extra_body={"prompt_cache_key": "pw", "prompt_cache_prewarm": True},
+    )
+    assert warm.choices[0].message.content == "" and warm.choices[0].finish_reason == "stop"
+    u = warm.usage
+    assert u is not None and u.completion_tokens == 0 and u.prompt_tokens_details is not None
+    full = u.prompt_tokens // 16 * 16  # what the prewarm computed and cached
+    assert u.prompt_tokens_details.cache_write_tokens == full // 128 * 128
+    real = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=2, extra_body={"prompt_cache_key": "pw"}
+    )
+    r = real.usage
+    assert r is not None and r.prompt_tokens_details is not None
+    reused = min(full, (r.prompt_tokens - 1) // 16 * 16)
+    assert r.prompt_tokens_details.model_extra == {"reused_tokens": reused}
+    assert r.prompt_tokens_details.cached_tokens == reused // 128 * 128
+    assert r.prompt_tokens_details.cache_write_tokens == 0
+    assert list(_delta(before, _per_worker(cluster.router)).values()) == [2.0]

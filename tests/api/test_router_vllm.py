@@ -71,3 +71,18 @@ def test_vllm_worker_behind_the_router(routed: Server) -> None:
     assert again == first and cached >= 1024  # vLLM's prefix cache, reported by our rules
     other, cached = _ask(routed, "sk-tenant-b")
     assert other == first and cached == 0  # another tenant: another cache_salt
+
+
+def test_a_prewarm_is_refused_in_front_of_vllm(routed: Server) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "When?"}],
+        "prompt_cache_prewarm": True,
+    }
+    with routed.http() as http:
+        got = http.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-tenant-a"}
+        )
+    assert got.status_code == 400
+    assert got.json()["error"]["code"] == "unsupported_value"
+    assert "vLLM" in got.json()["error"]["message"]

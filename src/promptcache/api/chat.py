@@ -74,6 +74,8 @@ async def create_chat_completion(
     output = chat_output(req, tools)
     rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant)
     n = choice_count(req.n)
+    if req.prompt_cache_prewarm and n > 1:
+        raise invalid("a prewarm (prompt_cache_prewarm) generates nothing: n must be 1", "n")
     max_tokens = req.max_completion_tokens or req.max_tokens
     params = sampling_params(
         Sampling(
@@ -106,6 +108,7 @@ async def create_chat_completion(
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
         output=output,
+        prefill_only=req.prompt_cache_prewarm,
     )
     await ctx.prepare(request, "response_format")
     streams = await submit_all(ctx, fan_out(request, n), "messages")

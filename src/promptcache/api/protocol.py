@@ -33,9 +33,11 @@ class PromptCacheOptions(_Strict):
 
 
 class ResponsesCacheOptions(PromptCacheOptions):
-    """Responses' options also name an earlier response to compare with: the Response
-    then carries `prompt_cache_diagnostics` (api/cache_diagnostics.py)."""
+    """Responses' options add `prewarm` (compute and cache the prompt, generate nothing)
+    and name an earlier response to compare with: the Response then carries
+    `prompt_cache_diagnostics` (api/cache_diagnostics.py)."""
 
+    prewarm: bool | None = None  # default false
     comparison_response_id: str | None = None
 
 
@@ -178,6 +180,8 @@ class ChatCompletionRequest(_Strict):
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
     prompt_cache_retention: Retention | None = None
     prompt_cache_options: PromptCacheOptions | None = None
+    # extension: cache the prompt and generate nothing (Responses' prompt_cache_options.prewarm)
+    prompt_cache_prewarm: bool = False
     user: str | None = None  # accepted for compatibility; nothing here acts on it
     tools: list[ChatTool | ChatCustomTool] | None = None  # custom: refused by name
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None

@@ -5,6 +5,10 @@ function calls too) are rendered before the new input, so the whole history is a
 prefix. As upstream, the earlier request's `instructions` are not carried over. Tools and
 `text.format` are read in api/responses_tools.py; an answer's calls are `function_call`
 output items after its message (if it wrote text before them).
+
+`prompt_cache_options.prewarm` computes and caches the prompt and generates nothing: a
+completed response with `output: []` (streamed: created, in_progress, completed). Stored,
+it continues from its input alone.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class _Draft:
     token_bytes: TokenBytes | None = None  # set where output_text.logprobs are included
     diagnostics: dict[str, Any] | None = None  # prompt_cache_diagnostics, where asked
     our_diagnostics: dict[str, Any] | None = None  # ... and ours beside it
+    prewarm: bool = False  # prompt_cache_options.prewarm: no output at all
 
     def entries(self, items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
         """`output_text.logprobs` of these tokens (empty unless included)."""
@@ -138,7 +143,7 @@ class _Draft:
         status, output, usage, incomplete = "in_progress", [], None, None
         if out is not None:
             status = "incomplete" if out.finish_reason == "length" else "completed"
-            output = self.items(out, status)
+            output = [] if self.prewarm else self.items(out, status)
             usage = response_usage(out.usage)
             if status == "incomplete":
                 incomplete = {"reason": "max_output_tokens"}
@@ -185,7 +190,8 @@ def _applied_options(r: ResponsesRequest) -> dict[str, Any] | None:
     options = r.prompt_cache_options
     if options is None:
         return None
-    return {"mode": "implicit", "ttl": "30m", **options.model_dump(exclude_none=True)}
+    applied = options.model_dump(exclude_none=True, exclude={"prewarm"})
+    return {"mode": "implicit", "ttl": "30m", **applied}
 
 
 def _present(**fields: Any) -> dict[str, Any]:
@@ -211,6 +217,7 @@ async def create_response(
         )
     )
     draft = _Draft(req, ctx.model_name, prompt.output)
+    draft.prewarm = bool(req.prompt_cache_options and req.prompt_cache_options.prewarm)
     if params.logprobs is not None:
         draft.token_bytes = ctx.token_bytes
     request = GenerationRequest(
@@ -222,6 +229,7 @@ async def create_response(
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
         output=prompt.output,
+        prefill_only=draft.prewarm,
     )
     await ctx.prepare(request, "text.format")
     handle = ctx.submit(request, "input", "text.format")
@@ -302,7 +310,9 @@ def _finish(
     tenant = request.cache.tenant or ""
     _diagnose(out, draft, ctx, request, tenant)
     body = draft.body(out)
-    if draft.req.store is not False:
+    if draft.req.store is not False and draft.prewarm:  # continued from its input alone
+        ctx.store.put(tenant, body, conversation)
+    elif draft.req.store is not False:
         content, calls = draft.answer(out.text)
         reply: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
@@ -343,7 +353,7 @@ async def _stream(
     yield ev("response.in_progress", response=draft.body(None))
     items = _Items(draft, ev)
     tools = draft.output_spec.calls_tools
-    if not tools:  # a text answer's message opens at once
+    if not tools and not draft.prewarm:  # a text answer's message opens at once
         for event in items.open_message():
             yield event
     deltas = TextDeltas(())

@@ -59,11 +59,12 @@ class BreakpointEntries:
     ) -> BreakpointHit | None:
         """The longest of the tenant's latest breakpoints that `seq` starts with, whose
         full blocks are among the `found` cached ones and whose partial block is cached;
-        never the last known token (it is always computed). `peek`: change nothing."""
+        never past the request's reuse limit (a request that samples always computes its
+        last known token). `peek`: change nothing."""
         assert handle.seed is not None
         bs, best = self.block_size, None
         for prefix, position in self.book.latest(handle.seed):
-            if position >= seq.num_tokens or (best is not None and position <= best.position):
+            if position > seq.reuse_limit or (best is not None and position <= best.position):
                 continue
             k, r = divmod(position, bs)
             if k > found:

@@ -76,6 +76,13 @@ class TokenSource(Protocol):
     @property
     def num_prompt_tokens(self) -> int: ...
 
+    @property
+    def reuse_limit(self) -> int:
+        """The most leading tokens a match may reuse: `num_tokens - 1` for a request that
+        samples next (its last known token is always computed), more for one that does
+        not (a prewarm)."""
+        ...
+
     def tokens_slice(self, start: int, stop: int) -> list[int]: ...
 
 
@@ -92,6 +99,11 @@ class PromptTokens:
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def reuse_limit(self) -> int:
+        """As a request that samples next: its last token is always computed."""
+        return len(self.token_ids) - 1
 
     def tokens_slice(self, start: int, stop: int) -> list[int]:
         return self.token_ids[start:stop]

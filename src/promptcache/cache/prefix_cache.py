@@ -285,6 +285,18 @@ class PrefixCache:
         tokens = seq.tokens_slice(i * self.block_size, (i + 1) * self.block_size)
         self.lower.store(PoolBlock(handle.block_hashes[i], parent, tokens, block_id, retention))
 
+    def cached_end(self, handle: CacheHandle, prompt_len: int) -> int:
+        """Where the part of a `prompt_len`-token prompt that the request caches ends: its
+        last full block (implicit mode) or its furthest breakpoint that will be written,
+        whichever is later; 0 when it caches nothing. A prewarm computes only this far."""
+        if handle.seed is None:
+            return 0
+        settings, low = handle.settings, self.policy.min_breakpoint_tokens
+        ends = [b.position for b in settings.breakpoints if low <= b.position <= prompt_len]
+        if settings.mode is CacheMode.IMPLICIT:
+            ends.append(prompt_len // self.block_size * self.block_size)
+        return max(ends, default=0)
+
     def on_computed(
         self, handle: CacheHandle, seq: TokenSource, block_table: Sequence[int], num_computed: int
     ) -> None:
@@ -320,8 +332,9 @@ class PrefixCache:
         handle.num_registered_blocks = 0
 
     def _usable(self, seq: TokenSource, matched_tokens: int) -> int:
-        """Whole matched blocks, short of the last known token (it is always computed)."""
-        last_full = (seq.num_tokens - 1) // self.block_size * self.block_size
+        """Whole matched blocks within the request's reuse limit (short of the last known
+        token, which is always computed when the request samples)."""
+        last_full = seq.reuse_limit // self.block_size * self.block_size
         return min(matched_tokens, last_full)
 
     def _reason(self, handle: CacheHandle, matched_tokens: int, hit: int) -> MatchReason:

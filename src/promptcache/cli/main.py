@@ -1,5 +1,5 @@
 """`promptcache` command line: `serve` the HTTP API, `generate` one prompt, `bench` an
-endpoint, `prepare` a model."""
+endpoint, `prewarm` a server's cache, `prepare` a model."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from promptcache.cli.diagnose import (
     run_diagnose_command,
     run_lint_command,
 )
+from promptcache.cli.prewarm import add_prewarm_parser, run_prewarm_command
 from promptcache.cli.router import (
     add_ray_flags,
     add_router_parser,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_file_flag(gen)
     add_config_flags(gen, EngineConfig, "engine settings (EngineConfig)")
     add_bench_parser(sub)
+    add_prewarm_parser(sub)
     prep = sub.add_parser("prepare", help="convert the model once and print its folder")
     _add_model_flags(prep)
     add_usage_parser(sub)
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_router_command(args)
         if args.command == "bench":
             return run_bench_command(args)
+        if args.command == "prewarm":
+            return run_prewarm_command(args)
         if args.command == "usage":
             return run_usage_command(args)
         if args.command == "diagnose":

@@ -202,9 +202,11 @@ def _start_worker(argv: list[str], port: int, key: str, folder: Path) -> subproc
 def worker_args(argv: list[str], port: int, key: str, folder: Path) -> list[str]:
     """A worker's `promptcache` arguments: the router's own, less `--workers`, then its
     address, key and data folder (later flags win). The key goes as `--flag=value`: a
-    random key may begin with "-", which argparse would otherwise read as a flag."""
+    random key may begin with "-", which argparse would otherwise read as a flag. The
+    router alone sends the start-up prewarms (each to the worker it routes it to)."""
     args = [*_without_workers(argv), "--host", "127.0.0.1", "--port", str(port)]
-    return [*args, f"--internal-api-key={key}", "--no-enable-ledger", "--data-dir", str(folder)]
+    own = [f"--internal-api-key={key}", "--no-enable-ledger", "--prewarm-file="]
+    return [*args, *own, "--data-dir", str(folder)]
 
 
 def _without_workers(argv: list[str]) -> list[str]:

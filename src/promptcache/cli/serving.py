@@ -100,13 +100,15 @@ def serve_client(
 
 def run_uvicorn(app: FastAPI, server: ServerConfig, what: str) -> int:
     """Serve `app` with uvicorn, its connections bounded by `header_timeout_s` and
-    `max_connections` (api/connections.py)."""
+    `max_connections` (api/connections.py); `prewarm_file` is sent once it is up."""
     import uvicorn
 
     from promptcache.api.connections import ConnectionLimits, bounded_protocol
+    from promptcache.cli.prewarm import prewarm_at_start
 
     log.info("serving %s on http://%s:%d/v1", what, server.host, server.port)
     reserve_descriptors(server.max_connections)
+    prewarm_at_start(server)  # waits, in a thread, for the server to answer
     uvicorn.run(
         app,
         host=server.host,

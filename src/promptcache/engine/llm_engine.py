@@ -210,7 +210,7 @@ class LLMEngine:
         compiled in the grammar budget's threads while this one waits, up to
         `grammar_compile_timeout_s` (callers warm it first, see `EngineClient.warm_grammar`).
         """
-        max_tokens = self._check(request.token_ids, request.params)
+        max_tokens = self._check(request.token_ids, request.params, request.prefill_only)
         request_id = request.request_id or f"req-{next(self._ids)}"
         grammar = self.grammars.get(request.output) if request.output.constrained else None
         return PreparedRequest(request, request_id, max_tokens, grammar)
@@ -244,6 +244,8 @@ class LLMEngine:
         seq = Sequence(
             request_id, token_ids, params, prepared.max_tokens, generator, handle, request.messages
         )
+        if request.prefill_only:
+            seq.prefill_end = self.cache.cached_end(handle, len(token_ids))
         if prepared.grammar is not None:
             seq.matcher = self.grammars.matcher(prepared.grammar)
         self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
@@ -258,8 +260,9 @@ class LLMEngine:
         cached, _ = self.policy.usage(p.hit_tokens, 0, p.breakpoint_tokens, 0, implicit)
         return PrefixReuse(p.hit_tokens, cached)
 
-    def _check(self, token_ids: list[int], p: SamplingParams) -> int:
-        return check_request(token_ids, p, self.max_model_len, self.model.spec.vocab_size)
+    def _check(self, token_ids: list[int], p: SamplingParams, prefill_only: bool) -> int:
+        vocab = self.model.spec.vocab_size
+        return check_request(token_ids, p, self.max_model_len, vocab, prefill_only)
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Cancel a request and free its blocks; returns its last output, or None if unknown."""
@@ -286,20 +289,30 @@ class LLMEngine:
             tier.sweep()
         plan = self.scheduler.schedule()
         self.num_preemptions += len(plan.preempted)
+        outputs = [self._prefilled(seq) for seq in plan.ready]
         if not plan.scheduled:
-            for tier in self.tiers:  # requests may be waiting for fetches (disk reads)
-                tier.wait(0.01)
-            return []
+            if not outputs:
+                for tier in self.tiers:  # requests may be waiting for fetches (disk reads)
+                    tier.wait(0.01)
+            return outputs
         sampled = self.runner.execute(plan.scheduled)
         now = time.perf_counter()
         self.scheduler.on_step_done(plan)
-        outputs = []
         for item in plan.scheduled:
             seq = item.seq
             got = sampled.get(id(seq))
             if got is not None:
                 outputs.append(self._append(seq, got, now))
+            elif seq.prefilled:
+                outputs.append(self._prefilled(seq))
         return outputs
+
+    def _prefilled(self, seq: Sequence) -> RequestOutput:
+        """A prefill-only request computed (and cached) its target: it ends, with no
+        output, as `stop`."""
+        req = self._requests.pop(seq.request_id)
+        self._finish(seq, FinishReason.STOP)
+        return self._output(req, [], [])
 
     def _append(self, seq: Sequence, got: Sampled, now: float) -> RequestOutput:
         req = self._requests[seq.request_id]

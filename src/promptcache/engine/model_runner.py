@@ -195,7 +195,7 @@ class ModelRunner:
                 prompt_rows.extend([rows] if rows is not None else [])
             ids.extend(seq.tokens_slice(start, start + item.num_tokens))
             positions.extend(range(start, start + item.num_tokens))
-            if start + item.num_tokens == seq.num_tokens:
+            if seq.samples and start + item.num_tokens == seq.num_tokens:
                 sample_rows.append(len(ids) - 1)
                 sample_seqs.append(seq)
         layout = StepLayout(

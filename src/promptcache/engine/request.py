@@ -36,6 +36,8 @@ class GenerationRequest:
         output: the constraint on the output (free text by default).
         choice: which of the API request's n choices this is (`engine.choices`); the
             ledger bills the prompt on choice 0 only.
+        prefill_only: a prewarm: compute and cache the prompt's cacheable prefix, sample
+            nothing, and finish (`stop`) with no output; `params.max_tokens` is ignored.
     """
 
     token_ids: list[int]
@@ -47,6 +49,7 @@ class GenerationRequest:
     api_key_id: str | None = None
     output: OutputSpec = field(default_factory=OutputSpec)
     choice: int = 0
+    prefill_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +62,23 @@ class PreparedRequest:
     grammar: Any = None  # the output's compiled grammar (an `xgr.CompiledGrammar`), if any
 
 
-def check_request(token_ids: list[int], p: SamplingParams, max_model_len: int, vocab: int) -> int:
-    """Raise `RequestError` if the request cannot run; else its max new tokens."""
+def check_request(
+    token_ids: list[int],
+    p: SamplingParams,
+    max_model_len: int,
+    vocab: int,
+    prefill_only: bool = False,
+) -> int:
+    """Raise `RequestError` if the request cannot run; else its max new tokens (0 for a
+    prefill-only request, whose prompt may fill the whole context)."""
     if not token_ids:
         raise RequestError("the prompt is empty")
     if min(token_ids) < 0 or max(token_ids) >= vocab:
         raise RequestError(f"prompt token ids must be in [0, {vocab})")
     if any(t >= vocab for t, _ in p.logit_bias):
         raise RequestError(f"logit_bias token ids must be in [0, {vocab})", param="logit_bias")
+    if prefill_only:
+        return _check_prefill(token_ids, p, max_model_len)
     room = max_model_len - len(token_ids)
     if room < 1:
         raise RequestError(
@@ -82,3 +94,15 @@ def check_request(token_ids: list[int], p: SamplingParams, max_model_len: int, v
             "context_length_exceeded",
         )
     return p.max_tokens if p.max_tokens is not None else room
+
+
+def _check_prefill(token_ids: list[int], p: SamplingParams, max_model_len: int) -> int:
+    if p.prompt_logprobs is not None:  # they need every position computed, and reads off
+        raise RequestError("a prewarm computes no prompt logprobs", param="prompt_logprobs")
+    if len(token_ids) > max_model_len:
+        raise RequestError(
+            f"this model's maximum context length is {max_model_len} tokens, but "
+            f"the prompt has {len(token_ids)} tokens",
+            "context_length_exceeded",
+        )
+    return 0

@@ -10,6 +10,9 @@ Each step spends at most `max_num_batched_tokens`:
        prompt blocks are being computed right now by another running sequence waits a
        step instead of computing them twice.
 
+A prefill-only request (a prewarm) computes its prompt only up to `seq.compute_end`;
+one admitted with all of that already cached has nothing to run and is reported `ready`.
+
 When blocks run out, the most recently admitted sequence not yet scheduled this step is
 preempted: its blocks are released and it goes back to the front of the queue, to be
 recomputed later (its cached blocks may still be there). The scheduler owns placement and
@@ -42,6 +45,7 @@ class ScheduledSeq:
 class SchedulerOutput:
     scheduled: list[ScheduledSeq] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    ready: list[Sequence] = field(default_factory=list)  # admitted with nothing to compute
 
     @property
     def num_tokens(self) -> int:
@@ -115,12 +119,15 @@ class Scheduler:
             if match.wait:
                 deferred.append(seq)
                 continue
-            n = min(seq.num_tokens - match.hit_tokens, budget)
+            n = min(seq.compute_end - match.hit_tokens, budget)
             if not self._fits(seq, match, n):
                 self.waiting.appendleft(seq)
                 break
             self._place(seq, match, n)
-            out.scheduled.append(ScheduledSeq(seq, n))
+            if n:
+                out.scheduled.append(ScheduledSeq(seq, n))
+            else:  # a prewarm whose whole target was cached
+                out.ready.append(seq)
             budget -= n
         self.waiting.extendleft(reversed(deferred))
 

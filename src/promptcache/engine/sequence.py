@@ -36,7 +36,9 @@ class Sequence:
     `cache` is the prefix cache's handle for this request (owned and written by the cache;
     it carries the request's cache settings). `messages` says where each rendered message
     ends in the prompt (empty for a raw prompt). `matcher` constrains the output to its
-    grammar, if it has one.
+    grammar, if it has one. `prefill_end` is set on a prefill-only request (a prewarm): it
+    computes the prompt up to there (the end of what it caches), samples nothing and
+    finishes; None on a request that generates.
     """
 
     request_id: str
@@ -60,6 +62,7 @@ class Sequence:
     counts: TokenCounts | None = None  # output token counts, for penalties
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # prompt tokens 1..
+    prefill_end: int | None = None
 
     @property
     def queue_time(self) -> float | None:
@@ -76,8 +79,31 @@ class Sequence:
         return len(self.prompt_token_ids)
 
     @property
+    def samples(self) -> bool:
+        """Whether the request samples tokens (False for a prefill-only request)."""
+        return self.prefill_end is None
+
+    @property
+    def compute_end(self) -> int:
+        """Tokens the request needs K/V for: every known token, or a prefill-only request's
+        `prefill_end`."""
+        return self.num_tokens if self.prefill_end is None else self.prefill_end
+
+    @property
+    def reuse_limit(self) -> int:
+        """The most leading tokens admission may reuse from the cache: all but the last
+        known token when the request samples (its logits start decoding: it is always
+        computed), the whole of `prefill_end` otherwise."""
+        return self.num_tokens - 1 if self.prefill_end is None else self.prefill_end
+
+    @property
     def num_uncomputed(self) -> int:
-        return self.num_tokens - self.num_computed
+        return self.compute_end - self.num_computed
+
+    @property
+    def prefilled(self) -> bool:
+        """A prefill-only request whose whole target has K/V: it is done."""
+        return self.prefill_end is not None and self.num_computed >= self.prefill_end
 
     @property
     def is_decoding(self) -> bool:

@@ -187,7 +187,10 @@ class RayEngine:
         if self.num_in_flight >= self.max_queue:
             raise EngineOverloaded(f"the server is busy: {self.num_in_flight} requests in flight")
         info = self.info
-        check_request(request.token_ids, request.params, info["max_model_len"], info["vocab_size"])
+        r = request
+        check_request(
+            r.token_ids, r.params, info["max_model_len"], info["vocab_size"], r.prefill_only
+        )
         request = dataclasses.replace(request, request_id=request.request_id or uuid.uuid4().hex)
         stream = RayStream(self, request)
         self._live[stream.request_id] = stream

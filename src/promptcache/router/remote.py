@@ -128,9 +128,16 @@ class RemoteEngine:
         info, healthy = self.pool.info(), self.pool.healthy()
         if info is None or not healthy:
             raise EngineDead("no healthy worker")
+        r = request
         limit = check_request(
-            request.token_ids, request.params, info.max_model_len, info.vocab_size
+            r.token_ids, r.params, info.max_model_len, info.vocab_size, r.prefill_only
         )
+        if r.prefill_only and any(w.kind == "vllm" for w in healthy):
+            raise RequestError(
+                "a prewarm needs promptcache workers: vLLM has no request that computes a "
+                "prompt without sampling",
+                "unsupported_value",
+            )
         request = replace(request, request_id=request.request_id or uuid.uuid4().hex)
         assert request.request_id is not None
         if request.request_id in self._live:

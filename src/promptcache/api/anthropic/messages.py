@@ -96,6 +96,7 @@ async def _request(req: MessagesRequest, ctx: ServerContext, caller: Caller) -> 
         endpoint=ENDPOINT,
         api_key_id=caller.key_id,
         output=prompt.output,
+        prefill_only=req.prompt_cache_prewarm,
     )
 
 
@@ -108,8 +109,11 @@ def _stop(out: RequestOutput, called: bool = False) -> tuple[str | None, str | N
     return ("tool_use" if called else "end_turn"), None
 
 
-def _content(out: RequestOutput, output: OutputSpec) -> list[dict[str, Any]]:
-    """The answer's blocks: its text (if any, or if there is nothing else), then its calls."""
+def _content(out: RequestOutput, output: OutputSpec, prewarm: bool) -> list[dict[str, Any]]:
+    """The answer's blocks: its text (if any, or if there is nothing else), then its calls;
+    none for a prewarm."""
+    if prewarm:
+        return []
     text, calls = parse_output(out.text) if output.calls_tools else (out.text, [])
     blocks = [_text(text)] if text or not calls else []
     return blocks + [tool_use_block(c) for c in calls]
@@ -157,13 +161,15 @@ async def create_message(
     rid = handle.request_id
     diagnosis = _Diagnosis(ctx, caller.tenant, request, req.diagnostics)
     if req.stream:
-        stream = _Stream(rid, ctx.model_name, request.cache, request.output, diagnosis)
+        stream = _Stream(
+            rid, ctx.model_name, request.cache, request.output, diagnosis, request.prefill_only
+        )
         events = stream.events(handle.outputs(), ctx, caller.tenant)
         return StreamingResponse(events, media_type="text/event-stream")
     out = await handle.final(disconnected)
     ctx.replays.record(caller.tenant, out)
     usage = anthropic_usage(out.usage, request.cache)
-    content = _content(out, request.output)
+    content = _content(out, request.output, request.prefill_only)
     stop = _stop(out, any(b["type"] == "tool_use" for b in content))
     extra = diagnosis.fields(out)
     diagnosis.remember(out)
@@ -206,6 +212,7 @@ class _Stream:
     settings: CacheSettings
     output: OutputSpec
     diagnosis: _Diagnosis
+    prewarm: bool = False  # no content blocks at all
     block: int | None = None  # the open block's index
     blocks: int = 0  # blocks opened so far
     calls: int = 0
@@ -240,7 +247,7 @@ class _Stream:
         extra = self.diagnosis.fields(out)
         message = _message(self.rid, self.model, [], (None, None), usage, extra)
         events = [_event("message_start", message=message)]
-        if not self.output.calls_tools:
+        if not self.output.calls_tools and not self.prewarm:
             events += self._open(_text(""))
         return [*events, _event("ping")]
 
@@ -289,7 +296,8 @@ class _Stream:
             "stop_details": None,
             "container": None,
         }
-        opened = [] if self.blocks else self._open(_text(""))  # an empty answer: one text block
+        empty = not self.blocks and not self.prewarm  # an empty answer: one text block
+        opened = self._open(_text("")) if empty else []
         return [
             *opened,
             *self._close(),

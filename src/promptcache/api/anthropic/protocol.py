@@ -130,6 +130,8 @@ class MessagesRequest(MessagesPrompt):
     metadata: Metadata | None = None
     diagnostics: DiagnosticsParam | None = None
     service_tier: Literal["auto", "standard_only"] | None = None  # one tier: both hold
+    # extension: cache the prompt and generate nothing (no content; max_tokens is ignored)
+    prompt_cache_prewarm: bool = False
     # recognized; honoured at their no-op values, other values refused (api/support.py)
     container: str | None = None
     inference_geo: str | None = None
