@@ -17,6 +17,8 @@ from promptcache.api.auth import KeyRing
 from promptcache.config import EngineConfig
 from promptcache.model.loading.loader import LoadedModel
 from tests.api.inprocess import MODEL, TENANT_KEYS, Running, serve_in_process, wait_idle
+from tests.api.test_anthropic import check as check_anthropic
+from tests.api.test_openapi_schema import check
 from tests.api.tools_fixtures import CLOCK, WEATHER
 
 pytestmark = pytest.mark.server
@@ -29,13 +31,18 @@ TOOL_C = {"type": "function", **CLOCK["function"]}
 
 
 def _respond(running: Running, key: str = "k", compare: str | None = None, **kw: Any) -> Any:
+    """The typed Response, with the raw JSON it came from as `.raw`."""
     kw.setdefault("instructions", DOC)
     kw.setdefault("input", "When is high water?")
     if compare is not None:
         kw["extra_body"] = {"prompt_cache_options": {"comparison_response_id": compare}}
-    return running.client(key).responses.create(
-        model=MODEL, max_output_tokens=4, temperature=0, **kw
-    )
+    responses = running.client(key).responses
+    if kw.get("stream"):
+        return responses.create(model=MODEL, max_output_tokens=4, temperature=0, **kw)
+    got = responses.with_raw_response.create(model=MODEL, max_output_tokens=4, temperature=0, **kw)
+    parsed = got.parse()
+    object.__setattr__(parsed, "raw", got.http_response.json())
+    return parsed
 
 
 def test_openai_hit_and_each_miss_reason(running: Running) -> None:
@@ -45,6 +52,8 @@ def test_openai_hit_and_each_miss_reason(running: Running) -> None:
     assert turn.prompt_cache_diagnostics.type == "cache_hit"
     again = _respond(running, compare=first.id, text={"format": {"type": "json_object"}})
     assert again.prompt_cache_diagnostics.type == "cache_hit"  # the format is not the prompt
+    keyed = _respond(running, compare=first.id, prompt_cache_key="another")
+    assert keyed.prompt_cache_diagnostics.type == "cache_hit"  # one worker: keys share
     changed = _respond(running, compare=first.id, instructions=OTHER)
     diag, ours = changed.prompt_cache_diagnostics, changed.model_extra["promptcache_diagnostics"]
     assert diag.type == "cache_miss" and diag.reason == "input_changed"
@@ -52,6 +61,8 @@ def test_openai_hit_and_each_miss_reason(running: Running) -> None:
     assert ours["change"] == "system_changed" and ours["message_role"] == "system"
     assert diag.comparison_reusable_tokens == k
     assert diag.cache_missed_tokens == changed.usage.input_tokens - k
+    # The published document predates prompt_cache_diagnostics: the rest validates.
+    check("Response", {k: v for k, v in changed.raw.items() if k != "prompt_cache_diagnostics"})
     assert changed.usage.input_tokens_details.reused_tokens == k // 16 * 16  # type: ignore[attr-defined]
     # A question that differs only in its last block leaves all of the cached part shared.
     question = _respond(running, compare=first.id, input="When is low water?")
@@ -139,6 +150,7 @@ def test_anthropic_each_reason(short_marks: Running) -> None:
     ours = system.model_extra["promptcache_diagnostics"]
     assert reason.type == "system_changed"
     assert reason.cache_missed_input_tokens == ours["would_have_read_tokens"] > 0
+    check_anthropic("Message", system.model_dump(exclude={"promptcache_diagnostics"}))
     edited = [{"role": "user", "content": "When is low water?"}, *turn[1:]]
     later = _message(running, edited, extended.id)
     assert later.diagnostics.cache_miss_reason.type == "messages_changed"
