@@ -36,6 +36,10 @@ class GenerationRequest:
         output: the constraint on the output (free text by default).
         choice: which of the API request's n choices this is (`engine.choices`); the
             ledger bills the prompt on choice 0 only.
+        resumed: the last `resumed` tokens of `token_ids` are this request's own earlier
+            output (a continuation after its worker failed, `router.resume`): they count
+            as output for penalties, the grammar and the text, and a seeded sampler
+            resumes at their position (its generator skips their draws).
     """
 
     token_ids: list[int]
@@ -47,6 +51,7 @@ class GenerationRequest:
     api_key_id: str | None = None
     output: OutputSpec = field(default_factory=OutputSpec)
     choice: int = 0
+    resumed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ def request_to_json(r: GenerationRequest) -> dict[str, Any]:
         "api_key_id": r.api_key_id,
         "output": _output_to_json(r.output),
         "choice": r.choice,
+        "resumed": r.resumed,
     }
 
 
@@ -94,6 +95,7 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
             d["api_key_id"],
             output,
             int(d.get("choice", 0)),
+            int(d.get("resumed", 0)),  # absent from a router of an earlier version
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed generation request: {exc!r}") from exc
