@@ -19,6 +19,7 @@ class _Row:
     def __init__(self, params: SamplingParams, output: list[int]) -> None:
         self.params, self.output_token_ids = params, output
         self.counts: TokenCounts | None = None
+        self.earlier_output: list[int] = []
 
 
 def test_adjust_bias_and_penalties_batched() -> None:
@@ -37,6 +38,16 @@ def test_adjust_bias_and_penalties_batched() -> None:
     adjust(logits, rows)
     assert logits[2].tolist() == [-1.5, 0, 0, -2.0, 0, -1.5]
     assert rows[0].counts is None  # no penalty: no counts kept
+
+
+def test_a_resumed_requests_earlier_output_counts_for_penalties() -> None:
+    penalties = SamplingParams(frequency_penalty=0.5, presence_penalty=1.0)
+    rows = [_Row(penalties, [3]), _Row(penalties, [])]
+    rows[0].earlier_output, rows[1].earlier_output = [3, 5], [4]
+    logits = torch.zeros(2, 6)
+    adjust(logits, rows)
+    assert logits[0].tolist() == [0, 0, 0, -2.0, 0, -1.5]  # token 3: once before, once now
+    assert logits[1].tolist() == [0, 0, 0, 0, -1.5, 0]
 
 
 def test_params_limits() -> None:

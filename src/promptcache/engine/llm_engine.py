@@ -211,6 +211,8 @@ class LLMEngine:
         `grammar_compile_timeout_s` (callers warm it first, see `EngineClient.warm_grammar`).
         """
         max_tokens = self._check(request.token_ids, request.params, request.prefill_only)
+        if not 0 <= request.resumed < len(request.token_ids):
+            raise RequestError(f"resumed must be in [0, {len(request.token_ids)})", param="resumed")
         request_id = request.request_id or f"req-{next(self._ids)}"
         grammar = self.grammars.get(request.output) if request.output.constrained else None
         return PreparedRequest(request, request_id, max_tokens, grammar)
@@ -248,7 +250,10 @@ class LLMEngine:
             seq.prefill_end = self.cache.cached_end(handle, len(token_ids))
         if prepared.grammar is not None:
             seq.matcher = self.grammars.matcher(prepared.grammar)
-        self._requests[request_id] = _Request(seq, Detokenizer(self.tokenizer, params.stop))
+        detok = Detokenizer(self.tokenizer, params.stop)
+        if request.resumed:
+            _resume(seq, detok, token_ids[-request.resumed :])
+        self._requests[request_id] = _Request(seq, detok)
         self.scheduler.add(seq)
         return seq
 
@@ -477,3 +482,14 @@ class LLMEngine:
             "grammar_compile_seconds_total": s.compile_seconds,
             "grammar_compile_timeouts_total": g.budget.timeouts,
         }
+
+
+def _resume(seq: Sequence, detok: Detokenizer, earlier: list[int]) -> None:
+    """Carry a resumed request's earlier output (the prompt's tail) as output: its text,
+    its grammar state, its penalty counts and its sampler draws."""
+    seq.earlier_output = earlier
+    seq.draws_to_skip = len(earlier) if seq.generator is not None else 0
+    for token in earlier:
+        detok.update(token)
+        if seq.matcher is not None:
+            seq.matcher.advance(token)

@@ -50,6 +50,7 @@ class Adjustable(Protocol):
     params: SamplingParams
     output_token_ids: list[int]
     counts: TokenCounts | None
+    earlier_output: list[int]  # output of an earlier attempt, now in the prompt
 
 
 def adjust(logits: torch.Tensor, seqs: Seq[Adjustable]) -> None:
@@ -62,7 +63,11 @@ def adjust(logits: torch.Tensor, seqs: Seq[Adjustable]) -> None:
         dev = logits.device
         index = (torch.tensor(rows, device=dev), torch.tensor(cols, device=dev))
         logits.index_put_(index, torch.tensor(vals, device=dev, dtype=logits.dtype), True)
-    penalized = [i for i, s in enumerate(seqs) if s.params.penalized and s.output_token_ids]
+    penalized = [
+        i
+        for i, s in enumerate(seqs)
+        if s.params.penalized and (s.output_token_ids or s.earlier_output)
+    ]
     if not penalized:
         return
     counts = torch.stack([_counts(seqs[i], logits) for i in penalized])
@@ -77,6 +82,9 @@ def adjust(logits: torch.Tensor, seqs: Seq[Adjustable]) -> None:
 def _counts(seq: Adjustable, logits: torch.Tensor) -> torch.Tensor:
     if seq.counts is None:
         seq.counts = TokenCounts(torch.zeros(logits.shape[-1], device=logits.device))
+        if seq.earlier_output:  # a resumed request's earlier output counts as output
+            seq.counts.update(seq.earlier_output)
+            seq.counts.counted = 0
     return seq.counts.update(seq.output_token_ids)
 
 

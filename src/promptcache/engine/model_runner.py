@@ -21,7 +21,7 @@ from promptcache.engine.grammar.mask import constrain
 from promptcache.engine.kv_cache import KVCache
 from promptcache.engine.logits import adjust, prompt_logprobs, token_logprobs
 from promptcache.engine.outputs import TokenLogprob
-from promptcache.engine.sampler import sample
+from promptcache.engine.sampler import sample, skip_draws
 from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.engine.sequence import Sequence
 from promptcache.model.attention.backend import (
@@ -143,6 +143,7 @@ class ModelRunner:
         constrain(logits, [s.matcher for s in seqs])
         adjust(logits, seqs)
         params = [s.params for s in seqs]
+        _skip_owed_draws(seqs, logits.shape[-1])
         tokens = sample(logits, params, [s.generator for s in seqs])
         logprobs = token_logprobs(logits, params, tokens)
         return {id(s): Sampled(t, lp) for s, t, lp in zip(seqs, tokens, logprobs, strict=True)}
@@ -218,3 +219,11 @@ def _prompt_rows(seq: Sequence, start: int, n: int, base: int) -> PromptRows | N
 def _chunk(item: ScheduledSeq) -> SeqChunk:
     seq = item.seq
     return SeqChunk(id(seq), seq.block_table, seq.num_computed, item.num_tokens)
+
+
+def _skip_owed_draws(seqs: list[Sequence], vocab: int) -> None:
+    """Resumed requests skip the draws of their earlier output before their first one."""
+    for s in seqs:
+        if s.draws_to_skip and s.generator is not None:
+            skip_draws(s.generator, s.draws_to_skip, vocab)
+        s.draws_to_skip = 0

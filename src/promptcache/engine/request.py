@@ -38,6 +38,10 @@ class GenerationRequest:
             ledger bills the prompt on choice 0 only.
         prefill_only: a prewarm: compute and cache the prompt's cacheable prefix, sample
             nothing, and finish (`stop`) with no output; `params.max_tokens` is ignored.
+        resumed: the last `resumed` tokens of `token_ids` are this request's own earlier
+            output (a continuation after its worker failed, `router.resume`): they count
+            as output for penalties, the grammar and the text, and a seeded sampler
+            resumes at their position (its generator skips their draws).
     """
 
     token_ids: list[int]
@@ -50,6 +54,7 @@ class GenerationRequest:
     output: OutputSpec = field(default_factory=OutputSpec)
     choice: int = 0
     prefill_only: bool = False
+    resumed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """Turn the logits of sampled rows into next tokens: greedy, temperature, top-k and top-p.
 
 Each sequence draws from its own `torch.Generator`, so a seeded request gives the same
-tokens whatever it is batched with.
+tokens whatever it is batched with. A sampled token is exactly one `multinomial` draw over
+the whole vocabulary (filtered tokens get probability 0, never a shorter row), and such a
+draw advances the generator by the same amount whatever the probabilities: so a request
+resumed at output position k (`skip_draws`) continues the same random stream exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ def sample(
         else:
             out.append(_sample_row(logits[i], p, generators[i]))
     return out
+
+
+def skip_draws(gen: torch.Generator, n: int, vocab: int) -> None:
+    """Advance `gen` past `n` draws as `_sample_row` makes them over `vocab` tokens."""
+    ones = torch.ones(vocab, dtype=torch.float32, device=gen.device)
+    for _ in range(n):
+        torch.multinomial(ones, 1, generator=gen)
 
 
 def _sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:

@@ -63,6 +63,10 @@ class Sequence:
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # prompt tokens 1..
     prefill_end: int | None = None
+    # A resumed request (`GenerationRequest.resumed`): the prompt's tail that is its own
+    # earlier output, and the sampler draws still to skip for it (taken before its first).
+    earlier_output: list[int] = field(default_factory=list)
+    draws_to_skip: int = 0
 
     @property
     def queue_time(self) -> float | None:

@@ -35,6 +35,7 @@ def request_to_json(r: GenerationRequest) -> dict[str, Any]:
         "output": _output_to_json(r.output),
         "choice": r.choice,
         "prefill_only": r.prefill_only,
+        "resumed": r.resumed,
     }
 
 
@@ -96,6 +97,7 @@ def request_from_json(d: dict[str, Any]) -> GenerationRequest:
             output,
             int(d.get("choice", 0)),
             bool(d.get("prefill_only", False)),  # absent from a router of an earlier version
+            int(d.get("resumed", 0)),  # absent from a router of an earlier version
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed generation request: {exc!r}") from exc

@@ -4,10 +4,12 @@ goes to a worker, chosen by the routing policy.
 
 A request travels as its `GenerationRequest` (token ids, sampling, cache settings) to the
 worker's `POST /v1/promptcache/generate`, which streams back one `RequestOutput` per line.
-Failover: until the first output arrives, a failed attempt (connection refused or cut,
-5xx, 429, timeout) moves on to the next worker of the route, so a dead worker costs a
-retry, never a failed request; after outputs have reached the client, a failure ends the
-stream with an error (in-band for streamed responses).
+Failover: a failed attempt (connection refused or cut, 5xx, 429, timeout) moves on to the
+next healthy worker of the route, so a dead worker costs a retry, never a failed request.
+Before the first output that is a plain retry; after outputs have reached the client, the
+next worker continues the request from the output so far (`router.resume`), so the
+client's stream goes on. Only when no worker is left does the stream end with an error
+(in-band for streamed responses).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from promptcache.engine.request import GenerationRequest, check_request
 from promptcache.engine.wire import output_from_json, request_to_json
 from promptcache.router import vllm
 from promptcache.router.policy import Candidate, Decision, Route, RoutingPolicy, bucket_of
+from promptcache.router.resume import Progress
 from promptcache.router.workers import GENERATE_PATH, PEEK_PATH, Worker, WorkerPool
 
 
@@ -52,6 +55,11 @@ class RouterMetrics:
             "promptcache_router_attempt_failures",
             "Attempts that failed on a worker (then failed over)",
             ["worker"],
+            registry=r,
+        )
+        self.continuations = Counter(
+            "promptcache_router_continuations",
+            "Attempts continuing a request on another worker after its worker failed mid-stream",
             registry=r,
         )
         self.decisions = Counter(
@@ -242,39 +250,57 @@ class RemoteStream:
         owner.num_in_flight += 1
         finished = False
         try:
-            body = request_to_json(self.request)
-            for attempt, name in enumerate(self.route.order):
-                worker = owner.pool.workers[name]
-                if attempt > 0:
-                    if not worker.healthy:
-                        continue
-                    if owner.metrics is not None:
-                        owner.metrics.decisions.labels(Decision.FAILOVER.value).inc()
-                relayed = 0
-                try:
-                    async with aclosing(self._attempt(worker, body)) as outs:
-                        async for out in outs:
-                            relayed += 1
-                            finished = out.finished
-                            yield out
-                    return
-                except _AttemptFailed as exc:
-                    worker.failures += 1
-                    if owner.metrics is not None:
-                        owner.metrics.failures.labels(worker.name).inc()
-                    if relayed:
-                        raise EngineDead(f"worker {worker.url} failed mid-request: {exc}") from exc
-            raise EngineDead("no worker could run the request")
+            async for out in self._failing_over(Progress(self.request)):
+                finished = out.finished
+                yield out
         finally:
             owner.num_in_flight -= 1
             owner._forget(self.request_id, finished)
 
+    async def _failing_over(self, progress: Progress) -> AsyncGenerator[RequestOutput, None]:
+        """Attempt the route's workers in order; after a failure mid-stream the next one
+        continues from the output so far."""
+        owner, request, failed = self.owner, self.request, ""
+        for attempt, name in enumerate(self.route.order):
+            worker = owner.pool.workers[name]
+            if attempt > 0:
+                if not worker.healthy or (request is not self.request and worker.kind == "vllm"):
+                    continue  # a continuation needs our engine (`resumed`)
+                if owner.metrics is not None:
+                    owner.metrics.decisions.labels(Decision.FAILOVER.value).inc()
+                    if request is not self.request:
+                        owner.metrics.continuations.inc()
+            try:
+                async with aclosing(self._attempt(worker, request)) as outs:
+                    async for out in outs:
+                        out = progress.merge(out)
+                        progress.record(out)
+                        yield out
+                return
+            except _AttemptFailed as exc:
+                worker.failures += 1
+                if owner.metrics is not None:
+                    owner.metrics.failures.labels(worker.name).inc()
+                if progress.token_ids:
+                    failed = f"worker {worker.url} failed mid-request: {exc}"
+                    request = self._continuation(progress, failed)
+        if progress.token_ids:
+            raise EngineDead(f"{failed}; no healthy worker left to continue it")
+        raise EngineDead("no worker could run the request")
+
+    def _continuation(self, progress: Progress, failed: str) -> GenerationRequest:
+        request = progress.continuation()
+        if request is None:
+            raise EngineDead(f"{failed}; the request cannot be continued")
+        return request
+
     async def _attempt(
-        self, worker: Worker, body: dict[str, Any]
+        self, worker: Worker, request: GenerationRequest
     ) -> AsyncGenerator[RequestOutput, None]:
         pool, timeout = self.owner.pool, self.owner.config.worker_timeout_s
         worker.in_flight += 1
         url, headers = worker.url + GENERATE_PATH, pool.headers()
+        body = request_to_json(request)
         if worker.kind == "vllm":
             assert worker.info is not None
             url, headers = worker.url + vllm.COMPLETIONS_PATH, {}
