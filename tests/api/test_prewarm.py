@@ -82,7 +82,9 @@ def test_responses_prewarm_keeps_the_retention_and_options(running: Running) -> 
         model=MODEL, input=_input("Who gives way?"), prompt_cache_options=options
     )
     assert warm.prompt_cache_options is not None
-    assert warm.prompt_cache_options.model_dump(exclude_none=True) == {"ttl": "12h"}
+    # The options applied, defaults filled in (the Response's schema requires both), no prewarm.
+    applied = warm.prompt_cache_options.model_dump(exclude_none=True)
+    assert applied == {"mode": "implicit", "ttl": "12h"}
     assert running.sequences[-1].cache.settings.retention.value == "12h"
 
 
