@@ -115,24 +115,33 @@ def at_capacity(bounds: Bounds, connections: set[Any], transport: asyncio.BaseTr
     return True
 
 
-class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the head deadline and the connection cap."""
+class _Bounded:
+    """The cap and the deadline around a uvicorn protocol's connection (mixed in before
+    it): a connection over the cap is closed before the protocol sees it."""
 
     bounds: ClassVar[Bounds]
+    connections: set[Any]  # the protocol's: the server's open connections
+    deadline: HeadDeadline
+    refused: bool
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.refused = at_capacity(self.bounds, self.connections, transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # a TCP server's: always a stream
+        self.refused = at_capacity(self.bounds, self.connections, stream)
         if self.refused:
             return
-        super().connection_made(transport)
-        self.deadline = HeadDeadline(self.bounds, transport)
+        super().connection_made(stream)  # type: ignore[misc]
+        self.deadline = HeadDeadline(self.bounds, stream)
         self.deadline.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.refused:  # never counted as open: nothing of uvicorn's to tear down
             return
         self.deadline.disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class BoundedHttpTools(_Bounded, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the head deadline and the connection cap."""
 
     def on_headers_complete(self) -> None:
         self.deadline.disarm()
@@ -145,24 +154,8 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.deadline.arm()
 
 
-class BoundedH11(H11Protocol):
+class BoundedH11(_Bounded, H11Protocol):
     """uvicorn's h11 protocol with the head deadline and the connection cap."""
-
-    bounds: ClassVar[Bounds]
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.refused = at_capacity(self.bounds, self.connections, transport)
-        if self.refused:
-            return
-        super().connection_made(transport)
-        self.deadline = HeadDeadline(self.bounds, transport)
-        self.deadline.arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.refused:
-            return
-        self.deadline.disarm()
-        super().connection_lost(exc)
 
     def handle_events(self) -> None:
         super().handle_events()
