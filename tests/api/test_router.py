@@ -257,8 +257,8 @@ def test_the_router_and_its_workers_bound_their_connections(tmp_path: Path) -> N
 
 def test_a_prewarm_reaches_the_worker_its_request_does(cluster: Cluster) -> None:
     client = cluster.router.client()
-    messages: Any = [
-        {"role": "system", "content": DOC},
+    messages: Any = [  # a system prompt of its own: no earlier test cached any of it
+        {"role": "system", "content": f"Prewarmed first. {DOC}"},
         {"role": "user", "content": "Prewarmed question?"},
     ]
     before = _per_worker(cluster.router)
