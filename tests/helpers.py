@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from promptcache.engine.llm_engine import LLMEngine
+from promptcache.engine.outputs import RequestOutput
+from promptcache.engine.request import GenerationRequest
 
 TINY = dict(
     vocab_size=256,
@@ -89,6 +91,19 @@ def run_to_end(engine: LLMEngine, ids: list[str]) -> list[list[int]]:
         final.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
         engine.check_integrity()
     return [final[i] for i in ids]
+
+
+def run_one(engine: LLMEngine, request: GenerationRequest) -> RequestOutput:
+    """Submit `request` and step `engine` until nothing is left, checking the pool's
+    integrity after each step; returns the request's final output."""
+    rid, final = engine.submit(request), None
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.request_id == rid and out.finished:
+                final = out
+        engine.check_integrity()
+    assert final is not None
+    return final
 
 
 def random_tokens(n: int, seed: int = 0) -> list[int]:

@@ -11,28 +11,17 @@ import pytest
 from promptcache.cache.settings import CacheSettings, Retention
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.outputs import PrefixReuse, RequestOutput
+from promptcache.engine.outputs import PrefixReuse
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens
+from tests.helpers import random_tokens, run_one
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
 
 def _request(prompt: list[int], retention: str = "in_memory") -> GenerationRequest:
     return GenerationRequest(prompt, ONE, CacheSettings(retention=Retention(retention)))
-
-
-def _run(engine: LLMEngine, request: GenerationRequest) -> RequestOutput:
-    rid, final = engine.submit(request), None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
-    return final
 
 
 def _state(engine: LLMEngine) -> tuple[Any, ...]:
@@ -52,11 +41,11 @@ def test_peek_is_the_next_requests_reuse_and_changes_nothing(
     base = random_tokens(2000)
     prompt = (base + random_tokens(100, seed=9))[:length]
     assert engine.peek(_request(prompt)) == PrefixReuse(0, 0)
-    _run(engine, _request(base))
+    run_one(engine, _request(base))
     before = _state(engine)
     peek = engine.peek(_request(prompt))
     assert _state(engine) == before
-    out = _run(engine, _request(prompt))
+    out = run_one(engine, _request(prompt))
     assert peek == PrefixReuse(out.usage.reused_tokens, out.usage.cached_tokens)
     assert peek.reused_tokens == (min(length, 2001) - 1) // 16 * 16
 
@@ -71,13 +60,13 @@ def test_peek_passes_expired_blocks_over_without_dropping_them(tiny_long: Loaded
     clock = Clock()
     engine = LLMEngine(tiny_long, EngineConfig(kv_cache_bytes=16 << 20), clock=clock)
     prompt = random_tokens(1300, seed=3)
-    _run(engine, _request(prompt))
+    run_one(engine, _request(prompt))
     assert engine.peek(_request(prompt)).reused_tokens == 1296
     clock.now += 2 * 3600  # past in_memory's lifetime
     before = _state(engine)
     assert engine.peek(_request(prompt)) == PrefixReuse(0, 0)
     assert _state(engine) == before  # still indexed: a lookup drops it, a peek does not
-    assert _run(engine, _request(prompt)).usage.reused_tokens == 0
+    assert run_one(engine, _request(prompt)).usage.reused_tokens == 0
 
 
 def test_peek_counts_blocks_in_the_host_tier(tiny_long: LoadedModel, make_engine: Any) -> None:
@@ -86,11 +75,11 @@ def test_peek_counts_blocks_in_the_host_tier(tiny_long: LoadedModel, make_engine
         tiny_long, kv_cache_bytes=120 * per_block, host_cache_bytes=400 * per_block
     )
     a, b = random_tokens(1300, seed=40), random_tokens(1300, seed=41)
-    _run(engine, _request(a, "24h"))
-    _run(engine, _request(b, "in_memory"))  # evicts most of A: its blocks go to host memory
+    run_one(engine, _request(a, "24h"))
+    run_one(engine, _request(b, "in_memory"))  # evicts most of A: its blocks go to host memory
     loads = engine.stats()["host_loads_total"]
     peek = engine.peek(_request(a, "24h"))
     assert engine.stats()["host_loads_total"] == loads
-    again = _run(engine, _request(a, "24h"))
+    again = run_one(engine, _request(a, "24h"))
     assert peek == PrefixReuse(again.usage.reused_tokens, again.usage.cached_tokens)
     assert peek.reused_tokens == 1296 and engine.stats()["host_loads_total"] > loads

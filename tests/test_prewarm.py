@@ -14,7 +14,7 @@ from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.engine.scheduler import ScheduledSeq
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens
+from tests.helpers import random_tokens, run_one
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
@@ -49,15 +49,7 @@ def _run(
     engine: LLMEngine, prompt: list[int], prewarm: bool, settings: CacheSettings | None = None
 ) -> RequestOutput:
     request = GenerationRequest(prompt, ONE, settings or CacheSettings(), prefill_only=prewarm)
-    rid = engine.submit(request)
-    final = None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
-    return final
+    return run_one(engine, request)
 
 
 def test_prewarm_computes_the_full_blocks_and_samples_nothing(

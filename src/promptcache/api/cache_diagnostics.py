@@ -37,6 +37,7 @@ from array import array
 from typing import Any
 
 from promptcache.api.context import ServerContext
+from promptcache.cache.settings import CacheMode
 from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.ledger.compare import Change, Comparison, Fingerprint, compare, reusable_tokens
@@ -59,7 +60,7 @@ _ANTHROPIC_REASON = {
 def fingerprint(ctx: ServerContext, request: GenerationRequest, out: RequestOutput) -> Fingerprint:
     """What `request`, finished with `out`, leaves for later comparisons."""
     prompt, output = request.token_ids, out.token_ids
-    explicit = request.cache.mode.value == "explicit"
+    explicit = request.cache.mode is CacheMode.EXPLICIT
     shortest = ctx.rendering.min_breakpoint_tokens
     marks = [b.position for b in request.cache.breakpoints if b.position >= shortest]
     bs = ctx.rendering.block_size

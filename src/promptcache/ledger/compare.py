@@ -27,7 +27,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from promptcache.ledger.diagnosis import common_prefix
+from promptcache.ledger.diagnosis import common_prefix, span_at
 from promptcache.text.chat import MessageSpan
 
 
@@ -117,7 +117,7 @@ def compare(
         moved = earlier.worker is not None and now.worker not in (None, earlier.worker)
         keyed = moved and earlier.prompt_cache_key != now.prompt_cache_key
         return _changed(Change.KEY if keyed else Change.NOT_REUSED, earlier, now, k, reused, None)
-    span = _span_at(now.messages, k)
+    span = span_at(now.messages, k)
     first = now.messages[0].content_start if now.messages else None
     if earlier.tools != now.tools and first is not None and k < first:
         return _changed(Change.TOOLS, earlier, now, k, reused, span)
@@ -143,8 +143,3 @@ def _changed(
         message_index=span.index if span is not None else None,
         message_role=span.role if span is not None else None,
     )
-
-
-def _span_at(messages: tuple[MessageSpan, ...], k: int) -> MessageSpan | None:
-    """The message whose content holds token `k` (or the first one after it)."""
-    return next((m for m in messages if m.content_end is not None and m.content_end > k), None)

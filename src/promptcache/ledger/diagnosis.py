@@ -228,7 +228,7 @@ def _first_reason(
     if moved and u.reused_tokens < whole_blocks:
         return _other_worker(record, earlier, k, base)
     messages = record.request.messages
-    span = _span_at(messages, k)
+    span = span_at(messages, k)
     if span is not None and span is messages[-1] and u.reused_tokens >= whole_blocks:
         return _new_input(span, earlier, k, rules, base)
     found = _diverged(span, tokens, earlier, k, decode, base)
@@ -264,7 +264,7 @@ def _other_worker(
     )
 
 
-def _span_at(messages: tuple[MessageSpan, ...], k: int) -> MessageSpan | None:
+def span_at(messages: tuple[MessageSpan, ...], k: int) -> MessageSpan | None:
     """The message whose content holds token position `k` (or the first one after it)."""
     return next((m for m in messages if m.content_end is not None and m.content_end > k), None)
 
