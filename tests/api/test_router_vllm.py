@@ -1,6 +1,7 @@
 """The router in front of a real vLLM server (`--worker vllm:URL`): the OpenAI SDK through
 the router gets vLLM's output with usage, a repeated prefix hits vLLM's cache, and the
-tenant becomes vLLM's `cache_salt`, so another tenant never hits it.
+tenant becomes vLLM's `cache_salt`, so another tenant never hits it. Tool calls and JSON
+answers are constrained on vLLM by our own grammars (`structured_outputs`).
 
 vLLM's CPU build is a 3.5 GB benchmark peer (`bash bench/peers/vllm.sh`), not a project
 dependency: this test runs where it is installed ($PROMPTCACHE_VLLM_PYTHON, default the
@@ -9,14 +10,17 @@ peer's venv) and skips elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.api.helpers import MODEL, Server, free_port, start_server, stop_server
+from tests.api.tools_fixtures import CLOCK, CLOCK_SCHEMA, WEATHER, WEATHER_SCHEMA
 
 VLLM_PYTHON = os.environ.get(
     "PROMPTCACHE_VLLM_PYTHON", str(Path.home() / ".cache/promptcache/peers/vllm/bin/python")
@@ -86,3 +90,46 @@ def test_a_prewarm_is_refused_in_front_of_vllm(routed: Server) -> None:
     assert got.status_code == 400
     assert got.json()["error"]["code"] == "unsupported_value"
     assert "vLLM" in got.json()["error"]["message"]
+
+
+def test_a_forced_call_from_a_vllm_worker_is_our_call(routed: Server) -> None:
+    """vLLM gets our tool-call grammar: its output parses into a call whose arguments
+    validate, and the streamed pieces assemble to the same call."""
+    ask = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "What is the weather in Lisbon?"}],
+        "tools": [WEATHER, CLOCK],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    client = routed.client("sk-tenant-a")
+    out = client.chat.completions.create(**ask)
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    schema = {"get_weather": WEATHER_SCHEMA, "get_time": CLOCK_SCHEMA}[call.function.name]
+    jsonschema.validate(json.loads(call.function.arguments), schema)
+    name, args = "", ""
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        for piece in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name += piece.function.name or "" if piece.function else ""
+            args += piece.function.arguments or "" if piece.function else ""
+    assert (name, args) == (call.function.name, call.function.arguments)
+
+
+def test_a_json_schema_answer_from_a_vllm_worker_validates(routed: Server) -> None:
+    out = routed.client("sk-tenant-a").chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give me the weather in Oslo as JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA, "strict": True},
+        },
+        max_tokens=60,
+        temperature=0,
+    )
+    text = out.choices[0].message.content or ""
+    jsonschema.validate(json.loads(text), WEATHER_SCHEMA)
+    assert ": " in text and ':"' not in text  # our canonical form, as our engine writes it

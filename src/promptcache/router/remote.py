@@ -206,7 +206,10 @@ class RemoteEngine:
         }
 
     def warm_grammar(self, output: OutputSpec) -> None:
-        """The workers compile grammars themselves."""
+        """Our workers compile grammars themselves; for vLLM workers the router builds the
+        grammar's source here (a grammar thread), refusing a schema XGrammar cannot take."""
+        if any(w.kind == "vllm" for w in self.pool.workers.values()):
+            vllm.structured_outputs(output)
 
     def health(self) -> Health:
         healthy = self.pool.healthy()

@@ -8,6 +8,12 @@ which salts vLLM's prefix-cache hashes exactly as the tenant salts ours (clients
 it: the router does). vLLM reports its physical reuse (`cached_tokens` with
 `--enable-prompt-tokens-details`); the router reports it under the same usage rules as our
 engine (`CachePolicy.reported`). vLLM does not report cache writes: 0.
+
+Tools and output formats reach vLLM as its own `structured_outputs` parameter: the very
+grammar our engine compiles (`engine.grammar.forms`: an XGrammar EBNF grammar of canonical
+JSON, or the tool calls' structural tag), which vLLM's XGrammar backend compiles in turn.
+So a call or a JSON answer from a vLLM worker has the same form, and replays to the same
+tokens, as one from ours; the router's handlers parse it as they parse ours.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from promptcache.cache.policy import CachePolicy
+from promptcache.engine.grammar.forms import grammar_source
+from promptcache.engine.grammar.spec import OutputSpec
 from promptcache.engine.outputs import RequestOutput, Usage
 from promptcache.engine.request import GenerationRequest
 
@@ -52,7 +60,16 @@ def completion_body(request: GenerationRequest, model: str, max_tokens: int) -> 
         body["stop"] = list(p.stop)
     if p.stop_token_ids:
         body["stop_token_ids"] = list(p.stop_token_ids)
+    if request.output.constrained:
+        body["structured_outputs"] = structured_outputs(request.output)
     return body
+
+
+def structured_outputs(output: OutputSpec) -> dict[str, str]:
+    """vLLM's `structured_outputs` for a constrained output: our grammar, by its kind
+    (`grammar` or `structural_tag`). Raises `RequestError` for a schema XGrammar refuses."""
+    source = grammar_source(output)
+    return {source.kind.value: source.text}
 
 
 async def outputs_of(

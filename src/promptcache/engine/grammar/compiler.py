@@ -3,19 +3,12 @@ of compiled grammars keyed by the spec's digest, with counts and compile time fo
 
 Compilation runs in the threads of a `CompileBudget` (`budget`), under the time budget
 `grammar_compile_timeout_s`, whatever thread asks: never in the engine's step loop, and a
-schema that compiles for longer is refused (400). The grammars:
-
-- a JSON schema (or "any object") in canonical form (`text.tools.SEPARATORS`, no free
-  whitespace, properties in schema order), so answers replay token for token;
-- tool calls as an XGrammar structural tag: each tool a tag whose content is its
-  arguments' schema, between the default call format's fixed texts (`text.tools`).
-  `required`/named calls are constrained from the first token; `auto` lets text run until
-  `<tool_call>` opens a call; without `parallel`, one call ends the output.
+schema that compiles for longer is refused (400). The grammars themselves are built by
+`forms` (shared with the router, which hands them to vLLM workers).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,13 +21,12 @@ import xgrammar as xgr
 
 from promptcache.engine.errors import RequestError
 from promptcache.engine.grammar.budget import CompileBudget
+from promptcache.engine.grammar.forms import SourceKind, first_line, grammar_source
 from promptcache.engine.grammar.mask import Matcher
-from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
-from promptcache.text import tools as fmt
+from promptcache.engine.grammar.spec import OutputSpec
 
 log = logging.getLogger(__name__)
 
-ANY_OBJECT = '{"type": "object"}'
 ENCODINGS_KEPT = 4096
 
 
@@ -122,69 +114,11 @@ class GrammarCache:
                 self._grammars.popitem(last=False)
 
     def _compile(self, spec: OutputSpec) -> xgr.CompiledGrammar:
-        if not spec.calls_tools:
-            return self._compiler.compile_grammar(_json_grammar(_answer_schema(spec), "format"))
-        tag = _tools_tag(spec)
+        source = grammar_source(spec)
+        if source.kind is SourceKind.GRAMMAR:
+            return self._compiler.compile_grammar(source.text)
         try:
-            return self._compiler.compile_structural_tag(tag)
+            return self._compiler.compile_structural_tag(source.text)
         except Exception as exc:
-            msg = f"the tools cannot be compiled into a grammar: {_first_line(exc)}"
+            msg = f"the tools cannot be compiled into a grammar: {first_line(exc)}"
             raise RequestError(msg, "invalid_schema", "tools") from exc
-
-
-def _answer_schema(spec: OutputSpec) -> str:
-    return spec.schema if spec.kind is OutputKind.JSON_SCHEMA else ANY_OBJECT
-
-
-def _json_grammar(schema: str, param: str) -> xgr.Grammar:
-    """A schema's grammar in canonical JSON; `param` names the request field it came from."""
-    try:
-        return xgr.Grammar.from_json_schema(
-            schema, any_whitespace=False, separators=fmt.SEPARATORS, strict_mode=True
-        )
-    except Exception as exc:  # the library's errors are RuntimeError/ValueError/its own
-        raise RequestError(
-            f"the JSON schema in {param} cannot be compiled: {_first_line(exc)}",
-            "invalid_schema",
-            param,
-        ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
-
-
-def _tag(tool: ToolDef, index: int) -> dict[str, Any]:
-    grammar = _json_grammar(tool.parameters or ANY_OBJECT, f"tools[{index}]")
-    return {
-        "type": "tag",
-        "begin": fmt.CALL_OPEN + fmt.CALL_HEAD + tool.name + fmt.ARGS_HEAD,
-        "content": {"type": "grammar", "grammar": str(grammar)},
-        "end": fmt.CALL_CLOSE,
-    }
-
-
-def _tools_tag(spec: OutputSpec) -> str:
-    tags = [
-        _tag(t, i)
-        for i, t in enumerate(spec.tools)
-        if spec.tool_choice is not ToolChoice.NAMED or t.name == spec.tool_name
-    ]
-    one = not spec.parallel
-    calls = {
-        "type": "tags_with_separator",
-        "tags": tags,
-        "separator": fmt.CALL_SEPARATOR,
-        "at_least_one": True,
-        "stop_after_first": one,
-    }
-    form: dict[str, Any] = calls
-    if spec.tool_choice is ToolChoice.AUTO:
-        if spec.kind is OutputKind.TEXT:
-            form = {"type": "triggered_tags", "triggers": [fmt.TRIGGER], "tags": tags}
-            form["stop_after_first"] = one
-        else:  # a JSON answer, or calls
-            answer = str(_json_grammar(_answer_schema(spec), "format"))
-            form = {"type": "or", "elements": [{"type": "grammar", "grammar": answer}, calls]}
-    return json.dumps({"type": "structural_tag", "format": form})
