@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from promptcache.api.anthropic.caching import anthropic_cache_settings, anthropic_usage, marks_of
 from promptcache.api.anthropic.protocol import DiagnosticsParam, MessagesPrompt, MessagesRequest
 from promptcache.api.anthropic.tools import (
+    anthropic_format,
     anthropic_output,
     anthropic_tools,
     conversation,
@@ -78,9 +79,10 @@ async def render_messages(req: MessagesPrompt, ctx: ServerContext, tenant: str) 
         )
     messages, where = conversation(req)
     tools = anthropic_tools(req, ctx.canonical_tools)
-    output = anthropic_output(req, tools)
+    fmt = anthropic_format(req)
+    output = anthropic_output(req, tools, fmt)
     marks = marks_of(req, custom_tools(req), where)
-    rendered = await ctx.render(messages, "messages", tools, tenant)
+    rendered = await ctx.render(messages, "messages", tools, tenant, fmt)
     cache = anthropic_cache_settings(tenant, marks, rendered.messages, rendered.tools_end)
     return RenderedMessages(rendered, cache, output)
 
