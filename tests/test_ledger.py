@@ -180,9 +180,12 @@ def test_usage_command_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
 
 
-def test_diagnose_a_ledger_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("reason", ["diverged", "tools_changed", "format_changed"])
+def test_diagnose_a_ledger_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reason: str
+) -> None:
     found = Diagnosis(
-        "diverged",
+        reason,
         "this prompt left the closest earlier prompt of this tenant at token 9",
         prompt_tokens=2000,
         cached_tokens=0,
@@ -199,8 +202,8 @@ def test_diagnose_a_ledger_request(tmp_path: Path, capsys: pytest.CaptureFixture
     ledger.close()
     assert main(["diagnose", "chatcmpl-2", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "reason: diverged - this prompt left" in out
-    assert "'at 10:16'" in out and "(chatcmpl-1)" in out
+    assert f"reason: {reason} - this prompt left" in out
+    assert "'at 10:16'" in out and "(chatcmpl-1)" in out  # both prompts around the change
     assert main(["diagnose", "chatcmpl-2", "--data-dir", str(tmp_path), "--json"]) == 0
     assert (
         Diagnosis(**{**json.loads(capsys.readouterr().out)["diagnosis"], "dynamic": ("time",)})
@@ -310,6 +313,68 @@ def test_other_worker_reason_behind_the_router() -> None:
     assert found.earlier_request_id == "first" and found.diverged_at == 2000
     same = diagnose(record([*shared, 4, 5], "http://w1", 1984), rules, history, lambda ids: "")
     assert same is not None and same.reason != "other_worker"  # it ran where the prefix was
+
+
+def test_format_changed_reason_before_the_first_message() -> None:
+    """A prompt that leaves the closest earlier one before its first message, with the same
+    tools and another answer format, changed its format (shown after the tools), even when
+    that message is its only one; other tools are `tools_changed` first; the same tools and
+    format are neither."""
+    from promptcache.cache.policy import CachePolicy
+    from promptcache.cache.settings import CacheSettings
+    from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolDef
+    from promptcache.engine.lifecycle import Outcome, RequestRecord
+    from promptcache.engine.outputs import CacheReport, Usage
+    from promptcache.engine.request import GenerationRequest
+    from promptcache.ledger.diagnosis import PromptHistory, Rules, diagnose
+    from promptcache.text.chat import MessageSpan
+
+    weather = (ToolDef("get_weather", '{"type": "object"}'),)
+    report = OutputSpec(OutputKind.JSON_SCHEMA, '{"type": "object"}', tools=weather)
+    preamble = list(range(1000, 1400))  # the tools, then the format: 400 tokens
+    header = [7, 8, 9]  # the template's text before the message's content
+    question = list(range(1, 1601))  # the one message's content: 1,600 tokens
+    rules = Rules(CachePolicy(True, 1024, 128), block_size=16)
+
+    def record(tokens: list[int], output: OutputSpec, reused: int) -> RequestRecord:
+        first = len(tokens) - len(question)
+        spans = (MessageSpan(0, "user", first, len(tokens), (len(tokens),)),)
+        return RequestRecord(
+            request_id="r",
+            outcome=Outcome.FINISHED,
+            request=GenerationRequest(
+                tokens,
+                cache=CacheSettings(tenant="t"),
+                messages=spans,
+                endpoint="responses",
+                output=output,
+            ),
+            finish_reason="stop",
+            usage=Usage(len(tokens), 0, 0, 1, reused_tokens=reused),
+            cache=CacheReport("t", "in_memory", None, reused, "full", 0),
+            ttft_s=0.1,
+            latency_s=0.2,
+            error=None,
+        )
+
+    def reason(head: list[int], output: OutputSpec) -> str:
+        history = PromptHistory(4)
+        digests = (report.tools_digest(), report.format_digest())
+        history.add("t", "first", [*preamble, *header, *question], None, *digests)
+        tokens = [*head, *header, *question]
+        k = next(i for i, (a, b) in enumerate(zip(tokens, preamble, strict=False)) if a != b)
+        found = diagnose(record(tokens, output, k // 16 * 16), rules, history, lambda ids: "")
+        assert found is not None and found.diverged_at == k
+        return found.reason
+
+    other_schema = [*preamble[:300], *range(5000, 5100)]  # the format part changed
+    listing = OutputSpec(OutputKind.JSON_SCHEMA, '{"type": "array"}', tools=weather)
+    assert reason(other_schema, listing) == "format_changed"
+    assert reason(preamble[:300], OutputSpec(tools=weather)) == "format_changed"  # now text
+    clock = (ToolDef("get_time", '{"type": "object"}'),)
+    both = OutputSpec(OutputKind.JSON_SCHEMA, '{"type": "array"}', tools=clock)
+    assert reason([*preamble[:100], *range(5000, 5300)], both) == "tools_changed"
+    assert reason(other_schema, report) == "diverged"  # same tools, same format
 
 
 def test_an_old_ledger_is_migrated_with_its_rows(tmp_path: Path) -> None:

@@ -50,8 +50,14 @@ def test_openai_hit_and_each_miss_reason(running: Running) -> None:
     assert first.prompt_cache_diagnostics is None  # never asked: none
     turn = _respond(running, compare=first.id, previous_response_id=first.id, input="And low?")
     assert turn.prompt_cache_diagnostics.type == "cache_hit"
+    # The format is shown after the tools, before the instructions: a change of it alone
+    # misses from there.
     again = _respond(running, compare=first.id, text={"format": {"type": "json_object"}})
-    assert again.prompt_cache_diagnostics.type == "cache_hit"  # the format is not the prompt
+    diag, ours = again.prompt_cache_diagnostics, again.model_extra["promptcache_diagnostics"]
+    assert diag.type == "cache_miss" and diag.reason == "text_format_changed"
+    assert ours["change"] == "format_changed" and ours["message_index"] == 0
+    assert ours["diverged_at"] < 16  # in the preamble, before the instructions
+    assert diag.cache_missed_tokens == again.usage.input_tokens - ours["diverged_at"]
     keyed = _respond(running, compare=first.id, prompt_cache_key="another")
     assert keyed.prompt_cache_diagnostics.type == "cache_hit"  # one worker: keys share
     changed = _respond(running, compare=first.id, instructions=OTHER)
@@ -80,6 +86,36 @@ def test_openai_tools_changed(running: Running) -> None:
     diag = other.prompt_cache_diagnostics
     assert diag.type == "cache_miss" and diag.reason == "tools_changed"
     assert other.model_extra["promptcache_diagnostics"]["change"] == "tools_changed"
+    wait_idle(running)
+
+
+def _schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "name": "tide", "schema": schema}}
+
+
+def test_openai_text_format_changed(running: Running) -> None:
+    tide = {
+        "type": "object",
+        "properties": {"high": {"type": "string"}, "low": {"type": "string"}},
+        "required": ["high", "low"],
+        "additionalProperties": False,
+    }
+    first = _respond(running, tools=[TOOL_W], text=_schema_format(tide))
+    # Another client sends the same schema with its keys in another order (the properties
+    # keep theirs: the answer is written in it): the same prompt, a hit.
+    reordered = dict(reversed(list(tide.items())))
+    same = _respond(running, compare=first.id, tools=[TOOL_W], text=_schema_format(reordered))
+    assert same.prompt_cache_diagnostics.type == "cache_hit"
+    assert same.usage.input_tokens == first.usage.input_tokens
+    other = {**tide, "properties": {"high": {"type": "string"}}, "required": ["high"]}
+    changed = _respond(running, compare=first.id, tools=[TOOL_W], text=_schema_format(other))
+    diag, ours = changed.prompt_cache_diagnostics, changed.model_extra["promptcache_diagnostics"]
+    assert diag.type == "cache_miss" and diag.reason == "text_format_changed"
+    assert ours["change"] == "format_changed"
+    assert 0 < ours["diverged_at"] == diag.comparison_reusable_tokens
+    # The tools come first: the same format with other tools is tools_changed.
+    tools = _respond(running, compare=first.id, tools=[TOOL_C], text=_schema_format(tide))
+    assert tools.prompt_cache_diagnostics.reason == "tools_changed"
     wait_idle(running)
 
 
@@ -157,6 +193,13 @@ def test_anthropic_each_reason(short_marks: Running) -> None:
     assert later.model_extra["promptcache_diagnostics"]["message_index"] == 1
     tools = _message(running, ASK, first.id, tools=[_tool(TOOL_W)])
     assert tools.diagnostics.cache_miss_reason.type == "tools_changed"
+    # The output schema is shown after the tools, before the system prompt: in Anthropic's
+    # order (tools, system, messages) that is a change at the system level.
+    schema = {"type": "object", "properties": {"high": {"type": "string"}}}
+    fmt = {"format": {"type": "json_schema", "schema": schema}}
+    formatted = _message(running, ASK, first.id, output_config=fmt)
+    assert formatted.diagnostics.cache_miss_reason.type == "system_changed"
+    assert formatted.model_extra["promptcache_diagnostics"]["change"] == "format_changed"
     missing = _message(running, ASK, "msg_missing")
     assert missing.diagnostics.cache_miss_reason.type == "previous_message_not_found"
     opted = _anthropic(running).messages.create(

@@ -115,3 +115,29 @@ def test_tools_changed(running: Running) -> None:
     # The same tools sent with their keys in another order are the same prefix: a hit.
     reordered = {"function": dict(reversed(list(WEATHER["function"].items()))), "type": "function"}
     assert _reason(running, ask([reordered, CLOCK])) in ("hit", "rounded")
+
+
+def test_format_changed(running: Running) -> None:
+    from tests.api.tools_fixtures import CLOCK_SCHEMA, WEATHER, WEATHER_SCHEMA
+
+    def ask(schema: dict[str, Any] | None) -> str:
+        fmt: Any = {"type": "text"}
+        if schema is not None:
+            fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+        out = running.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": DOC}, {"role": "user", "content": "Why?"}],
+            tools=[WEATHER],
+            response_format=fmt,
+            max_tokens=1,
+            temperature=0,
+        )
+        return out.id
+
+    ask(WEATHER_SCHEMA)
+    found = _diagnosis(running, ask(CLOCK_SCHEMA))["diagnosis"]
+    assert found["reason"] == "format_changed" and "format" in found["summary"]
+    assert found["message_index"] == 0 and found["this_text"] != found["earlier_text"]
+    # The same schema sent with its keys in another order is the same prefix: a hit.
+    assert _reason(running, ask(dict(reversed(list(CLOCK_SCHEMA.items()))))) in ("hit", "rounded")
+    assert _reason(running, ask(None)) == "format_changed"  # no format shown any more

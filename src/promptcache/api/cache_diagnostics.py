@@ -8,6 +8,7 @@ OpenAI Responses: `prompt_cache_options.comparison_response_id` -> the Response'
     model_changed             cache_miss, reason model_changed
     prompt_cache_key_changed  cache_miss, reason prompt_cache_key_changed
     tools_changed             cache_miss, reason tools_changed
+    format_changed            cache_miss, reason text_format_changed
     system_changed            cache_miss, reason input_changed (instructions are input)
     messages_changed          cache_miss, reason input_changed
     not_reused                unavailable (evicted, expired or computed elsewhere: no reason
@@ -15,9 +16,7 @@ OpenAI Responses: `prompt_cache_options.comparison_response_id` -> the Response'
 
 with `cache_missed_tokens` = this prompt's tokens after the divergence (computed again) and
 `comparison_reusable_tokens` = the tokens of the earlier request's reusable prefix that
-this one shares. `text_format_changed` is never produced: the format is not in the prompt
-here, so changing it never costs the cache (a request that changed only its format is a
-hit). `reasoning_effort_changed`, `verbosity_changed`, `context_compacted` and
+this one shares. `reasoning_effort_changed`, `verbosity_changed`, `context_compacted` and
 `service_tier_changed` are never produced: this server has no such settings.
 
 Anthropic Messages: `diagnostics: {previous_message_id}` -> the Message's `diagnostics`:
@@ -25,7 +24,9 @@ null when the request extended the earlier one and reused it (no divergence), or
 message; else `cache_miss_reason` of type `model_changed`, `system_changed`,
 `tools_changed` or `messages_changed` (each with `cache_missed_input_tokens`: the earlier
 request's reusable tokens that were not read), `previous_message_not_found`, or
-`unavailable` (a key change or a prefix no longer cached: not their vocabulary).
+`unavailable` (a key change or a prefix no longer cached: not their vocabulary). Our
+`format_changed` is their `system_changed`: their order is tools, system, messages, and the
+output schema is rendered at the system level, after the tools.
 
 Beside each, `promptcache_diagnostics` is ours: the exact token and message where the two
 prompts diverge and every count (docs/features/prompt-caching.md).
@@ -46,12 +47,14 @@ _OPENAI_REASON = {
     Change.MODEL: "model_changed",
     Change.KEY: "prompt_cache_key_changed",
     Change.TOOLS: "tools_changed",
+    Change.FORMAT: "text_format_changed",
     Change.SYSTEM: "input_changed",
     Change.MESSAGES: "input_changed",
 }
 _ANTHROPIC_REASON = {
     Change.MODEL: "model_changed",
     Change.TOOLS: "tools_changed",
+    Change.FORMAT: "system_changed",  # their order: tools, system (the schema), messages
     Change.SYSTEM: "system_changed",
     Change.MESSAGES: "messages_changed",
 }
@@ -68,6 +71,7 @@ def fingerprint(ctx: ServerContext, request: GenerationRequest, out: RequestOutp
         model=ctx.model_name,
         prompt_cache_key=request.cache.prompt_cache_key,
         tools=request.output.tools_digest(),
+        format=request.output.format_digest(),
         tokens=array("l", [*prompt, *output]),
         prompt_len=len(prompt),
         messages=request.messages,

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from promptcache.api.auth import Caller
 from promptcache.api.cache_options import marks_of, openai_cache_settings
 from promptcache.api.chat_tools import (
+    chat_format,
     chat_messages,
     chat_output,
     chat_tools,
@@ -71,8 +72,9 @@ async def create_chat_completion(
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options is only allowed when stream is true", "stream_options")
     tools = chat_tools(req, ctx.canonical_tools)
-    output = chat_output(req, tools)
-    rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant)
+    fmt = chat_format(req)
+    output = chat_output(req, tools, fmt)
+    rendered = await ctx.render(chat_messages(req), "messages", tools, caller.tenant, fmt)
     n = choice_count(req.n)
     if req.prompt_cache_prewarm and n > 1:
         raise invalid("a prewarm (prompt_cache_prewarm) generates nothing: n must be 1", "n")

@@ -1,6 +1,7 @@
 """Chat Completions' tool fields: the request's tools, tool choice and response format as an
-`OutputSpec`, its messages (with `tool_calls` and `tool` results) as neutral messages, and
-the answer's tool calls in Chat's shapes, whole or as streamed `delta.tool_calls`."""
+`OutputSpec` (and the format as the prompt shows it), its messages (with `tool_calls` and
+`tool` results) as neutral messages, and the answer's tool calls in Chat's shapes, whole or
+as streamed `delta.tool_calls`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from promptcache.api.protocol import (
     NamedToolChoice,
     message_parts,
 )
-from promptcache.api.tools import Choice, Tool, Tools, output_spec, tool_set
+from promptcache.api.tools import Choice, Format, Tool, Tools, output_spec, tool_set
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice
 from promptcache.text.tools import CallDelta, ParsedCall
 
@@ -36,16 +37,22 @@ def chat_tools(req: ChatCompletionRequest, canonical: bool) -> Tools:
     return tool_set(tools, canonical)
 
 
-def chat_output(req: ChatCompletionRequest, tools: Tools) -> OutputSpec:
-    """The request's constraint: tools with their choice, and the response format."""
-    kind, schema = OutputKind.TEXT, None
+def chat_format(req: ChatCompletionRequest) -> Format:
+    """The request's `response_format` (a `json_schema` one without a schema: any object)."""
     fmt = req.response_format
     if isinstance(fmt, JSONObjectFormat):
-        kind = OutputKind.JSON_OBJECT
-    elif isinstance(fmt, JSONSchemaFormat):
-        kind, schema = OutputKind.JSON_SCHEMA, fmt.json_schema.schema_ or {"type": "object"}
+        return Format(OutputKind.JSON_OBJECT)
+    if isinstance(fmt, JSONSchemaFormat):
+        spec = fmt.json_schema
+        schema = spec.schema_ or {"type": "object"}
+        return Format(OutputKind.JSON_SCHEMA, schema, spec.name, spec.description)
+    return Format()
+
+
+def chat_output(req: ChatCompletionRequest, tools: Tools, fmt: Format) -> OutputSpec:
+    """The request's constraint: tools with their choice, and the response format."""
     parallel = req.parallel_tool_calls is not False
-    return output_spec(tools, _choice(req.tool_choice, tools), parallel, kind, schema)
+    return output_spec(tools, _choice(req.tool_choice, tools), parallel, fmt)
 
 
 def _choice(choice: str | NamedToolChoice | None, tools: Tools) -> Choice:

@@ -19,7 +19,7 @@ from promptcache.api.metrics import Metrics
 from promptcache.api.prompts import render_prompt
 from promptcache.api.replays import Replays
 from promptcache.api.store import ResponseStore
-from promptcache.api.tools import Tools
+from promptcache.api.tools import Format, Tools
 from promptcache.config import EngineConfig, ServerConfig
 from promptcache.engine.client import EngineClient, RequestStream
 from promptcache.engine.errors import EngineDead, EngineOverloaded, RequestError
@@ -93,14 +93,16 @@ class ServerContext:
         param: str,
         tools: Tools | None = None,
         tenant: str | None = None,
+        fmt: Format | None = None,
     ) -> RenderedChat:
-        """The prompt of `messages` (at most `max_messages`) and `tools`, rendered in the
-        render thread; with `tenant`, its earlier answers replay as they were generated."""
+        """The prompt of `messages` (at most `max_messages`), `tools` and the answer's
+        format `fmt`, rendered in the render thread; with `tenant`, its earlier answers
+        replay as they were generated."""
         self.limits.check_messages(len(messages), param)
         loop = asyncio.get_running_loop()
         replay = partial(self.replays.lookup, tenant) if tenant is not None else None
         return await loop.run_in_executor(
-            self.renderer, render_prompt, self.tokenizer, messages, tools, replay
+            self.renderer, render_prompt, self.tokenizer, messages, tools, replay, fmt
         )
 
     async def prepare(self, request: GenerationRequest, format_param: str) -> None:

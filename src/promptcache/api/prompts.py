@@ -3,11 +3,16 @@ position where each message and content part ends (`MessageSpan`).
 
 Adapters hand over neutral messages: `role` and `content` (a string or a list of part
 strings), plus `calls` on an assistant turn that called tools (`(name, arguments JSON
-text)` pairs) and role `tool` for a tool's result. With tools, the prompt starts with one
-system message showing them (`text.tools.tools_prompt`), then the system prompt, then the
-conversation; calls render in the one canonical form generation is constrained to, so an
-agent's history replays to the tokens the model produced. A template that takes `tools`
-itself (the Hugging Face convention) gets them, and the calls, its own way.
+text)` pairs) and role `tool` for a tool's result; and the request's tools and answer
+format. The prompt is, in this order: the tools, the answer's format (a `json_object` or
+`json_schema` one), the system prompt, then the conversation. The tools and the format are
+shown in one leading "preamble" system message of two content parts: the tools
+(`text.tools.tools_prompt`), then the format (`text.formats.format_prompt`, after a blank
+line when it follows the tools); either part is left out when there is nothing to show, and
+the message with both. Calls render in the one canonical form generation is constrained to,
+so an agent's history replays to the tokens the model produced. A template that takes
+`tools` itself (the Hugging Face convention) gets them, and the calls, its own way; the
+format is then the preamble's only part, a system message of its own before the request's.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from promptcache.api.errors import invalid
-from promptcache.api.tools import Tools
+from promptcache.api.tools import Format, Tools
 from promptcache.text.chat import RenderedChat, render_chat
 from promptcache.text.tools import (
     canonical_json,
@@ -34,20 +39,23 @@ def render_prompt(
     messages: list[dict[str, Any]],
     tools: Tools | None = None,
     replay: Callable[[str], Sequence[int] | None] | None = None,
+    fmt: Format | None = None,
 ) -> RenderedChat:
-    """Neutral messages (and tools) -> prompt ids and spans.
+    """Neutral messages (and tools, and the answer's format) -> prompt ids and spans.
 
     The `developer` role is OpenAI's newer name for `system`; templates know `system`.
     Messages are rendered in order, so a stable system prompt and history form the prefix.
-    The spans are the request's messages' (the tools' system message has none).
-    `replay` gives the ids the model produced for an assistant content, where known
-    (`api.replays`).
+    The spans are the request's messages' (the preamble has none); `tools_end` is where the
+    preamble's tools part ends (None where the preamble shows no tools, or the template
+    shows them). `replay` gives the ids the model produced for an assistant content, where
+    known (`api.replays`).
     """
     tools = tools or Tools()
     native = bool(tools) and _template_takes_tools(tokenizer)
     normalized = [_message(m, i, tools, native) for i, m in enumerate(messages)]
-    if tools and not native:
-        normalized.insert(0, {"role": "system", "content": tools_prompt(list(tools.shown))})
+    preamble = _preamble(tools, native, fmt or Format())
+    if preamble:
+        normalized.insert(0, {"role": "system", "content": preamble})
     replays = _replays(normalized, replay)
     try:
         shown = list(tools.shown) if native else None
@@ -56,10 +64,22 @@ def render_prompt(
         raise invalid(
             f"the model's chat template cannot render these messages: {exc}", "messages"
         ) from exc
-    if not tools or native:
+    if not preamble:
         return rendered
+    head = rendered.messages[0]
+    tools_end = head.part_ends[0] if tools and not native and head.part_ends else None
     spans = tuple(replace(s, index=s.index - 1) for s in rendered.messages[1:])
-    return RenderedChat(rendered.token_ids, spans, rendered.messages[0].content_end)
+    return RenderedChat(rendered.token_ids, spans, tools_end)
+
+
+def _preamble(tools: Tools, native: bool, fmt: Format) -> list[str]:
+    """The leading system message's parts: the tools (unless the template shows them), then
+    the answer's format (after a blank line when it follows the tools); [] for neither."""
+    parts = [tools_prompt(list(tools.shown))] if tools and not native else []
+    shown = fmt.prompt()
+    if shown is not None:
+        parts.append(f"\n\n{shown}" if parts else shown)
+    return parts
 
 
 def _replays(

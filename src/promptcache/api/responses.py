@@ -37,6 +37,7 @@ from promptcache.api.responses_tools import (
     echo_format,
     echo_tools,
     input_messages,
+    responses_format,
     responses_output,
     responses_tools,
 )
@@ -261,8 +262,9 @@ async def render_request(req: ResponsesRequest, ctx: ServerContext, tenant: str)
     new_input = input_messages(req, history)
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
     tools = responses_tools(req, ctx.canonical_tools)
-    output = responses_output(req, tools)
-    rendered = await ctx.render(system + history + new_input, "input", tools, tenant)
+    fmt = responses_format(req)
+    output = responses_output(req, tools, fmt)
+    rendered = await ctx.render(system + history + new_input, "input", tools, tenant, fmt)
     cache = openai_cache_settings(
         tenant,
         req.prompt_cache_key,

@@ -20,7 +20,7 @@ from promptcache.api.protocol import (
     ResponsesRequest,
     message_parts,
 )
-from promptcache.api.tools import Choice, Tool, Tools, output_spec, tool_set
+from promptcache.api.tools import Choice, Format, Tool, Tools, output_spec, tool_set
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice
 
 
@@ -53,15 +53,19 @@ def responses_tools(req: ResponsesRequest, canonical: bool) -> Tools:
     )
 
 
-def responses_output(req: ResponsesRequest, tools: Tools) -> OutputSpec:
-    kind, schema = OutputKind.TEXT, None
+def responses_format(req: ResponsesRequest) -> Format:
+    """The request's `text.format`."""
     fmt = req.text.format if req.text is not None else None
     if isinstance(fmt, JSONObjectFormat):
-        kind = OutputKind.JSON_OBJECT
-    elif isinstance(fmt, ResponsesJSONSchemaFormat):
-        kind, schema = OutputKind.JSON_SCHEMA, fmt.schema_
+        return Format(OutputKind.JSON_OBJECT)
+    if isinstance(fmt, ResponsesJSONSchemaFormat):
+        return Format(OutputKind.JSON_SCHEMA, fmt.schema_, fmt.name, fmt.description)
+    return Format()
+
+
+def responses_output(req: ResponsesRequest, tools: Tools, fmt: Format) -> OutputSpec:
     one = req.parallel_tool_calls is False or req.max_tool_calls == 1
-    return output_spec(tools, _choice(req.tool_choice, tools), not one, kind, schema)
+    return output_spec(tools, _choice(req.tool_choice, tools), not one, fmt)
 
 
 def _choice(choice: str | ResponsesNamedChoice | None, tools: Tools) -> Choice:

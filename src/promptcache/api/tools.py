@@ -1,12 +1,14 @@
 """A request's tools and output format, from any API's shapes to the engine's `OutputSpec`
-and the prompt's tool definitions.
+and what the prompt shows of them.
 
 Every API adapter reads its own fields (Chat's `tools`/`tool_choice`/`response_format`,
-Responses' `tools`/`text.format`, Anthropic's `tools`/`tool_choice`) into the same few
-values, and this module checks them and builds the spec: a named tool must be one of the
-tools, a schema must be an object. Tool definitions are made canonical here when the
-server's `canonical_tools` setting is on (the default), so two clients that send the same
-tools with keys in another order render the same prompt and share its cached prefix.
+Responses' `tools`/`text.format`, Anthropic's `tools`/`tool_choice`/`output_config.format`)
+into the same few values (`Tools`, `Choice`, `Format`), and this module checks them and
+builds the spec: a named tool must be one of the tools, a schema must be an object. Tool
+definitions are made canonical here when the server's `canonical_tools` setting is on (the
+default), so two clients that send the same tools with keys in another order render the
+same prompt and share its cached prefix; an answer's schema is always shown canonical
+(`Format.prompt`), for the same reason.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from promptcache.api.errors import invalid
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice, ToolDef
+from promptcache.text.formats import format_prompt
 from promptcache.text.tools import canonical_json, canonical_tool
 
 
@@ -67,15 +70,32 @@ class Choice:
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Format:
+    """The answer's format, in the fields every API has: its kind, a JSON_SCHEMA's schema,
+    and the name and description the API gave that schema (Anthropic's has neither)."""
+
+    kind: OutputKind = OutputKind.TEXT
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+
+    def prompt(self) -> str | None:
+        """The format part of the prompt (`text.formats.format_prompt`); None for text,
+        which the prompt does not mention."""
+        if self.kind is OutputKind.TEXT:
+            return None
+        if self.kind is OutputKind.JSON_OBJECT or self.schema is None:
+            return format_prompt(None)
+        return format_prompt(schema_text(self.schema), self.name, self.description)
+
+
 def output_spec(
-    tools: Tools,
-    choice: Choice,
-    parallel: bool,
-    kind: OutputKind = OutputKind.TEXT,
-    schema: dict[str, Any] | None = None,
+    tools: Tools, choice: Choice, parallel: bool, fmt: Format | None = None
 ) -> OutputSpec:
     """The engine's constraint; a 400 naming `tool_choice` for a choice the tools cannot
     satisfy."""
+    fmt = fmt or Format()
     if not tools and choice.choice in (ToolChoice.REQUIRED, ToolChoice.NAMED):
         raise invalid(f"tool_choice {choice.choice.value!r} needs tools", "tool_choice")
     if choice.choice is ToolChoice.NAMED and choice.name not in tools.schemas:
@@ -86,8 +106,8 @@ def output_spec(
         ToolDef(name, schema_text(s) if s is not None else "") for name, s in tools.schemas.items()
     )
     return OutputSpec(
-        kind=kind,
-        schema=schema_text(schema) if schema is not None else "",
+        kind=fmt.kind,
+        schema=schema_text(fmt.schema) if fmt.schema is not None else "",
         tools=defs,
         tool_choice=choice.choice,
         tool_name=choice.name,

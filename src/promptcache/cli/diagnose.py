@@ -74,7 +74,7 @@ def run_diagnose_command(args: argparse.Namespace) -> int:
         print("no diagnosis: the request produced no usage")
         return 0
     print(f"reason: {found.reason} - {found.summary}")
-    if found.reason in ("diverged", "tools_changed"):
+    if found.reason in ("diverged", "tools_changed", "format_changed"):
         print(f"this prompt:    ...{found.this_text!r}...")
         print(f"earlier prompt: ...{found.earlier_text!r}... ({found.earlier_request_id})")
     return 0

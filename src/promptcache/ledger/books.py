@@ -36,8 +36,15 @@ class Books:
             if record.usage is not None:
                 tenant = record.request.cache.tenant
                 ids = record.request.token_ids
-                tools = record.request.output.tools_digest()
-                self.history.add(tenant, record.request_id, ids, record.worker, tools)
+                output = record.request.output
+                self.history.add(
+                    tenant,
+                    record.request_id,
+                    ids,
+                    record.worker,
+                    output.tools_digest(),
+                    output.format_digest(),
+                )
         text = found.to_json() if found is not None else None
         row_name, price = self.price_row, self.price
         if record.endpoint == ANTHROPIC_ENDPOINT and self.anthropic is not None:

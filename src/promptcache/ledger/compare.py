@@ -13,11 +13,11 @@ cached too, so an agent's next turn reuses it), in whole blocks in implicit mode
 its latest explicit breakpoint in explicit mode. When the two agree on all of that (this
 prompt starts with it, or is itself a prefix of it), a reuse of every whole block of the
 shared part is a hit. Otherwise the first differing token, `k`,
-is classified by where it lies: in the tools (rendered first), in the system message, or
-in the messages. A change of model or of `prompt_cache_key` is reported where it is the
-cause (the key only steers routing: it is the cause when the content was the same but the
-request ran on another worker). A change of output format is never the cause here: the
-format constrains decoding and is not part of the prompt.
+is classified by where it lies: in the tools (rendered first), in the answer's format
+(rendered after them), in the system message, or in the messages; the first two are told
+apart by which digest changed, as both come before the first message. A change of model or
+of `prompt_cache_key` is reported where it is the cause (the key only steers routing: it
+is the cause when the content was the same but the request ran on another worker).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Change(enum.Enum):
     MODEL = "model_changed"
     KEY = "prompt_cache_key_changed"  # same content, another key, ran on another worker
     TOOLS = "tools_changed"
+    FORMAT = "format_changed"  # first difference in the answer's format, tools the same
     SYSTEM = "system_changed"  # first difference in the system message
     MESSAGES = "messages_changed"  # first difference in a message after it
     NOT_REUSED = "not_reused"  # extends it, but less was reused (evicted, expired, moved)
@@ -51,6 +52,7 @@ class Fingerprint:
     model: str
     prompt_cache_key: str | None
     tools: str  # the tools' digest (`OutputSpec.tools_digest`)
+    format: str  # the answer format's digest (`OutputSpec.format_digest`)
     tokens: array[int]  # prompt, then output
     prompt_len: int
     messages: tuple[MessageSpan, ...]
@@ -119,8 +121,10 @@ def compare(
         return _changed(Change.KEY if keyed else Change.NOT_REUSED, earlier, now, k, reused, None)
     span = span_at(now.messages, k)
     first = now.messages[0].content_start if now.messages else None
-    if earlier.tools != now.tools and first is not None and k < first:
+    if first is not None and k < first and earlier.tools != now.tools:
         return _changed(Change.TOOLS, earlier, now, k, reused, span)
+    if first is not None and k < first and earlier.format != now.format:
+        return _changed(Change.FORMAT, earlier, now, k, reused, span)
     change = Change.SYSTEM if span is not None and span.role == "system" else Change.MESSAGES
     return _changed(change, earlier, now, k, reused, span)
 

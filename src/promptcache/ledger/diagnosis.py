@@ -28,12 +28,12 @@ Reasons, first that applies:
                     of this tenant is remembered, or none shares even its first token)
     tools_changed   as `diverged`, before the first message, and the two requests' tool
                     definitions differ: the tools, rendered first, changed
+    format_changed  as `diverged`, before the first message, the same tools, and the two
+                    requests' answer formats (kind and schema) differ: the format, rendered
+                    after the tools and before the system prompt, changed
     diverged        the closest earlier prompt of this tenant agreed up to token K, then the
                     two differ: the message, a text window around K in both, and what looks
                     dynamic there (a timestamp, date, UUID, counter, random id)
-
-An output format (`response_format`, `text.format`) is not part of the prompt here (it
-constrains decoding only), so a change of format never costs the cache and is no reason.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class _Prompt:
     token_ids: list[int]
     worker: str | None = None
     tools: str = ""  # the request's tools digest (`OutputSpec.tools_digest`)
+    format: str = ""  # ... and its format digest (`OutputSpec.format_digest`)
 
 
 class PromptHistory:
@@ -126,11 +127,12 @@ class PromptHistory:
         token_ids: list[int],
         worker: str | None = None,
         tools: str = "",
+        format: str = "",
     ) -> None:
         if self.per_tenant <= 0:
             return
         prompts = self._tenants.pop(tenant, None) or deque(maxlen=self.per_tenant)
-        prompts.append(_Prompt(request_id, token_ids, worker, tools))
+        prompts.append(_Prompt(request_id, token_ids, worker, tools, format))
         self._tenants[tenant] = prompts
         while len(self._tenants) > MAX_TENANTS:
             self._tenants.popitem(last=False)
@@ -229,18 +231,30 @@ def _first_reason(
         return _other_worker(record, earlier, k, base)
     messages = record.request.messages
     span = span_at(messages, k)
-    if span is not None and span is messages[-1] and u.reused_tokens >= whole_blocks:
+    first = messages[0].content_start if messages else None
+    before_messages = first is not None and k < first  # in the tools or the format
+    all_reused = u.reused_tokens >= whole_blocks
+    if span is not None and span is messages[-1] and all_reused and not before_messages:
         return _new_input(span, earlier, k, rules, base)
     found = _diverged(span, tokens, earlier, k, decode, base)
-    first = messages[0].content_start if messages else None
-    tools = record.request.output.tools_digest()
-    if earlier.tools != tools and first is not None and k < first:
+    if not before_messages:
+        return found
+    output = record.request.output
+    if earlier.tools != output.tools_digest():
         summary = (
             f"this prompt left the closest earlier prompt of this tenant at token {k}, in the "
             "tools, which come first in the prompt: their definitions changed (keep one "
             "tool list per agent; the order of keys does not matter)"
         )
         return replace(found, reason="tools_changed", summary=summary)
+    if earlier.format != output.format_digest():
+        summary = (
+            f"this prompt left the closest earlier prompt of this tenant at token {k}, in the "
+            "answer's format (response_format, text.format, output_config.format), shown "
+            "after the tools and before the system prompt: it changed (keep one format per "
+            "kind of request; the order of a schema's keys does not matter)"
+        )
+        return replace(found, reason="format_changed", summary=summary)
     return found
 
 

@@ -7,12 +7,13 @@
 
     cache_control on a tool                            a breakpoint at the end of the tools
 
-Prefix order is Anthropic's: tools, system, then messages. A block's position is where the
-renderer put it (`tools.Positions`): a tool result is its own rendered turn, and a block of
-an assistant turn with calls ends with the whole turn. At most 4 breakpoints per request
-(the automatic one counts), and `1h` ones must come before `5m` ones; both are refused
-with a 400 otherwise, as Anthropic does. Nothing is cached without a breakpoint
-(explicit mode); a prefix shorter than `min_breakpoint_tokens` is not cached.
+Prefix order is Anthropic's: tools, system (the output schema first), then messages. A
+block's position is where the renderer put it (`tools.Positions`): a tool result is its
+own rendered turn, and a block of an assistant turn with calls ends with the whole turn.
+At most 4 breakpoints per request (the automatic one counts), and `1h` ones must come
+before `5m` ones; both are refused with a 400 otherwise, as Anthropic does. Nothing is
+cached without a breakpoint (explicit mode); a prefix shorter than `min_breakpoint_tokens`
+is not cached.
 """
 
 from __future__ import annotations

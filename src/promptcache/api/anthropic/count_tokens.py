@@ -1,12 +1,13 @@
 """`POST /v1/messages/count_tokens`: the input tokens of a Messages request, counted
 without running it.
 
-The request is rendered exactly as `POST /v1/messages` renders it (tools, system, then
-messages), so the count is that request's whole prompt: its usage's `input_tokens` plus
-`cache_creation_input_tokens` plus `cache_read_input_tokens` (Anthropic's usage splits the
-prompt three ways; the count, as Anthropic's, does not). Fields as the SDK's
-`MessageCountTokensParams`. The reply carries the cache's answer beside the count, with
-the request's `cache_control` breakpoints considered (api/counting.py).
+The request is rendered exactly as `POST /v1/messages` renders it (tools, the output
+schema, system, then messages), so the count is that request's whole prompt: its usage's
+`input_tokens` plus `cache_creation_input_tokens` plus `cache_read_input_tokens`
+(Anthropic's usage splits the prompt three ways; the count, as Anthropic's, does not).
+Fields as the SDK's `MessageCountTokensParams`. The reply carries the cache's answer
+beside the count, with the request's `cache_control` breakpoints considered
+(api/counting.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`POST /v1/messages`: Anthropic's Messages API, streamed or not, with cache usage.
 
-The conversation (tools, system, then messages) is rendered with the model's chat
-template, as for the OpenAI endpoints, so a prefix cached through one API is read through
-the other. An answer's calls are `tool_use` blocks after its text (api/anthropic/tools.py),
-streamed as `input_json_delta` pieces, with `stop_reason: tool_use`.
+The conversation (tools, the output schema, system, then messages) is rendered with the
+model's chat template, as for the OpenAI endpoints, so a prefix cached through one API is
+read through the other. An answer's calls are `tool_use` blocks after its text
+(api/anthropic/tools.py), streamed as `input_json_delta` pieces, with `stop_reason:
+tool_use`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from promptcache.api.anthropic.caching import anthropic_cache_settings, anthropic_usage, marks_of
 from promptcache.api.anthropic.protocol import DiagnosticsParam, MessagesPrompt, MessagesRequest
 from promptcache.api.anthropic.tools import (
+    anthropic_format,
     anthropic_output,
     anthropic_tools,
     conversation,
@@ -70,7 +72,8 @@ class RenderedMessages:
 
 
 async def render_messages(req: MessagesPrompt, ctx: ServerContext, tenant: str) -> RenderedMessages:
-    """Tools, system, then messages, rendered as `POST /v1/messages` runs them."""
+    """Tools, the output schema, system, then messages, rendered as `POST /v1/messages`
+    runs them."""
     if req.messages[-1].role == "assistant":
         raise invalid(
             "messages: a final assistant message (a prefill) is not supported; end with a "
@@ -78,9 +81,10 @@ async def render_messages(req: MessagesPrompt, ctx: ServerContext, tenant: str) 
         )
     messages, where = conversation(req)
     tools = anthropic_tools(req, ctx.canonical_tools)
-    output = anthropic_output(req, tools)
+    fmt = anthropic_format(req)
+    output = anthropic_output(req, tools, fmt)
     marks = marks_of(req, custom_tools(req), where)
-    rendered = await ctx.render(messages, "messages", tools, tenant)
+    rendered = await ctx.render(messages, "messages", tools, tenant, fmt)
     cache = anthropic_cache_settings(tenant, marks, rendered.messages, rendered.tools_end)
     return RenderedMessages(rendered, cache, output)
 

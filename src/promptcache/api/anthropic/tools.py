@@ -1,6 +1,6 @@
 """Anthropic's tool fields: custom `tools` (server tools refused by name), `tool_choice`,
-and `tool_use` / `tool_result` blocks, as the neutral messages the renderer takes and the
-engine's `OutputSpec`; and an answer's calls as `tool_use` blocks.
+`output_config.format`, and `tool_use` / `tool_result` blocks, as the neutral messages the
+renderer takes and the engine's `OutputSpec`; and an answer's calls as `tool_use` blocks.
 
 A user turn's `tool_result` blocks become tool results (each its own rendered turn, an
 error one marked `Error: `), its text blocks a user turn; an assistant turn's `tool_use`
@@ -25,7 +25,7 @@ from promptcache.api.anthropic.protocol import (
     ToolUseBlock,
 )
 from promptcache.api.errors import invalid
-from promptcache.api.tools import Choice, Tool, Tools, output_spec, tool_set
+from promptcache.api.tools import Choice, Format, Tool, Tools, output_spec, tool_set
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolChoice
 from promptcache.text.tools import ParsedCall
 
@@ -61,7 +61,15 @@ def anthropic_tools(req: MessagesPrompt, canonical: bool) -> Tools:
     return tool_set(tools, canonical, "tools")
 
 
-def anthropic_output(req: MessagesPrompt, tools: Tools) -> OutputSpec:
+def anthropic_format(req: MessagesPrompt) -> Format:
+    """The request's `output_config.format` (a schema without a name or description)."""
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is None:
+        return Format()
+    return Format(OutputKind.JSON_SCHEMA, fmt.schema_)
+
+
+def anthropic_output(req: MessagesPrompt, tools: Tools, fmt: Format) -> OutputSpec:
     tc = req.tool_choice
     if tc is None:
         choice = Choice(ToolChoice.AUTO if tools else ToolChoice.NONE)
@@ -70,10 +78,7 @@ def anthropic_output(req: MessagesPrompt, tools: Tools) -> OutputSpec:
             raise invalid("tool_choice: type 'tool' needs a name")
         choice = Choice(CHOICES[tc.type], tc.name if tc.type == "tool" else None)
     parallel = not (tc is not None and tc.disable_parallel_tool_use)
-    fmt = req.output_config.format if req.output_config is not None else None
-    if fmt is None:
-        return output_spec(tools, choice, parallel)
-    return output_spec(tools, choice, parallel, OutputKind.JSON_SCHEMA, fmt.schema_)
+    return output_spec(tools, choice, parallel, fmt)
 
 
 def conversation(req: MessagesPrompt) -> tuple[list[dict[str, Any]], Positions]:

@@ -71,6 +71,13 @@ class OutputSpec:
         text = "\x1e".join(f"{t.name}\0{t.parameters}" for t in self.tools)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def format_digest(self) -> str:
+        """A digest of the answer's format alone, its kind and schema ("" for text): what
+        `format_changed` compares."""
+        if self.kind is OutputKind.TEXT:
+            return ""
+        return hashlib.sha256(f"{self.kind.value}\0{self.schema}".encode()).hexdigest()
+
     def key(self) -> str:
         """A digest naming this constraint (the compiled grammar's cache key)."""
         parts = [self.kind.value, self.schema, self.tool_choice.value, str(self.tool_name)]
