@@ -98,6 +98,18 @@ def test_choices_usage_reuse_is_physical(tiny_llama: LoadedModel, make_engine: A
     assert merged_usage([o.usage for o in outs]).completion_tokens == 32
 
 
+def test_the_shown_digests_travel_on_the_wire() -> None:
+    from promptcache.engine.grammar.spec import OutputKind, OutputSpec, ToolDef
+
+    output = OutputSpec(
+        OutputKind.JSON_OBJECT, tools=(ToolDef("f"),), tools_shown="a1", format_shown="b2"
+    )
+    request = GenerationRequest([1, 2], SEEDED, request_id="r", output=output)
+    sent = json.loads(json.dumps(request_to_json(request)))
+    assert request_from_json(sent).output == output
+    assert (output.tools_digest(), output.format_digest()) == ("a1", "b2")
+
+
 def test_choice_travels_on_the_wire() -> None:
     params = SamplingParams(max_tokens=4, seed=3, stop=("x",), logit_bias=((5, -1.0),))
     request = fan_out(_request([1, 2, 3], params), 3)[2]

@@ -115,15 +115,18 @@ def test_tools_changed(running: Running) -> None:
     # The same tools sent with their keys in another order are the same prefix: a hit.
     reordered = {"function": dict(reversed(list(WEATHER["function"].items()))), "type": "function"}
     assert _reason(running, ask([reordered, CLOCK])) in ("hit", "rounded")
+    # A description is part of the tools the prompt shows (a date put in one, say).
+    dated = {"type": "function", "function": {**CLOCK["function"], "description": "7 Dec."}}
+    assert _reason(running, ask([WEATHER, dated])) == "tools_changed"
 
 
 def test_format_changed(running: Running) -> None:
     from tests.api.tools_fixtures import CLOCK_SCHEMA, WEATHER, WEATHER_SCHEMA
 
-    def ask(schema: dict[str, Any] | None) -> str:
+    def ask(schema: dict[str, Any] | None, name: str = "answer") -> str:
         fmt: Any = {"type": "text"}
         if schema is not None:
-            fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+            fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
         out = running.client().chat.completions.create(
             model=MODEL,
             messages=[{"role": "system", "content": DOC}, {"role": "user", "content": "Why?"}],
@@ -140,4 +143,5 @@ def test_format_changed(running: Running) -> None:
     assert found["message_index"] == 0 and found["this_text"] != found["earlier_text"]
     # The same schema sent with its keys in another order is the same prefix: a hit.
     assert _reason(running, ask(dict(reversed(list(CLOCK_SCHEMA.items()))))) in ("hit", "rounded")
+    assert _reason(running, ask(CLOCK_SCHEMA, "reply")) == "format_changed"  # its name, shown
     assert _reason(running, ask(None)) == "format_changed"  # no format shown any more

@@ -13,6 +13,7 @@ same prompt and share its cached prefix; an answer's schema is always shown cano
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,7 @@ def output_spec(
     defs = tuple(
         ToolDef(name, schema_text(s) if s is not None else "") for name, s in tools.schemas.items()
     )
+    shown = fmt.prompt()
     return OutputSpec(
         kind=fmt.kind,
         schema=schema_text(fmt.schema) if fmt.schema is not None else "",
@@ -112,7 +114,13 @@ def output_spec(
         tool_choice=choice.choice,
         tool_name=choice.name,
         parallel=parallel,
+        tools_shown=_digest(canonical_json(list(tools.shown))) if tools else "",
+        format_shown=_digest(shown) if shown is not None else "",
     )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def schema_text(schema: dict[str, Any]) -> str:

@@ -47,6 +47,8 @@ def _output_to_json(o: OutputSpec) -> dict[str, Any]:
         "tool_choice": o.tool_choice.value,
         "tool_name": o.tool_name,
         "parallel": o.parallel,
+        "tools_shown": o.tools_shown,
+        "format_shown": o.format_shown,
     }
 
 
@@ -60,6 +62,8 @@ def _output_from_json(d: dict[str, Any] | None) -> OutputSpec:
         tool_choice=ToolChoice(d["tool_choice"]),
         tool_name=None if d["tool_name"] is None else str(d["tool_name"]),
         parallel=bool(d["parallel"]),
+        tools_shown=str(d.get("tools_shown", "")),
+        format_shown=str(d.get("format_shown", "")),
     )
 
 

@@ -26,11 +26,13 @@ Reasons, first that applies:
                     failover sent this one elsewhere), whose cache holds that prefix
     no_prefix       nothing of this tenant's matched the prompt's start (no earlier prompt
                     of this tenant is remembered, or none shares even its first token)
-    tools_changed   as `diverged`, before the first message, and the two requests' tool
-                    definitions differ: the tools, rendered first, changed
+    tools_changed   as `diverged`, before the first message, and the two requests' tools
+                    as shown (descriptions included) differ: the tools, rendered first,
+                    changed
     format_changed  as `diverged`, before the first message, the same tools, and the two
-                    requests' answer formats (kind and schema) differ: the format, rendered
-                    after the tools and before the system prompt, changed
+                    requests' answer formats as shown (kind, schema, name, description)
+                    differ: the format, rendered after the tools and before the system
+                    prompt, changed
     diverged        the closest earlier prompt of this tenant agreed up to token K, then the
                     two differ: the message, a text window around K in both, and what looks
                     dynamic there (a timestamp, date, UUID, counter, random id)

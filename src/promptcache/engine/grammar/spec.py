@@ -45,6 +45,9 @@ class OutputSpec:
         tool_choice: how the tools may be used (ignored without tools).
         tool_name: the tool a NAMED choice forces.
         parallel: whether more than one call is allowed.
+        tools_shown: a digest of the tools as the prompt shows them (descriptions
+            included), set by the API layer; "" where no prompt showed them.
+        format_shown: the same for the answer's format (its name and description too).
     """
 
     kind: OutputKind = OutputKind.TEXT
@@ -53,6 +56,8 @@ class OutputSpec:
     tool_choice: ToolChoice = ToolChoice.AUTO
     tool_name: str | None = None
     parallel: bool = True
+    tools_shown: str = ""
+    format_shown: str = ""
 
     @property
     def calls_tools(self) -> bool:
@@ -65,17 +70,24 @@ class OutputSpec:
         return self.calls_tools or self.kind is not OutputKind.TEXT
 
     def tools_digest(self) -> str:
-        """A digest of the tool definitions alone ("" for none): what `tools_changed` compares."""
+        """A digest of the tools ("" for none): what `tools_changed` compares. The tools as
+        the prompt shows them where the API said (`tools_shown`), else their names and
+        parameters."""
         if not self.tools:
             return ""
+        if self.tools_shown:
+            return self.tools_shown
         text = "\x1e".join(f"{t.name}\0{t.parameters}" for t in self.tools)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def format_digest(self) -> str:
-        """A digest of the answer's format alone, its kind and schema ("" for text): what
-        `format_changed` compares."""
+        """A digest of the answer's format ("" for text): what `format_changed` compares.
+        The format as the prompt shows it where the API said (`format_shown`), else its
+        kind and schema."""
         if self.kind is OutputKind.TEXT:
             return ""
+        if self.format_shown:
+            return self.format_shown
         return hashlib.sha256(f"{self.kind.value}\0{self.schema}".encode()).hexdigest()
 
     def key(self) -> str:
