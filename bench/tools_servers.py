@@ -37,6 +37,7 @@ from openai import OpenAI
 
 from promptcache.model.device import cpu_model
 from promptcache.model.loading.loader import resolve_model_path
+from promptcache.text.tools import is_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -96,16 +97,8 @@ def ask(client: OpenAI, chat: list[Any], tools: list[Any]) -> Turn:
     details = usage.prompt_tokens_details
     cached = int(details.cached_tokens or 0) if details is not None else 0
     total = time.perf_counter() - start_t
-    whole = bool(call["name"]) and _is_json(call["arguments"])  # not cut by max_tokens
+    whole = bool(call["name"]) and is_json(call["arguments"])  # not cut by max_tokens
     return Turn(usage.prompt_tokens, cached, ttft or total, call if whole else None)
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def advance(chat: list[dict[str, Any]], turn: Turn, index: int) -> None:

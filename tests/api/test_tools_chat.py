@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
+from promptcache.text.tools import is_json
 from tests.api.helpers import MODEL, Server
 from tests.api.tools_fixtures import CLOCK, CLOCK_SCHEMA, WEATHER, WEATHER_SCHEMA, many_tools
 
@@ -95,7 +96,7 @@ def test_a_cut_short_call_ends_with_length(server: Server) -> None:
     [call] = choice.message.tool_calls
     assert call.function.name == "get_weather"
     assert out.usage.completion_tokens == 22
-    assert call.function.arguments and not _is_json(call.function.arguments)
+    assert call.function.arguments and not is_json(call.function.arguments)
 
 
 def _error(server: Server, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,14 +229,6 @@ def _reversed_keys(value: Any, keep: bool = False) -> Any:
         keys = list(value) if keep else list(reversed(list(value)))
         return {k: _reversed_keys(value[k], k == "properties" and not keep) for k in keys}
     return value
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def test_grammar_compiles_and_hits_are_in_metrics(server: Server) -> None:

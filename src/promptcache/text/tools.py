@@ -134,13 +134,14 @@ def _parse_call(text: str, pos: int) -> tuple[ParsedCall | None, int]:
     # inside a string).
     while close >= 0:
         arguments = text[args_start:close]
-        if _is_json(arguments):
+        if is_json(arguments):
             return ParsedCall(name, arguments), close + len(CALL_CLOSE)
         close = text.find(CALL_CLOSE, close + 1)
     return ParsedCall(name, text[args_start:]), len(text)  # cut short
 
 
-def _is_json(text: str) -> bool:
+def is_json(text: str) -> bool:
+    """Whether `text` is whole JSON (a call's arguments not cut short)."""
     try:
         json.loads(text)
     except ValueError:
@@ -207,7 +208,7 @@ class ToolStream:
             self.calls += 1
             return CallDelta(self.calls - 1, text[name_start:name_end])
         close = text.find(CALL_CLOSE, self.pos)
-        while close >= 0 and not _is_json(text[self.args_start : close]):
+        while close >= 0 and not is_json(text[self.args_start : close]):
             close = text.find(CALL_CLOSE, close + 1)  # that one was inside a string
         if close >= 0:
             piece = CallDelta(self.calls - 1, arguments=text[self.pos : close])
