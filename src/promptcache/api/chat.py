@@ -26,7 +26,7 @@ from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import chat_logprobs
 from promptcache.api.protocol import ChatCompletionRequest
-from promptcache.api.sampling import Sampling, chat_logprob_k, sampling_params
+from promptcache.api.sampling import chat_logprob_k, openai_sampling
 from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, output_pieces, sse
 from promptcache.api.support import CHAT_RULES, refuse_unsupported
 from promptcache.engine.choices import fan_out, merged_usage
@@ -79,20 +79,7 @@ async def create_chat_completion(
     if req.prompt_cache_prewarm and n > 1:
         raise invalid("a prewarm (prompt_cache_prewarm) generates nothing: n must be 1", "n")
     max_tokens = req.max_completion_tokens or req.max_tokens
-    params = sampling_params(
-        Sampling(
-            max_tokens=max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            seed=req.seed,
-            stop=req.stop,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            logit_bias=req.logit_bias,
-            logprobs=chat_logprob_k(req.logprobs, req.top_logprobs),
-            ignore_eos=req.ignore_eos,
-        )
-    )
+    params = openai_sampling(req, max_tokens, chat_logprob_k(req.logprobs, req.top_logprobs))
     completion_id = new_id("chatcmpl-")
     request = GenerationRequest(
         request_id=completion_id,  # the id the client sees names the request in the books

@@ -27,7 +27,7 @@ from promptcache.api.context import ServerContext, new_id, now
 from promptcache.api.errors import APIError, invalid
 from promptcache.api.logprobs import completion_logprobs
 from promptcache.api.protocol import CompletionRequest
-from promptcache.api.sampling import Sampling, sampling_params
+from promptcache.api.sampling import openai_sampling
 from promptcache.api.streaming import SSE_DONE, StreamUsage, TextDeltas, sse
 from promptcache.api.support import COMPLETIONS_RULES, refuse_unsupported
 from promptcache.engine.choices import MAX_CHOICES, fan_out, merged_usage
@@ -96,21 +96,8 @@ async def create_completion(
     prompts = await loop.run_in_executor(
         ctx.renderer, _tokenize, ctx.tokenizer, _prompt_list(req.prompt)
     )
-    params = sampling_params(
-        Sampling(
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            seed=req.seed,
-            stop=req.stop,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            logit_bias=req.logit_bias,
-            logprobs=req.logprobs,
-            prompt_logprobs=req.logprobs if req.echo else None,
-            ignore_eos=req.ignore_eos,
-        )
-    )
+    echoed = req.logprobs if req.echo else None
+    params = openai_sampling(req, req.max_tokens, req.logprobs, echoed)
     if len(prompts) * n > MAX_CHOICES:
         msg = f"{len(prompts)} prompts x n={n} choices: at most {MAX_CHOICES} choices"
         raise invalid(msg, "n", "invalid_value")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from promptcache.api.errors import invalid
+from promptcache.api.protocol import ChatCompletionRequest, CompletionRequest
 from promptcache.engine.sampling_params import MAX_LOGPROBS, SamplingParams
 
 MAX_STOP_STRINGS = 4
@@ -28,6 +29,31 @@ class Sampling:
     logprobs: int | None = None  # top logprobs per sampled token; None: no logprobs
     prompt_logprobs: int | None = None  # ... per prompt token (Completions' echo)
     ignore_eos: bool = False  # vLLM's extension: generate past EOS
+
+
+def openai_sampling(
+    req: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    logprobs: int | None,
+    prompt_logprobs: int | None = None,
+) -> SamplingParams:
+    """The sampling fields Chat and Completions share; the endpoint gives those it names
+    its own way (its token limit, its logprobs)."""
+    return sampling_params(
+        Sampling(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            seed=req.seed,
+            stop=req.stop,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=req.logit_bias,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+            ignore_eos=req.ignore_eos,
+        )
+    )
 
 
 def sampling_params(s: Sampling) -> SamplingParams:
