@@ -96,7 +96,13 @@ def run_to_end(engine: LLMEngine, ids: list[str]) -> list[list[int]]:
 def run_one(engine: LLMEngine, request: GenerationRequest) -> RequestOutput:
     """Submit `request` and step `engine` until nothing is left, checking the pool's
     integrity after each step; returns the request's final output."""
-    rid, final = engine.submit(request), None
+    return until_done(engine, engine.submit(request))
+
+
+def until_done(engine: LLMEngine, rid: str) -> RequestOutput:
+    """Step `engine` until nothing is left, checking the pool's integrity after each step;
+    returns request `rid`'s final output."""
+    final = None
     while engine.has_unfinished():
         for out in engine.step():
             if out.request_id == rid and out.finished:

@@ -16,7 +16,7 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens
+from tests.helpers import random_tokens, run_one
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
 EXPLICIT, IMPLICIT = CacheMode.EXPLICIT, CacheMode.IMPLICIT
@@ -33,15 +33,7 @@ def _run(
 ) -> RequestOutput:
     marked = tuple(Breakpoint(p, ttl) for p in marks)
     settings = CacheSettings(tenant=tenant, retention=ttl, mode=mode, breakpoints=marked)
-    rid = engine.submit(GenerationRequest(prompt, SIX, settings))
-    final = None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
-    return final
+    return run_one(engine, GenerationRequest(prompt, SIX, settings))
 
 
 def _uncached(make_engine: Any, model: LoadedModel, prompt: list[int]) -> list[int]:

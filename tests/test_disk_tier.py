@@ -31,7 +31,7 @@ from promptcache.engine.tiers.disk.file import (
 )
 from promptcache.engine.tiers.disk.index import DiskIndex
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens
+from tests.helpers import random_tokens, run_one
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
 
@@ -53,14 +53,7 @@ def _run(
     engine: LLMEngine, prompt: list[int], retention: str = "24h", tenant: str | None = None
 ) -> RequestOutput:
     settings = CacheSettings(tenant=tenant, retention=Retention(retention))
-    rid = engine.submit(GenerationRequest(prompt, SIX, settings))
-    final = None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
+    final = run_one(engine, GenerationRequest(prompt, SIX, settings))
     if engine.disk is not None:
         engine.disk.flush()  # deterministic tests: every queued write is on disk
     return final

@@ -12,7 +12,7 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import chat_prompt_ids
-from tests.helpers import random_tokens
+from tests.helpers import random_tokens, until_done
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
@@ -20,19 +20,7 @@ ONE = SamplingParams(max_tokens=1, temperature=0)
 def _run(
     engine: LLMEngine, prompt: list[int], salt: str | None = None, params: SamplingParams = ONE
 ) -> RequestOutput:
-    return _until_done(engine, engine.add_request(prompt, params, cache_salt=salt))
-
-
-def _until_done(engine: LLMEngine, rid: str) -> RequestOutput:
-    """Step until nothing is left; `rid`'s final output (integrity checked every step)."""
-    final = None
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.request_id == rid and out.finished:
-                final = out
-        engine.check_integrity()
-    assert final is not None
-    return final
+    return until_done(engine, engine.add_request(prompt, params, cache_salt=salt))
 
 
 @pytest.mark.parametrize(
@@ -353,7 +341,7 @@ def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) 
 
     def run(prompt: list[int], retention: Retention) -> RequestOutput:
         request = GenerationRequest(prompt, params, CacheSettings(retention=retention))
-        return _until_done(engine, engine.submit(request))
+        return until_done(engine, engine.submit(request))
 
     first = run(day, Retention.EXTENDED)
     run(hour, Retention.IN_MEMORY)
@@ -384,7 +372,7 @@ def _run_with(
     rid = engine.submit(
         GenerationRequest(prompt, SamplingParams(max_tokens=6, temperature=0), settings)
     )
-    return _until_done(engine, rid)
+    return until_done(engine, rid)
 
 
 def test_24h_prefix_evicted_from_the_pool_hits_from_host(
