@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,9 +29,11 @@ import torch
 from promptcache.config import EngineConfig
 from promptcache.engine.grammar.spec import OutputKind, OutputSpec
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import cpu_model
 from promptcache.model.loading.loader import load_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from steps import decode_steps
 
 
 def pattern_schema(n: int, salt: int = 0) -> dict[str, Any]:
@@ -51,20 +55,6 @@ def compile_times(engine: LLMEngine, sizes: list[int]) -> None:
         engine.grammars.get(spec(schema))
         took = time.perf_counter() - start
         print(f"pattern_schema({n}): {len(json.dumps(schema))} bytes, compiled in {took:.3f} s")
-
-
-def decode_steps(engine: LLMEngine, prompt: list[int], steps: int) -> list[float]:
-    """Seconds of each decode step of one request (its prefill untimed)."""
-    engine.add_request(
-        prompt, SamplingParams(max_tokens=steps + 1, temperature=0.0, ignore_eos=True)
-    )
-    engine.step()  # the prefill
-    times = []
-    while engine.has_unfinished():
-        t = time.perf_counter()
-        engine.step()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 class Hostile(threading.Thread):
@@ -103,11 +93,11 @@ def main() -> None:
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
     compile_times(engine, [int(s) for s in args.sizes.split(",")])
     prompt = model.tokenizer.encode("Tell me a long story about a lighthouse.")
-    decode_steps(engine, prompt, 8)  # warm-up
+    decode_steps(engine, [prompt], 8)  # warm-up
     alone: list[float] = []
     beside: list[float] = []
     for r in range(args.rounds):
-        alone += decode_steps(engine, prompt, args.steps)
+        alone += decode_steps(engine, [prompt], args.steps)
         compilers = [
             Hostile(engine, args.hostile, 1000 * (r * args.threads + i))
             for i in range(args.threads)
@@ -115,7 +105,7 @@ def main() -> None:
         for c in compilers:
             c.start()
         time.sleep(0.2)  # the compiles are under way
-        beside += decode_steps(engine, prompt, args.steps)
+        beside += decode_steps(engine, [prompt], args.steps)
         for c in compilers:
             c.stop.set()
         for c in compilers:

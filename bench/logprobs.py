@@ -15,35 +15,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from promptcache.config import EngineConfig
 from promptcache.engine.llm_engine import LLMEngine
-from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.device import cpu_model, resolve_dtype
 from promptcache.model.loading.loader import load_model
 
+sys.path.insert(0, str(Path(__file__).parent))
+from steps import decode_steps
+
 SETTINGS: dict[str, int | None] = {"none": None, "logprob": 0, "top 20": 20}
-
-
-def decode_steps(
-    engine: LLMEngine, prompts: list[list[int]], k: int | None, steps: int
-) -> list[float]:
-    """Seconds of each decode step of one batch (its prefill untimed)."""
-    params = SamplingParams(max_tokens=steps + 1, temperature=0.0, ignore_eos=True, logprobs=k)
-    for p in prompts:
-        engine.add_request(p, params)
-    got: set[str] = set()
-    while len(got) < len(prompts):  # prefill: every request has its first token
-        got.update(o.request_id for o in engine.step())
-    times = []
-    while engine.has_unfinished():
-        t = time.perf_counter()
-        engine.step()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def main() -> None:
@@ -60,11 +45,11 @@ def main() -> None:
     prompts = [[i + 100, *base] for i in range(args.batch)]
     print(f"{cpu_model()}; {model.dtype}; {torch.get_num_threads()} threads")
     print(f"batch {args.batch}, {args.steps} decode steps a round, {args.rounds} rounds")
-    decode_steps(engine, prompts, None, 4)  # warm-up
+    decode_steps(engine, prompts, 4)  # warm-up
     steps: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for _ in range(args.rounds):
         for name, k in SETTINGS.items():
-            steps[name] += decode_steps(engine, prompts, k, args.steps)
+            steps[name] += decode_steps(engine, prompts, args.steps, k)
     base_ms = statistics.median(steps["none"]) * 1e3
     for name, times in steps.items():
         ms = statistics.median(times) * 1e3

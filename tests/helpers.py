@@ -192,3 +192,13 @@ def _load(name: str) -> ModuleType:
     if name in sys.modules:
         return importlib.reload(sys.modules[name])
     return importlib.import_module(name)
+
+
+class FakeClock:
+    """Time that moves only when a test moves it (`now`), for clocks the code takes."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

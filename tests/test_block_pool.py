@@ -12,6 +12,7 @@ from promptcache.cache.expiry import RetentionPolicy
 from promptcache.cache.index import Location, Tier
 from promptcache.cache.settings import SHORTEST, Retention
 from promptcache.engine.tiers.host.index import HostIndex
+from tests.helpers import FakeClock
 
 KEEP = Retention.IN_MEMORY
 
@@ -177,14 +178,6 @@ def test_eviction_record_is_bounded() -> None:
     [x] = pool.allocate(1)
     pool.register(x, _h(13), KEEP)
     assert pool.recently_evicted(_h(13)) is None
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _cached_block(pool: BlockPool, h: BlockHash, retention: Retention) -> int:

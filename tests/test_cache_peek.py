@@ -15,7 +15,7 @@ from promptcache.engine.outputs import PrefixReuse
 from promptcache.engine.request import GenerationRequest
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens, run_one
+from tests.helpers import FakeClock, random_tokens, run_one
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
@@ -51,13 +51,7 @@ def test_peek_is_the_next_requests_reuse_and_changes_nothing(
 
 
 def test_peek_passes_expired_blocks_over_without_dropping_them(tiny_long: LoadedModel) -> None:
-    class Clock:
-        now = 1_000_000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = FakeClock()
     engine = LLMEngine(tiny_long, EngineConfig(kv_cache_bytes=16 << 20), clock=clock)
     prompt = random_tokens(1300, seed=3)
     run_one(engine, _request(prompt))

@@ -31,7 +31,7 @@ from promptcache.engine.tiers.disk.file import (
 )
 from promptcache.engine.tiers.disk.index import DiskIndex
 from promptcache.model.loading.loader import LoadedModel
-from tests.helpers import random_tokens, run_one
+from tests.helpers import FakeClock, random_tokens, run_one
 
 SIX = SamplingParams(max_tokens=6, temperature=0)
 
@@ -265,13 +265,7 @@ def test_file_round_trip_and_checks(tmp_path: Path) -> None:
 
 
 def test_index_lru_budget_and_expiry() -> None:
-    class Clock:
-        now = 1000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = FakeClock(1000.0)
     dropped: list[BlockHash] = []
     index = DiskIndex(ttl=100, on_drop=dropped.append, clock=clock)
     hashes = [BlockHash(bytes([i]) * 32) for i in range(4)]

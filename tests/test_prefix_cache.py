@@ -12,7 +12,7 @@ from promptcache.engine.outputs import RequestOutput
 from promptcache.engine.sampling_params import SamplingParams
 from promptcache.model.loading.loader import LoadedModel
 from promptcache.text.chat import chat_prompt_ids
-from tests.helpers import random_tokens, until_done
+from tests.helpers import FakeClock, random_tokens, until_done
 
 ONE = SamplingParams(max_tokens=1, temperature=0)
 
@@ -328,13 +328,7 @@ def test_retention_through_the_engine_with_a_fake_clock(tiny_long: LoadedModel) 
     from promptcache.config import EngineConfig
     from promptcache.engine.request import GenerationRequest
 
-    class Clock:
-        now = 1_000_000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = FakeClock()
     engine = LLMEngine(tiny_long, EngineConfig(kv_cache_bytes=16 << 20), clock=clock)
     day, hour = random_tokens(1300, seed=30), random_tokens(1300, seed=31)
     params = SamplingParams(max_tokens=4, temperature=0)

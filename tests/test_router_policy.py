@@ -9,15 +9,9 @@ import pytest
 
 from promptcache.config import RouterConfig
 from promptcache.router.policy import Candidate, Decision, RoutingPolicy, bucket_of, rendezvous
+from tests.helpers import FakeClock
 
 WORKERS = [f"http://w{i}" for i in range(4)]
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _idle(names: list[str] = WORKERS) -> list[Candidate]:
@@ -45,7 +39,7 @@ def test_rendezvous_moves_only_the_removed_workers_buckets() -> None:
 
 
 def test_same_bucket_same_home_until_overflow_then_second_worker() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     policy = RoutingPolicy(RouterConfig(overflow_rpm=15), clock)
     bucket = bucket_of("t", [1, 2, 3], 256, "k")
     order = rendezvous(bucket, WORKERS)
@@ -65,7 +59,8 @@ def test_same_bucket_same_home_until_overflow_then_second_worker() -> None:
 
 
 def test_load_bound_skips_a_loaded_home() -> None:
-    policy = RoutingPolicy(RouterConfig(load_abs_threshold=8, load_rel_threshold=1.5), Clock())
+    config = RouterConfig(load_abs_threshold=8, load_rel_threshold=1.5)
+    policy = RoutingPolicy(config, FakeClock(100.0))
     bucket = bucket_of("t", [9], 256, None)
     order = rendezvous(bucket, WORKERS)
     loads = {order[0]: 9, order[1]: 0, order[2]: 0, order[3]: 0}
@@ -77,11 +72,11 @@ def test_load_bound_skips_a_loaded_home() -> None:
 
 
 def test_baselines() -> None:
-    rr = RoutingPolicy(RouterConfig(policy="round-robin"), Clock())
+    rr = RoutingPolicy(RouterConfig(policy="round-robin"), FakeClock(100.0))
     bucket = bucket_of("t", [1], 256, None)
     firsts = [rr.route(bucket, _idle()).order[0] for _ in range(8)]
     assert sorted(firsts) == sorted(WORKERS * 2)
-    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), Clock())
+    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), FakeClock(100.0))
     loads = [Candidate(n, load) for n, load in zip(WORKERS, [3, 1, 2, 5], strict=True)]
     assert ll.route(bucket, loads).order == [WORKERS[1], WORKERS[2], WORKERS[0], WORKERS[3]]
     with pytest.raises(ValueError, match="policy"):
@@ -89,7 +84,7 @@ def test_baselines() -> None:
 
 
 def test_bounded_loads_balance_active_buckets_and_keep_owners() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     policy = RoutingPolicy(RouterConfig(), clock)
     buckets = [bucket_of("t", [i], 256, None) for i in range(16)]
     first = [policy.route(b, _idle()) for b in buckets]
@@ -108,7 +103,7 @@ def test_bounded_loads_balance_active_buckets_and_keep_owners() -> None:
 
 
 def test_an_owner_that_leaves_hands_its_buckets_on() -> None:
-    policy = RoutingPolicy(RouterConfig(), Clock())
+    policy = RoutingPolicy(RouterConfig(), FakeClock(100.0))
     bucket = bucket_of("t", [5], 256, None)
     owner = policy.route(bucket, _idle()).order[0]
     rest = [w for w in WORKERS if w != owner]
@@ -117,7 +112,7 @@ def test_an_owner_that_leaves_hands_its_buckets_on() -> None:
 
 
 def test_peek_names_the_owner_and_moves_nothing() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     policy = RoutingPolicy(RouterConfig(), clock)
     buckets = [bucket_of("t", [i], 256, None) for i in range(8)]
     homes = [rendezvous(b, WORKERS)[0] for b in buckets]
@@ -128,5 +123,5 @@ def test_peek_names_the_owner_and_moves_nothing() -> None:
     clock.now += 61  # idle again: the last owner is where the cache is
     assert [policy.peek(b, _idle()) for b in buckets] == owners
     assert [policy.route(b, _idle()).order[0] for b in buckets] == owners
-    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), Clock())
+    ll = RoutingPolicy(RouterConfig(policy="least-loaded"), FakeClock(100.0))
     assert ll.peek(buckets[0], [Candidate("a", 3), Candidate("b", 1)]) == "b"

@@ -312,16 +312,20 @@ def _finish(
     tenant = request.cache.tenant or ""
     _diagnose(out, draft, ctx, request, tenant)
     body = draft.body(out)
-    if draft.req.store is not False and draft.prewarm:  # continued from its input alone
-        ctx.store.put(tenant, body, conversation)
-    elif draft.req.store is not False:
-        content, calls = draft.answer(out.text)
-        reply: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            reply["calls"] = [[c.name, c.arguments] for c in calls]
-            reply["call_ids"] = [draft.ids_of(i)[1] for i in range(len(calls))]
-        ctx.store.put(tenant, body, [*conversation, reply])
+    if draft.req.store is not False:  # a prewarm is continued from its input alone
+        replies = [] if draft.prewarm else [_reply(draft, out)]
+        ctx.store.put(tenant, body, [*conversation, *replies])
     return body
+
+
+def _reply(draft: _Draft, out: RequestOutput) -> dict[str, Any]:
+    """The answer as the stored conversation's assistant message (its calls with ids)."""
+    content, calls = draft.answer(out.text)
+    reply: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        reply["calls"] = [[c.name, c.arguments] for c in calls]
+        reply["call_ids"] = [draft.ids_of(i)[1] for i in range(len(calls))]
+    return reply
 
 
 def _diagnose(

@@ -62,6 +62,17 @@ VERBOSITY = "this model has no verbosity setting; 'medium' is what it does"
 OBFUSCATION = "stream obfuscation is not done here (a local server has no side channel to pad)"
 HOSTED = "it runs on OpenAI's servers"
 
+NO_THINKING = Rule(
+    "thinking", lambda v: v is None or v.type != "enabled", "this model does not think"
+)
+NO_EFFORT = Rule("output_config.effort", absent, "this model has no effort setting")
+NO_REASONING_RULE = Rule("reasoning", _no_reasoning, NO_REASONING)
+MEDIUM_VERBOSITY = Rule("text.verbosity", one_of("medium"), VERBOSITY)
+NO_TRUNCATION = Rule("truncation", one_of("disabled"), "inputs are never truncated here")
+NO_CONVERSATION = Rule(
+    "conversation", absent, "conversations are not kept here: use previous_response_id"
+)
+
 CHAT_RULES = (
     Rule("service_tier", one_of("auto", "default"), SERVICE_TIER),
     Rule("modalities", only_text, AUDIO),
@@ -78,21 +89,21 @@ CHAT_RULES = (
 
 RESPONSES_RULES = (
     Rule("service_tier", one_of("auto", "default"), SERVICE_TIER),
-    Rule("reasoning", _no_reasoning, NO_REASONING),
-    Rule("text.verbosity", one_of("medium"), VERBOSITY),
+    NO_REASONING_RULE,
+    MEDIUM_VERBOSITY,
     Rule("background", falsy, "background responses are not supported here: stream instead"),
-    Rule("truncation", one_of("disabled"), "inputs are never truncated here"),
+    NO_TRUNCATION,
     Rule("prompt", absent, f"prompt templates are stored by OpenAI: {HOSTED}"),
-    Rule("conversation", absent, "conversations are not kept here: use previous_response_id"),
+    NO_CONVERSATION,
     Rule("context_management", absent, "context compaction is not done here"),
     Rule("stream_options.include_obfuscation", falsy, OBFUSCATION),
 )
 
 INPUT_TOKENS_RULES = (
-    Rule("reasoning", _no_reasoning, NO_REASONING),
-    Rule("text.verbosity", one_of("medium"), VERBOSITY),
-    Rule("truncation", one_of("disabled"), "inputs are never truncated here"),
-    Rule("conversation", absent, "conversations are not kept here: use previous_response_id"),
+    NO_REASONING_RULE,
+    MEDIUM_VERBOSITY,
+    NO_TRUNCATION,
+    NO_CONVERSATION,
     Rule("personality", absent, "this model has no personality presets"),
 )
 
@@ -105,13 +116,13 @@ COMPLETIONS_RULES = (
 ANTHROPIC_RULES = (
     Rule("container", absent, "code execution containers run on Anthropic's servers"),
     Rule("inference_geo", absent, "inference runs on this server, wherever it is"),
-    Rule("thinking", lambda v: v is None or v.type != "enabled", "this model does not think"),
-    Rule("output_config.effort", absent, "this model has no effort setting"),
+    NO_THINKING,
+    NO_EFFORT,
 )
 
 COUNT_TOKENS_RULES = (
-    Rule("thinking", lambda v: v is None or v.type != "enabled", "this model does not think"),
-    Rule("output_config.effort", absent, "this model has no effort setting"),
+    NO_THINKING,
+    NO_EFFORT,
     Rule("speed", one_of("standard"), "there is one speed here, 'standard'"),
 )
 

@@ -46,10 +46,10 @@ class BreakpointEntries:
     def where(self, h: BlockHash, peek: bool = False) -> Location | None:
         """Where block `h` is cached: the pool, else the fastest tier holding it. With
         `peek`, an expired pool block is passed over without being dropped."""
-        if peek and self.pool.peek([h]):
-            return self.pool.where(h)
-        ids = [] if peek else self.pool.match([h])
-        if ids:
+        if peek:
+            if self.pool.peek([h]):
+                return self.pool.where(h)
+        elif ids := self.pool.match([h]):
             return Location(Tier.DEVICE, ids[0])
         run = self.lower.run([h])
         return run[0] if run else None

@@ -27,7 +27,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from promptcache.ledger.diagnosis import common_prefix, span_at
+from promptcache.ledger.diagnosis import common_prefix, preamble_change, span_at
 from promptcache.text.chat import MessageSpan
 
 
@@ -120,11 +120,10 @@ def compare(
         keyed = moved and earlier.prompt_cache_key != now.prompt_cache_key
         return _changed(Change.KEY if keyed else Change.NOT_REUSED, earlier, now, k, reused, None)
     span = span_at(now.messages, k)
-    first = now.messages[0].content_start if now.messages else None
-    if first is not None and k < first and earlier.tools != now.tools:
-        return _changed(Change.TOOLS, earlier, now, k, reused, span)
-    if first is not None and k < first and earlier.format != now.format:
-        return _changed(Change.FORMAT, earlier, now, k, reused, span)
+    digests = (earlier.tools, earlier.format), (now.tools, now.format)
+    preamble = preamble_change(now.messages, k, *digests)
+    if preamble is not None:
+        return _changed(Change(preamble), earlier, now, k, reused, span)
     change = Change.SYSTEM if span is not None and span.role == "system" else Change.MESSAGES
     return _changed(change, earlier, now, k, reused, span)
 

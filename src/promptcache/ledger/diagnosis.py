@@ -231,33 +231,55 @@ def _first_reason(
     moved = earlier.worker is not None and record.worker not in (None, earlier.worker)
     if moved and u.reused_tokens < whole_blocks:
         return _other_worker(record, earlier, k, base)
-    messages = record.request.messages
+    messages, output = record.request.messages, record.request.output
     span = span_at(messages, k)
-    first = messages[0].content_start if messages else None
-    before_messages = first is not None and k < first  # in the tools or the format
+    now = (output.tools_digest(), output.format_digest())
+    preamble = preamble_change(messages, k, (earlier.tools, earlier.format), now)
     all_reused = u.reused_tokens >= whole_blocks
-    if span is not None and span is messages[-1] and all_reused and not before_messages:
+    last = span is not None and span is messages[-1] and not before_messages(messages, k)
+    if last and all_reused:
+        assert span is not None
         return _new_input(span, earlier, k, rules, base)
     found = _diverged(span, tokens, earlier, k, decode, base)
-    if not before_messages:
+    if preamble is None:
         return found
-    output = record.request.output
-    if earlier.tools != output.tools_digest():
-        summary = (
-            f"this prompt left the closest earlier prompt of this tenant at token {k}, in the "
-            "tools, which come first in the prompt: their definitions changed (keep one "
-            "tool list per agent; the order of keys does not matter)"
-        )
-        return replace(found, reason="tools_changed", summary=summary)
-    if earlier.format != output.format_digest():
-        summary = (
-            f"this prompt left the closest earlier prompt of this tenant at token {k}, in the "
-            "answer's format (response_format, text.format, output_config.format), shown "
-            "after the tools and before the system prompt: it changed (keep one format per "
-            "kind of request; the order of a schema's keys does not matter)"
-        )
-        return replace(found, reason="format_changed", summary=summary)
-    return found
+    return replace(found, reason=preamble, summary=_PREAMBLE_SUMMARY[preamble].format(k=k))
+
+
+_PREAMBLE_SUMMARY = {
+    "tools_changed": (
+        "this prompt left the closest earlier prompt of this tenant at token {k}, in the "
+        "tools, which come first in the prompt: their definitions changed (keep one "
+        "tool list per agent; the order of keys does not matter)"
+    ),
+    "format_changed": (
+        "this prompt left the closest earlier prompt of this tenant at token {k}, in the "
+        "answer's format (response_format, text.format, output_config.format), shown "
+        "after the tools and before the system prompt: it changed (keep one format per "
+        "kind of request; the order of a schema's keys does not matter)"
+    ),
+}
+
+
+def before_messages(messages: tuple[MessageSpan, ...], k: int) -> bool:
+    """Whether token `k` lies before the first message: in the tools or the format."""
+    first = messages[0].content_start if messages else None
+    return first is not None and k < first
+
+
+def preamble_change(
+    messages: tuple[MessageSpan, ...], k: int, earlier: tuple[str, str], now: tuple[str, str]
+) -> str | None:
+    """`tools_changed` or `format_changed` when two prompts diverge at `k` before the first
+    message and their (tools, format) digests (`OutputSpec.tools_digest`, `.format_digest`)
+    differ there, tools first; None otherwise."""
+    if not before_messages(messages, k):
+        return None
+    if earlier[0] != now[0]:
+        return "tools_changed"
+    if earlier[1] != now[1]:
+        return "format_changed"
+    return None
 
 
 def _other_worker(

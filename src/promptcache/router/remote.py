@@ -150,11 +150,7 @@ class RemoteEngine:
         assert request.request_id is not None
         if request.request_id in self._live:
             raise RequestError(f"request id {request.request_id!r} is already running")
-        c = request.cache
-        bucket = bucket_of(
-            c.tenant, request.token_ids, self.config.route_prefix_tokens, c.prompt_cache_key
-        )
-        route = self.policy.route(bucket, [Candidate(w.name, w.in_flight) for w in healthy])
+        route = self.policy.route(self._bucket(request), _candidates(healthy))
         if self.metrics is not None:
             self.metrics.decisions.labels(route.decision.value).inc()
         stream = RemoteStream(self, request, route, limit)
@@ -168,11 +164,7 @@ class RemoteEngine:
         healthy = self.pool.healthy()
         if not healthy:
             raise EngineDead("no healthy worker")
-        c = request.cache
-        bucket = bucket_of(
-            c.tenant, request.token_ids, self.config.route_prefix_tokens, c.prompt_cache_key
-        )
-        name = self.policy.peek(bucket, [Candidate(w.name, w.in_flight) for w in healthy])
+        name = self.policy.peek(self._bucket(request), _candidates(healthy))
         worker = self.pool.workers[name]
         if worker.kind == "vllm":
             return None
@@ -189,6 +181,13 @@ class RemoteEngine:
             return None
         body = resp.json()
         return PrefixReuse(int(body["reused_tokens"]), int(body["cached_tokens"]))
+
+    def _bucket(self, request: GenerationRequest) -> bytes:
+        """The routing bucket of `request` (its tenant, prompt prefix and cache key)."""
+        c = request.cache
+        return bucket_of(
+            c.tenant, request.token_ids, self.config.route_prefix_tokens, c.prompt_cache_key
+        )
 
     def abort(self, request_id: str) -> None:
         stream = self._live.get(request_id)
@@ -223,6 +222,10 @@ class RemoteEngine:
         self._live.pop(request_id, None)
         if not finished:
             self.num_aborted += 1
+
+
+def _candidates(healthy: list[Worker]) -> list[Candidate]:
+    return [Candidate(w.name, w.in_flight) for w in healthy]
 
 
 class RemoteStream:
