@@ -185,11 +185,15 @@ def test_a_flood_of_silent_and_trickling_connections(flooded_server: Server) -> 
     assert during, "the normal client was not served while the flood was on"
 
     assert outlived == 0, f"{outlived} connections outlived deadline + margin"
-    # closed sooner than the deadline could close it: refused at the cap
-    refused = [f for f in flood.flooders if (f.closed or 0.0) - f.opened < DEADLINE]
-    held = [f for f in flood.flooders if (f.closed or 0.0) - f.opened >= DEADLINE]
+    # A refusal at the cap closes at once; the deadline closes DEADLINE after the server
+    # accepted, which may come a little before the client noted `opened` (a busy client
+    # is descheduled between its connect and its clock read): half the deadline splits them.
+    refused = [f for f in flood.flooders if (f.closed or 0.0) - f.opened < DEADLINE / 2]
+    held = [f for f in flood.flooders if (f.closed or 0.0) - f.opened >= DEADLINE / 2]
     trickling = [f for f in flood.flooders if f.trickles]
-    assert all(f in held and f.sent > 1 for f in trickling)  # trickled until the deadline
+    early = [(round((f.closed or 0.0) - f.opened, 3), f.sent) for f in trickling if f not in held]
+    assert not early, f"trickling connections closed early (seconds, bytes): {early[:5]}"
+    assert all(f.sent > 1 for f in trickling)  # trickled until the deadline
     assert refused, "no connection was refused at the cap"
 
     ask(OpenAI(base_url=f"{server.base_url}/v1", api_key="sk-tenant-a", max_retries=0))
